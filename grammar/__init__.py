@@ -1,0 +1,1 @@
+"""Installed as `mlrobust.grammar`: it carries mlr.lark inside the wheel."""

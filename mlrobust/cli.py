@@ -1,0 +1,144 @@
+"""The `mlrobust` command line: argument parsing, dispatch and the error boundary.
+
+Handlers live in `mlrobust.commands` and are imported lazily, so `mlrobust --help` does not
+pay for importing torch. Every exception that escapes a handler is turned into a message and
+an exit code here (see `mlrobust.errors`), never a traceback unless --debug asks for one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+
+from mlrobust import __version__
+from mlrobust.errors import ExitCode, MlrobustError, NotYetImplemented, UserError, exit_code_for
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad flags; for us that is a user error (1)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# command name -> (help, issue that brings it) for the ones not built yet
+_PLANNED = {
+    "run": ("search for the maximal robust layered neighborhood of a spec", 6),
+    "check": ("run one verification query of a spec at a given epsilon vector", 5),
+    "lint": ("check .mlr spec files and print diagnostics", 4),
+    "fmt": ("format .mlr spec files canonically", 4),
+    "sweep": ("run a spec over many images and models", 6),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mlrobust",
+        description="Maximal robust layered neighborhoods for multi-label image classifiers.",
+        epilog="Exit codes: 0 done, 1 user error, 2 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlrobust {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    for name, (help_text, issue) in _PLANNED.items():
+        planned = commands.add_parser(name, help=f"{help_text} (not yet implemented)")
+        planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+        planned.set_defaults(handler=None, planned_issue=issue)
+
+    data = commands.add_parser("data", help="build and inspect Double-MNIST canvases")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
+    build = data_commands.add_parser("build", help="build canvases, masks and an index from real MNIST digits")
+    build.add_argument("--out", default="data/double_mnist", help="output folder (default: data/double_mnist)")
+    build.add_argument("--seed", type=non_negative_int, default=0, help="canvas seed (default: 0)")
+    build.add_argument("--train", type=non_negative_int, default=0, help="training canvases (default: 0)")
+    build.add_argument("--test", type=non_negative_int, default=200, help="test canvases (default: 200)")
+    build.add_argument(
+        "--max-uses", type=positive_int, default=4, help="most canvases one source digit may appear in (default: 4)"
+    )
+    build.set_defaults(handler="mlrobust.commands.data:build")
+    show = data_commands.add_parser("show", help="summarise a Double-MNIST folder")
+    show.add_argument("folder", nargs="?", default="data/double_mnist")
+    show.set_defaults(handler="mlrobust.commands.data:show")
+
+    models = commands.add_parser("models", help="train, inspect and check the Double-MNIST classifiers")
+    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser, required=True)
+    train = model_commands.add_parser("train", help="train, export and evaluate classifiers (writes model cards)")
+    train.add_argument("--recipe", choices=("none", "l0", "pgd", "all"), default="all")
+    train.add_argument("--out", default="models", help="output folder (default: models)")
+    train.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default: 0)")
+    train.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
+    train.set_defaults(handler="mlrobust.commands.models:train")
+    mshow = model_commands.add_parser("show", help="print the model cards")
+    mshow.add_argument("folder", nargs="?", default="models")
+    mshow.set_defaults(handler="mlrobust.commands.models:show")
+    mevaluate = model_commands.add_parser(
+        "evaluate", help="recompute the accuracy and PGD accuracy in the model cards of committed models"
+    )
+    mevaluate.add_argument("folder", nargs="?", default="models")
+    mevaluate.set_defaults(handler="mlrobust.commands.models:evaluate")
+    mcheck = model_commands.add_parser(
+        "check", help="re-check the committed models: sha256, onnxruntime accuracy on a Double-MNIST folder"
+    )
+    mcheck.add_argument("folder", nargs="?", default="models")
+    mcheck.add_argument("--data", default="data/double_mnist", help="Double-MNIST folder (default: data/double_mnist)")
+    mcheck.set_defaults(handler="mlrobust.commands.models:check")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> ExitCode:
+    if getattr(args, "planned_issue", None) is not None:
+        raise NotYetImplemented(f"`mlrobust {args.command}` is not yet implemented (issue {args.planned_issue})")
+    module_name, function_name = args.handler.split(":")
+    handler = getattr(importlib.import_module(module_name), function_name)
+    result: ExitCode = handler(args)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    errors = Console(stderr=True, highlight=False)
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return ExitCode.USER_ERROR
+        return int(_dispatch(args))
+    except MlrobustError as error:
+        errors.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+        if error.hint:
+            errors.print(f"[bold]hint:[/] {escape(error.hint)}", soft_wrap=True)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    except Exception as error:  # the boundary: anything unexpected is our bug
+        if debug:
+            traceback.print_exc()
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}", soft_wrap=True)
+        errors.print("this is a bug in mlrobust; rerun with --debug for the traceback and report it")
+        return int(exit_code_for(error))

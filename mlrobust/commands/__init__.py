@@ -1,0 +1,1 @@
+"""One module per CLI command group; each handler takes the parsed arguments and returns an ExitCode."""

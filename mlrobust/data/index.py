@@ -1,0 +1,101 @@
+"""Reading a Double-MNIST folder written by `mlrobust data build` (e.g. data/double_mnist)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mlrobust.errors import UserError
+
+INDEX_FILE = "index.json"
+INDEX_FORMAT = "mlrobust-double-mnist/1"
+
+
+@dataclass(frozen=True)
+class DigitObject:
+    label: int
+    mask: Path
+    position: tuple[int, int]
+    source_index: int
+
+
+@dataclass(frozen=True)
+class CanvasEntry:
+    id: str
+    split: str
+    image: Path
+    labels: tuple[int, int]
+    objects: tuple[DigitObject, DigitObject]
+
+    def object_for(self, label: int) -> DigitObject:
+        for obj in self.objects:
+            if obj.label == label:
+                return obj
+        raise UserError(f"canvas {self.id} shows digits {self.labels}, not {label}")
+
+    def other_object(self, target: int) -> DigitObject:
+        """The digit that is not `target`: the perturbed object when `target` is the target."""
+        self.object_for(target)
+        return next(obj for obj in self.objects if obj.label != target)
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    root: Path
+    seed: int
+    mask_threshold: float
+    canvases: tuple[CanvasEntry, ...]
+
+    def by_id(self, canvas_id: str) -> CanvasEntry:
+        for entry in self.canvases:
+            if entry.id == canvas_id:
+                return entry
+        raise UserError(f"no canvas {canvas_id!r} in {self.root / INDEX_FILE}")
+
+
+def load_index(root: Path) -> DatasetIndex:
+    path = root / INDEX_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise UserError(f"no Double-MNIST index at {path}", hint="build one with `mlrobust data build`") from error
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from error
+    if raw.get("format") != INDEX_FORMAT:
+        raise UserError(f"{path} has format {raw.get('format')!r}, expected {INDEX_FORMAT!r}")
+    entries = tuple(
+        CanvasEntry(
+            id=item["id"],
+            split=item["split"],
+            image=root / item["image"],
+            labels=(item["labels"][0], item["labels"][1]),
+            objects=tuple(  # type: ignore[arg-type]
+                DigitObject(o["label"], root / o["mask"], (o["position"][0], o["position"][1]), o["source_index"])
+                for o in item["objects"]
+            ),
+        )
+        for item in raw["canvases"]
+    )
+    return DatasetIndex(root, raw["seed"], raw["mask_threshold"], entries)
+
+
+def read_gray_png(path: Path) -> np.ndarray:
+    """A grayscale PNG as float32 in [0, 1] (value / 255)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "1"):
+                raise UserError(f"{path} is a {image.mode} image; expected 8-bit grayscale")
+            return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
+    except FileNotFoundError as error:
+        raise UserError(f"image file not found: {path}") from error
+    except OSError as error:
+        raise UserError(f"cannot read image {path}: {error}") from error
+
+
+def read_mask_png(path: Path) -> np.ndarray:
+    """A mask PNG as bool (nonzero pixels are in the mask)."""
+    return read_gray_png(path) > 0

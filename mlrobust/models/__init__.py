@@ -1,0 +1,1 @@
+"""The three Double-MNIST classifiers: one architecture, three training recipes."""

@@ -1,0 +1,81 @@
+"""The classifier architecture shared by all three models (thesis Figure 2).
+
+Two convolutional network layers, one max-pool and one fully connected network layer, with
+ReLU, on 1x64x64 inputs and 10 logits out. It is sized for exact MILP verification: the
+ReLU count stays in the low thousands, and the max-pool input has an even size (8x8), which
+other verifiers (auto_LiRPA among them) require.
+
+Measured on this machine (60 epochs of fresh canvases, exact top-2 set accuracy on 2,000
+test canvases; `docs/models.md`): a non-overlapping 4x4/stride-4 first conv plateaued near
+0.78; a 6x6 second kernel gave 0.87; an overlapping 6x6/stride-4 first conv gave 0.885 /
+0.924 / 0.932 with 8 / 12 / 16 channels (4,096 / 5,120 / 6,144 ReLUs). We keep 12.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+INPUT_SHAPE = (1, 64, 64)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Channel counts and kernel geometry; the spatial sizes follow from them."""
+
+    conv1_channels: int = 12
+    conv1_kernel: int = 6
+    conv1_stride: int = 4
+    conv1_padding: int = 1
+    conv2_channels: int = 32
+    conv2_kernel: int = 6
+    conv2_stride: int = 2
+    conv2_padding: int = 2
+    pool: int = 2
+
+    def conv1_size(self) -> int:
+        return (INPUT_SHAPE[1] + 2 * self.conv1_padding - self.conv1_kernel) // self.conv1_stride + 1
+
+    def conv2_size(self) -> int:
+        return (self.conv1_size() + 2 * self.conv2_padding - self.conv2_kernel) // self.conv2_stride + 1
+
+    def pooled_size(self) -> int:
+        return self.conv2_size() // self.pool
+
+    def relu_count(self) -> int:
+        return self.conv1_channels * self.conv1_size() ** 2 + self.conv2_channels * self.conv2_size() ** 2
+
+    def fc_inputs(self) -> int:
+        return self.conv2_channels * self.pooled_size() ** 2
+
+    def describe(self) -> str:
+        c1, c2, p = self.conv1_size(), self.conv2_size(), self.pooled_size()
+        return (
+            f"Conv {self.conv1_channels}@{self.conv1_kernel}x{self.conv1_kernel} "
+            f"stride {self.conv1_stride} pad {self.conv1_padding} -> ReLU "
+            f"({self.conv1_channels}x{c1}x{c1}) -> "
+            f"Conv {self.conv2_channels}@{self.conv2_kernel}x{self.conv2_kernel} "
+            f"stride {self.conv2_stride} pad {self.conv2_padding} -> ReLU "
+            f"({self.conv2_channels}x{c2}x{c2}) -> MaxPool {self.pool}x{self.pool} "
+            f"({self.conv2_channels}x{p}x{p}) -> FC {self.fc_inputs()}->{NUM_CLASSES}"
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def build_classifier(arch: Architecture) -> nn.Sequential:
+    """A fresh, randomly initialised classifier with this architecture."""
+    if arch.conv2_size() % arch.pool:
+        raise ValueError(f"max-pool input {arch.conv2_size()} is not a multiple of {arch.pool}")
+    return nn.Sequential(
+        nn.Conv2d(1, arch.conv1_channels, arch.conv1_kernel, arch.conv1_stride, arch.conv1_padding),
+        nn.ReLU(),
+        nn.Conv2d(arch.conv1_channels, arch.conv2_channels, arch.conv2_kernel, arch.conv2_stride, arch.conv2_padding),
+        nn.ReLU(),
+        nn.MaxPool2d(arch.pool),
+        nn.Flatten(),
+        nn.Linear(arch.fc_inputs(), NUM_CLASSES),
+    )

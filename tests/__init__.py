@@ -1,0 +1,1 @@
+"""mlrobust tests (a package, so test modules can share tests/helpers.py)."""

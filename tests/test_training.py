@@ -1,0 +1,75 @@
+"""Training parts: the L0 rectangles, PGD, the top-2 violation, and a tiny end-to-end export."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mlrobust.data.canvas import compose
+from mlrobust.models.architecture import Architecture, build_classifier
+from mlrobust.models.card import read_card
+from mlrobust.models.export import check_against_torch, export_onnx
+from mlrobust.models.pgd import bce_loss, pgd_linf, top2_set_violation
+from mlrobust.models.recipes import RECIPES, L0Defence
+from mlrobust.models.train import paste_black_rectangles, train_classifier
+
+
+def test_black_rectangles_have_documented_sizes_and_touch_nothing_else() -> None:
+    rng = np.random.default_rng(0)
+    images = np.full((200, 64, 64), 0.5, dtype=np.float32)
+    defence = L0Defence(min_side=8, max_side=16)
+    pasted = paste_black_rectangles(images, defence, rng)
+    for before, after in zip(images, pasted, strict=True):
+        rows, cols = np.nonzero(after != before)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert 8 <= height <= 16 and 8 <= width <= 16
+        assert len(rows) == height * width  # one solid rectangle
+        assert np.all(after[rows, cols] == 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, (1, 10), elements=st.floats(-20, 20, width=32)), st.permutations(range(10)))
+def test_top2_violation_is_negative_exactly_when_the_set_is_kept(logits, order) -> None:
+    labels = torch.tensor([sorted(order[:2])])
+    violation = top2_set_violation(torch.from_numpy(logits), labels).item()
+    others = np.delete(logits[0], labels[0].numpy())
+    kept = logits[0, labels[0].numpy()].min() > others.max()
+    assert (violation < 0) == kept
+
+
+def test_pgd_stays_in_the_ball_and_the_range_and_raises_the_loss(pools) -> None:
+    torch.manual_seed(0)
+    model = build_classifier(Architecture()).eval()
+    batch = compose(pools["test"], 64, np.random.default_rng(0))
+    x = torch.from_numpy(batch.images[:, None])
+    y = torch.from_numpy(batch.multi_hot())
+    adv = pgd_linf(model, x, y, bce_loss, eps=0.1, steps=10, step_size=0.02)
+    assert torch.all((adv - x).abs() <= 0.1 + 1e-6)
+    assert adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        assert bce_loss(model(adv), y).mean() > bce_loss(model(x), y).mean()
+
+
+def test_tiny_training_run_exports_a_checked_model(pools, tmp_path: Path) -> None:
+    recipe = dataclasses.replace(RECIPES["pgd"], epochs=2, canvases_per_epoch=512)
+    trained = train_classifier(recipe, Architecture(), pools["train"], seed=1)
+    images = compose(pools["test"], 32, np.random.default_rng(1)).images[:, None]
+    check = export_onnx(trained.model, tmp_path / "m.onnx", images)
+    assert check.passed and check.max_abs_diff < 1e-4
+    other = build_classifier(Architecture()).eval()  # a different network must not pass the check
+    assert not check_against_torch(other, tmp_path / "m.onnx", images).passed
+
+
+def test_missing_card_is_a_user_error(tmp_path: Path) -> None:
+    import pytest
+
+    from mlrobust.errors import UserError
+
+    with pytest.raises(UserError, match="no model card"):
+        read_card(tmp_path / "absent.onnx")
