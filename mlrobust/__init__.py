@@ -1,7 +1,23 @@
-"""mlrobust: maximal robust layered neighborhoods for multi-label classifiers."""
+"""mlrobust: maximal robust layered neighborhoods for multi-label classifiers.
+
+The public API is loaded lazily, so `import mlrobust` (and `mlrobust --help`) stays fast.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Spec", "SpecError", "__version__", "format_spec", "load_spec"]
+
+if TYPE_CHECKING:
+    from mlrobust.spec import Spec, SpecError, format_spec, load_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Spec", "SpecError", "format_spec", "load_spec"):
+        from mlrobust import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module 'mlrobust' has no attribute {name!r}")

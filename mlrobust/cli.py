@@ -49,8 +49,6 @@ def positive_int(text: str) -> int:
 _PLANNED = {
     "run": ("search for the maximal robust layered neighborhood of a spec", 6),
     "check": ("run one verification query of a spec at a given epsilon vector", 5),
-    "lint": ("check .mlr spec files and print diagnostics", 4),
-    "fmt": ("format .mlr spec files canonically", 4),
     "sweep": ("run a spec over many images and models", 6),
 }
 
@@ -69,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         planned = commands.add_parser(name, help=f"{help_text} (not yet implemented)")
         planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
         planned.set_defaults(handler=None, planned_issue=issue)
+
+    lint = commands.add_parser("lint", help="check .mlr spec files and print diagnostics")
+    lint.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.mlr")
+    lint.add_argument("--format", choices=("human", "json", "sarif"), default="human", help="output format")
+    lint.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    lint.set_defaults(handler="mlrobust.commands.spec:lint")
+    fmt = commands.add_parser("fmt", help="format .mlr spec files canonically, in place")
+    fmt.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    fmt_mode = fmt.add_mutually_exclusive_group()
+    fmt_mode.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    fmt_mode.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
+    fmt.set_defaults(handler="mlrobust.commands.spec:fmt")
 
     data = commands.add_parser("data", help="build and inspect Double-MNIST canvases")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)

@@ -1,0 +1,1 @@
+"""The verification problem: network, image, layers, box and the top-k margin."""

@@ -1,0 +1,289 @@
+"""The front door: a spec file -> a checked Spec IR and every diagnostic about it.
+
+`check_spec` never raises for a bad spec: it returns what it could build and the
+diagnostics (lint prints them). `load_spec` is the API for code: a Spec, or a SpecError that
+carries every diagnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlrobust.spec import ir
+from mlrobust.spec import syntax as s
+from mlrobust.spec.convert import Converter, unknown_name
+from mlrobust.spec.diagnostics import Diagnostic, SpecError, sort_key
+from mlrobust.spec.instances import Instance, dataset_root, expand_instances
+from mlrobust.spec.resolve import Merged, merge
+from mlrobust.spec.span import Span
+from mlrobust.verify.options import DEFAULT_CHAIN, VERIFIERS
+
+# Field -> what it holds; the language reference documents each with its default.
+TOP_FIELDS: dict[str, str] = {
+    "model": "the ONNX model",
+    "image": "the image (PNG or .npy)",
+    "dataset": "a Double-MNIST folder (for canvas, other_digit, first_digit)",
+    "canvas": 'a canvas id of the dataset, e.g. "test/0000"',
+    "target": "the target label",
+    "mask": "the perturbed object's mask",
+    "k": "the classification is the top k labels",
+    "weights": "one weight per layer",
+    "cutting": "the cutting strategy for CEGIS",
+    "chain": "the verifier chain",
+    "range": "the valid input range [lo, hi]",
+    "output": "the output folder",
+}
+BLOCK_FIELDS: dict[str, dict[str, str]] = {
+    "search": {
+        "resolution": "δ, the resolution of the search and the maximality check",
+        "queries": "query budget",
+        "time_limit": "time budget",
+        "seed": "random seed",
+    },
+    "sweep": {
+        "models": "several models",
+        "images": "several image files",
+        "canvases": "several canvases of the dataset",
+    },
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    spec: ir.Spec | None
+    diagnostics: tuple[Diagnostic, ...]
+    instances: tuple[Instance, ...]
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def ok(self) -> bool:
+        return self.spec is not None and not self.errors
+
+
+def _unknown_fields(merged: Merged, conv: Converter) -> None:
+    for key, item in merged.fields.items():
+        if key in TOP_FIELDS:
+            continue
+        if key in BLOCK_FIELDS:
+            conv.report(
+                "unknown-field",
+                f"`{key}` is a block, not a field",
+                item.key_span,
+                f"write {key} {{ … }} with its fields inside",
+            )
+        else:
+            owner = next((b for b, fields in BLOCK_FIELDS.items() if key in fields), None)
+            hint = (
+                f"`{key}` belongs in the {owner} {{ … }} block"
+                if owner
+                else unknown_name("fields", key, list(TOP_FIELDS))
+            )
+            conv.report("unknown-field", f"unknown field `{key}`", item.key_span, hint)
+    for name, fields in merged.blocks.items():
+        if name not in BLOCK_FIELDS:
+            conv.report(
+                "unknown-block",
+                f"unknown block `{name}`",
+                merged.block_spans[name],
+                unknown_name("blocks", name, list(BLOCK_FIELDS)),
+            )
+            continue
+        for key, item in fields.items():
+            if key not in BLOCK_FIELDS[name]:
+                conv.report(
+                    "unknown-field",
+                    f"unknown field `{key}` in {name} {{ … }}",
+                    item.key_span,
+                    unknown_name(f"{name} fields", key, list(BLOCK_FIELDS[name])),
+                )
+
+
+def _search(merged: Merged, conv: Converter) -> ir.SearchOptions | None:
+    fields = merged.blocks.get("search", {})
+    span = merged.block_spans.get("search", Span(str(merged.root), 1, 1, 1, 1))
+    defaults = ir.SearchOptions()
+    values = {
+        "resolution": conv.number(fields["resolution"].value, "search resolution", 0)
+        if "resolution" in fields
+        else defaults.resolution,
+        "queries": conv.number(fields["queries"].value, "search queries", 1, integer=True)
+        if "queries" in fields
+        else defaults.queries,
+        "time_limit": conv.duration(fields["time_limit"].value, "search time_limit")
+        if "time_limit" in fields
+        else defaults.time_limit,
+        "seed": conv.number(fields["seed"].value, "search seed", 0, integer=True)
+        if "seed" in fields
+        else defaults.seed,
+    }
+    if "resolution" in fields and values["resolution"] == 0:
+        conv.report("bad-value", "search resolution must be positive", fields["resolution"].value.span)
+        return None
+    if any(v is None for v in values.values()):
+        return None
+    return ir.SearchOptions(
+        float(values["resolution"]),
+        int(values["queries"]),  # type: ignore[arg-type]
+        float(values["time_limit"]),
+        int(values["seed"]),
+        span,
+    )  # type: ignore[arg-type]
+
+
+def _sweep(merged: Merged, conv: Converter, dataset: ir.FileRef | None) -> ir.Sweep | None:
+    if "sweep" not in merged.blocks:
+        return None
+    fields = merged.blocks["sweep"]
+    span = merged.block_spans["sweep"]
+    models = conv.path_list(fields["models"].value, "model") if "models" in fields else ()
+    images = conv.path_list(fields["images"].value, "image") if "images" in fields else ()
+    canvases: tuple[str, ...] = ()
+    if "canvases" in fields:
+        selection = conv.canvas_selection(fields["canvases"].value)
+        where = fields["canvases"].value.span
+        if selection is not None and dataset is None:
+            conv.report(
+                "needs-dataset", "sweeping over canvases needs `dataset`", where, 'set dataset = "…/data/double_mnist"'
+            )
+        elif selection is not None and dataset is not None:
+            from mlrobust.data.index import load_index
+            from mlrobust.errors import UserError
+
+            try:
+                ids = [entry.id for entry in load_index(dataset_root(dataset.path)).canvases]
+            except UserError as error:
+                conv.report("file-not-found", error.message, dataset.span)
+                ids = []
+            if selection == "all":
+                canvases = tuple(ids)
+            elif isinstance(selection, tuple) and len(selection) == 2 and all(isinstance(x, int) for x in selection):
+                start, stop = selection  # type: ignore[misc]
+                if ids and stop > len(ids):
+                    conv.report("bad-value", f"rows({start}, {stop}) reaches past the {len(ids)} canvases", where)
+                canvases = tuple(ids[start:stop])
+            else:
+                canvases = tuple(selection)  # type: ignore[arg-type]
+    if models is None or images is None:
+        return None
+    if images and canvases:
+        conv.report("bad-value", "a sweep takes images or canvases, not both", span)
+        return None
+    return ir.Sweep(models, images, canvases, span)
+
+
+def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = False) -> ir.Spec | None:
+    """Merged fields -> Spec IR with defaults; None when a required piece is unusable.
+
+    A partial spec (a base that others extend) is not required to be complete.
+    """
+    conv = Converter(diagnostics)
+    _unknown_fields(merged, conv)
+    fields = merged.fields
+    root_span = Span(str(merged.root), 1, 1, 1, 1)
+
+    def get(key: str) -> s.Value | None:
+        return fields[key].value if key in fields else None
+
+    def convert(key: str, function, default=None):  # type: ignore[no-untyped-def]
+        value = get(key)
+        return function(value) if value is not None else default
+
+    model = convert("model", lambda v: conv.path(v, "model"))
+    image = convert("image", lambda v: conv.path(v, "image"))
+    dataset = convert("dataset", lambda v: conv.path(v, "dataset"))
+    canvas = convert("canvas", lambda v: conv.string(v, "canvas"))
+    target = convert("target", conv.target)
+    mask = convert("mask", conv.mask)
+    k = convert("k", lambda v: conv.number(v, "k", 1, integer=True), 2)
+    weights = convert("weights", conv.weights, ir.UniformWeights())
+    cutting = convert("cutting", conv.cutting, ir.FixedCutting())
+    chain = (
+        convert("chain", conv.chain)
+        if "chain" in fields
+        else tuple(
+            ir.VerifierStep(name, tuple((o.name, o.default) for o in VERIFIERS[name].options)) for name in DEFAULT_CHAIN
+        )
+    )
+    value_range = convert("range", conv.value_range, (0.0, 1.0))
+    output_ref = convert("output", lambda v: conv.path(v, "output", must_exist=False))
+    search = _search(merged, conv)
+    sweep = _sweep(merged, conv, dataset)
+
+    # Completeness looks at what is written, so a sweep value with its own error does not
+    # also count as missing.
+    swept = merged.blocks.get("sweep", {})
+    sweeps_models = "models" in swept
+    sweeps_images = "images" in swept or "canvases" in swept
+    for key, needed in (
+        ("model", not sweeps_models),
+        ("target", True),
+        ("mask", True),
+        ("image", not sweeps_images and "canvas" not in fields),
+    ):
+        if needed and key not in fields and not partial:
+            hint = {
+                "model": 'model = "path/to/model.onnx" (or sweep { models = […] })',
+                "image": 'image = "path/to/image.png", or dataset + canvas for Double-MNIST',
+                "target": "target = 3 (a label), or first_digit / second_digit with a canvas",
+                "mask": 'mask = "mask.png", other_digit, or rect(top =, left =, height =, width =)',
+            }[key]
+            conv.report("missing-field", f"the spec needs `{key}` ({TOP_FIELDS[key]})", root_span, hint)
+    if "canvas" in fields and "image" in fields:
+        conv.report("bad-value", "give either `image` or `canvas`, not both", fields["image"].key_span)
+    if "canvas" in fields and "dataset" not in fields:
+        conv.report(
+            "needs-dataset",
+            "`canvas` names a canvas of `dataset`, which is not set",
+            fields["canvas"].key_span,
+            'set dataset = "…/data/double_mnist"',
+        )
+
+    if any(d.is_error for d in diagnostics) or target is None or mask is None:
+        return None
+    stem = merged.root.stem
+    return ir.Spec(
+        file=merged.root,
+        model=model,
+        image=image,
+        dataset=dataset,
+        canvas=canvas,
+        target=target,
+        mask=mask,
+        k=int(k),
+        weights=weights,
+        cutting=cutting,
+        chain=chain,
+        value_range=value_range,
+        search=search,  # type: ignore[arg-type]
+        output=output_ref.path if output_ref else (Path.cwd() / "runs" / stem).resolve(),
+        sweep=sweep,
+        extends=tuple(merged.files[:-1]),
+        spans={key: item.value.span for key, item in fields.items()} | dict(merged.block_spans),
+    )
+
+
+def check_spec(path: Path | str, check_files: bool = True, partial: bool = False) -> CheckResult:
+    """Parse, merge extends, convert and (optionally) check the files a spec names.
+
+    `partial` checks a base spec: syntax, fields and types, but not completeness or files.
+    """
+    diagnostics: list[Diagnostic] = []
+    merged = merge(Path(path), diagnostics)
+    spec = build_spec(merged, diagnostics, partial) if not any(d.is_error for d in diagnostics) else None
+    instances: list[Instance] = []
+    if spec is not None and check_files and not partial:
+        instances = expand_instances(spec, diagnostics)
+    return CheckResult(spec, tuple(sorted(diagnostics, key=sort_key)), tuple(instances))
+
+
+def load_spec(path: Path | str) -> ir.Spec:
+    """The checked Spec of a file; raises SpecError (with every diagnostic) if it has errors."""
+    result = check_spec(path)
+    if not result.ok:
+        raise SpecError(list(result.diagnostics))
+    assert result.spec is not None
+    return result.spec

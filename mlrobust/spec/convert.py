@@ -1,0 +1,472 @@
+"""Syntax values -> IR pieces, field by field, collecting diagnostics instead of stopping.
+
+Each converter returns the IR value, or None after recording why the value is unusable.
+Paths resolve against the folder of the file that wrote them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob as globbing
+from collections.abc import Callable
+from pathlib import Path
+
+from mlrobust.spec import ir
+from mlrobust.spec import syntax as s
+from mlrobust.spec.diagnostics import Diagnostic
+from mlrobust.spec.span import Span
+from mlrobust.verify.options import VERIFIERS, Option
+from mlrobust.verify.solvers import GUROBI_FIX, gurobi_problem
+
+Number = int | float
+
+
+def head(value: s.Value) -> str | None:
+    """The word a name or call starts with (`uniform` in `uniform(0.5)`), else None."""
+    if isinstance(value, s.Name):
+        return value.value
+    if isinstance(value, s.Call):
+        return value.name
+    return None
+
+
+class Converter:
+    """Holds the diagnostics list every conversion appends to."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+
+    def report(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic(code, message, span, hint))
+
+    def wrong_type(self, what: str, expected: str, value: s.Value, hint: str | None = None) -> None:
+        self.report("wrong-type", f"{what} must be {expected}, not {s.value_kind(value)}", value.span, hint)
+
+    # --- scalars ----------------------------------------------------------------------
+
+    def number(self, value: s.Value, what: str, minimum: float | None = None, integer: bool = False) -> Number | None:
+        if isinstance(value, s.Duration):
+            self.report(
+                "bad-unit",
+                f"{what} is a plain number, not a duration",
+                value.span,
+                f"write {value.text.rstrip('hmins')} without a unit",
+            )
+            return None
+        if not isinstance(value, s.Number) or (integer and not isinstance(value.value, int)):
+            self.wrong_type(what, "an integer" if integer else "a number", value)
+            return None
+        if minimum is not None and value.value < minimum:
+            code = "negative-value" if minimum == 0 else "bad-value"
+            self.report(code, f"{what} must be at least {minimum}, got {value.text}", value.span)
+            return None
+        return value.value
+
+    def duration(self, value: s.Value, what: str, minimum: float = 0.0) -> float | None:
+        if isinstance(value, s.Number):
+            self.report(
+                "bad-unit",
+                f"{what} is a duration and needs a unit",
+                value.span,
+                f"write {value.text}s, {value.text}min, … (units: ms, s, min, h)",
+            )
+            return None
+        if not isinstance(value, s.Duration):
+            self.wrong_type(what, "a duration (30s, 5min)", value)
+            return None
+        if value.seconds < minimum or (minimum == 0 and value.seconds <= 0):
+            self.report("bad-value", f"{what} must be positive, got {value.text}", value.span)
+            return None
+        return value.seconds
+
+    def string(self, value: s.Value, what: str) -> str | None:
+        if not isinstance(value, s.String):
+            self.wrong_type(what, 'a string ("...")', value)
+            return None
+        return value.value
+
+    def path(self, value: s.Value, what: str, must_exist: bool = True) -> ir.FileRef | None:
+        text = self.string(value, what)
+        if text is None:
+            return None
+        try:
+            path = (Path(value.span.file).parent / text).resolve()
+            exists = path.exists()
+        except (ValueError, OSError) as error:  # a NUL byte, a name too long, …
+            self.report("bad-value", f"{what} {text!r} is not a usable path: {error}", value.span)
+            return None
+        if must_exist and not exists:
+            self.report(
+                "file-not-found",
+                f"{what} {text!r} not found (looked at {path})",
+                value.span,
+                "paths are relative to the folder of the spec file that writes them",
+            )
+            return None
+        return ir.FileRef(path, value.span)
+
+    def arguments(
+        self, call: s.Call, params: dict[str, Callable[[s.Value], object]], positional: tuple[str, ...] = ()
+    ) -> dict[str, object] | None:
+        """Match a call's arguments to named parameters; each parameter converts its value."""
+        values: dict[str, object] = {}
+        ok = True
+        for index, argument in enumerate(call.arguments):
+            if argument.name is None:
+                if index >= len(positional):
+                    self.report(
+                        "bad-value",
+                        f"{call.name}() takes at most {len(positional)} positional argument(s)",
+                        argument.span,
+                        f"name the arguments: {', '.join(params)}",
+                    )
+                    ok = False
+                    continue
+                name = positional[index]
+            else:
+                name = argument.name
+            if name not in params:
+                self.report(
+                    "bad-value",
+                    f"{call.name}() has no argument `{name}`",
+                    argument.span,
+                    f"it takes: {', '.join(params) or 'no arguments'}",
+                )
+                ok = False
+                continue
+            if name in values:
+                self.report("duplicate-field", f"{call.name}() gets `{name}` twice", argument.span)
+                ok = False
+                continue
+            converted = params[name](argument.value)
+            if converted is None:
+                ok = False
+            values[name] = converted
+        return values if ok else None
+
+    # --- fields -----------------------------------------------------------------------
+
+    def target(self, value: s.Value) -> ir.Target | None:
+        if isinstance(value, s.Number) and isinstance(value.value, int):
+            return ir.LabelTarget(value.value, value.span)
+        if isinstance(value, s.String):
+            return ir.NamedTarget(value.value, value.span)
+        if isinstance(value, s.Name) and value.value in ("first_digit", "second_digit"):
+            return ir.DigitTarget(0 if value.value == "first_digit" else 1, value.span)
+        self.wrong_type("target", 'a label (3), a class name ("cat"), first_digit or second_digit', value)
+        return None
+
+    def mask(self, value: s.Value) -> ir.Mask | None:
+        if isinstance(value, s.String):
+            ref = self.path(value, "mask file")
+            return ir.MaskFile(ref.path, value.span) if ref else None
+        if isinstance(value, s.Name) and value.value == "other_digit":
+            return ir.OtherDigitMask(value.span)
+        if isinstance(value, s.Call) and value.name == "rect":
+
+            def side(name: str, minimum: int) -> Callable[[s.Value], object]:
+                return lambda v: self.number(v, f"rect {name}", minimum, integer=True)
+
+            args = self.arguments(
+                value,
+                {
+                    "top": side("top", 0),
+                    "left": side("left", 0),
+                    "height": side("height", 1),
+                    "width": side("width", 1),
+                },
+                ("top", "left", "height", "width"),
+            )
+            if args is None:
+                return None
+            missing = [k for k in ("top", "left", "height", "width") if k not in args]
+            if missing:
+                self.report(
+                    "missing-field",
+                    f"rect() needs {', '.join(missing)}",
+                    value.span,
+                    "write rect(top = 0, left = 0, height = 10, width = 10)",
+                )
+                return None
+            return ir.RectMask(
+                int(args["top"]),
+                int(args["left"]),
+                int(args["height"]),  # type: ignore[call-overload]
+                int(args["width"]),
+                value.span,
+            )  # type: ignore[call-overload]
+        name = value.name if isinstance(value, (s.Name, s.Call)) else None
+        if name is not None:
+            self.report(
+                "unknown-generator",
+                f"unknown mask `{name}`",
+                value.span,
+                'write a mask file ("mask.png"), other_digit, or rect(top=, left=, height=, width=)',
+            )
+        else:
+            self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...)', value)
+        return None
+
+    def _weight_list(self, value: s.Value, what: str, maximum: float | None = None) -> tuple[float, ...] | None:
+        if not isinstance(value, s.ListValue):
+            self.wrong_type(what, "a list of numbers", value)
+            return None
+        if not value.items:
+            self.report("bad-value", f"{what} is empty", value.span)
+            return None
+        numbers = [self.number(item, f"each of {what}", minimum=0) for item in value.items]
+        if any(n is None for n in numbers):
+            return None
+        if maximum is not None:
+            for item, n in zip(value.items, numbers, strict=True):
+                if n is not None and n > maximum:
+                    self.report("bad-value", f"each of {what} must be at most {maximum}, got {n}", item.span)
+                    return None
+        return tuple(float(n) for n in numbers)  # type: ignore[arg-type]
+
+    def weights(self, value: s.Value) -> ir.Weights | None:
+        if isinstance(value, s.ListValue):
+            values = self._weight_list(value, "weights")
+            return ir.ExplicitWeights(values, None, value.span) if values else None
+        name = head(value)
+        weight = lambda what: lambda v: self.number(v, what, minimum=0)  # noqa: E731
+        if name == "object_only" and isinstance(value, s.Name):
+            return ir.ObjectOnlyWeights(value.span)
+        if name == "uniform":
+            if isinstance(value, s.Name):
+                return ir.UniformWeights(1.0, value.span)
+            args = self.arguments(value, {"value": weight("uniform value")}, ("value",))  # type: ignore[arg-type]
+            return ir.UniformWeights(float(args.get("value", 1.0)), value.span) if args is not None else None  # type: ignore[arg-type]
+        if name == "linear" and isinstance(value, s.Call):
+            args = self.arguments(
+                value, {"start": weight("linear start"), "end": weight("linear end")}, ("start", "end")
+            )
+            if args is None:
+                return None
+            return ir.LinearWeights(float(args.get("start", 1.0)), float(args.get("end", 0.0)), value.span)  # type: ignore[arg-type]
+        if name == "exponential" and isinstance(value, s.Call):
+            args = self.arguments(value, {"base": weight("exponential base")}, ("base",))
+            return ir.ExponentialWeights(float(args.get("base", 0.5)), value.span) if args is not None else None  # type: ignore[arg-type]
+        if name == "padded" and isinstance(value, s.Call):
+            args = self.arguments(
+                value,
+                {"values": lambda v: self._weight_list(v, "padded values"), "fill": weight("padded fill")},
+                ("values", "fill"),
+            )
+            if args is None:
+                return None
+            if "values" not in args or "fill" not in args:
+                self.report(
+                    "missing-field",
+                    "padded() needs a list and a fill value",
+                    value.span,
+                    "write padded([1, 0.5], fill = 0)",
+                )
+                return None
+            return ir.ExplicitWeights(args["values"], float(args["fill"]), value.span)  # type: ignore[arg-type]
+        if name is not None:
+            self.report(
+                "unknown-generator",
+                f"unknown weights `{name}`",
+                value.span,
+                "write a list [1, 0.5, …], uniform, uniform(0.5), linear(start = 1, end = 0), "
+                "exponential(base = 0.5), object_only, or padded([…], fill = 0)",
+            )
+            return None
+        self.wrong_type("weights", "a list or a generator such as uniform", value)
+        return None
+
+    def cutting(self, value: s.Value) -> ir.Cutting | None:
+        if isinstance(value, s.ListValue):
+            values = self._weight_list(value, "cutting weights", maximum=1.0)
+            return ir.ExplicitCutting(values, value.span) if values else None
+        if isinstance(value, s.Name) and value.value == "fixed":
+            return ir.FixedCutting(value.span)
+        if isinstance(value, s.Name) and value.value == "sensitivity":
+            return ir.SensitivityCutting(value.span)
+        if isinstance(value, (s.Name, s.Call)):
+            self.report(
+                "unknown-generator",
+                f"unknown cutting strategy `{value.name}`",
+                value.span,
+                "write fixed, sensitivity, or a list of weights in [0, 1]",
+            )
+            return None
+        self.wrong_type("cutting", "fixed, sensitivity or a list", value)
+        return None
+
+    def _option(self, verifier: str, option: Option, value: s.Value) -> ir.OptionValue | None:
+        what = f"{verifier} option `{option.name}`"
+        if option.kind == "choice":
+            if not isinstance(value, s.Name) or value.value not in option.choices:
+                shown = value.value if isinstance(value, (s.Name, s.String)) else s.value_kind(value)
+                self.report(
+                    "bad-option",
+                    f"{what} cannot be {shown!s}",
+                    value.span,
+                    f"choose one of: {', '.join(option.choices)}",
+                )
+                return None
+            return value.value
+        if option.kind == "duration":
+            seconds = self.duration(value, what)
+            return seconds
+        if option.kind == "bool":
+            if not isinstance(value, s.Boolean):
+                self.wrong_type(what, "true or false", value)
+                return None
+            return value.value
+        number = self.number(value, what, option.minimum, integer=option.kind == "int")
+        return float(number) if number is not None and option.kind == "float" else number
+
+    def verifier_step(self, value: s.Value) -> ir.VerifierStep | None:
+        if isinstance(value, s.Name):
+            call = s.Call(value.value, (), value.span, value.span)
+        elif isinstance(value, s.Call):
+            call = value
+        else:
+            self.wrong_type("a chain step", "a verifier such as attack(steps = 50)", value)
+            return None
+        info = VERIFIERS.get(call.name)
+        if info is None:
+            close = difflib.get_close_matches(call.name, VERIFIERS, n=1)
+            did = f"did you mean {close[0]}? " if close else ""
+            self.report(
+                "unknown-verifier",
+                f"unknown verifier `{call.name}`",
+                call.name_span,
+                f"{did}verifiers: {', '.join(VERIFIERS)}",
+            )
+            return None
+        chosen: dict[str, ir.OptionValue] = {}
+        ok = True
+        for argument in call.arguments:
+            option = info.option(argument.name) if argument.name else None
+            if argument.name is None:
+                self.report(
+                    "bad-option",
+                    f"{call.name} options are named",
+                    argument.span,
+                    f"write e.g. {call.name}({info.options[0].name} = …)",
+                )
+                ok = False
+            elif option is None:
+                self.report(
+                    "unknown-option",
+                    f"{call.name} has no option `{argument.name}`",
+                    argument.span,
+                    "options: " + "; ".join(o.describe() for o in info.options),
+                )
+                ok = False
+            elif argument.name in chosen:
+                self.report("duplicate-field", f"{call.name} option `{argument.name}` is given twice", argument.span)
+                ok = False
+            else:
+                converted = self._option(call.name, option, argument.value)
+                if converted is None:
+                    ok = False
+                else:
+                    chosen[argument.name] = converted
+        if not ok:
+            return None
+        if call.name == "milp" and chosen.get("solver") == "gurobi":
+            problem = gurobi_problem()
+            if problem is not None:
+                solver_arg = next(a for a in call.arguments if a.name == "solver")
+                self.report("solver-unavailable", f"solver = gurobi chosen, but {problem}", solver_arg.span, GUROBI_FIX)
+                return None
+        options = tuple((o.name, chosen.get(o.name, o.default)) for o in info.options)
+        return ir.VerifierStep(call.name, options, call.span)
+
+    def chain(self, value: s.Value) -> tuple[ir.VerifierStep, ...] | None:
+        steps_syntax: tuple[s.Value, ...] = value.steps if isinstance(value, s.Chain) else (value,)
+        steps = [self.verifier_step(step) for step in steps_syntax]
+        if any(step is None for step in steps):
+            return None
+        chain = tuple(step for step in steps if step is not None)
+        if not any(VERIFIERS[step.name].sound for step in chain):
+            self.report(
+                "no-sound-verifier",
+                "this chain has no sound verifier, so it can never prove ROBUST",
+                value.span,
+                "add bounds(…) or milp(…) after the attack",
+            )
+        return chain
+
+    def value_range(self, value: s.Value) -> tuple[float, float] | None:
+        if not isinstance(value, s.ListValue) or len(value.items) != 2:
+            self.wrong_type("range", "a list of two numbers [lo, hi]", value)
+            return None
+        lo, hi = (self.number(item, "range bound") for item in value.items)
+        if lo is None or hi is None:
+            return None
+        if not lo < hi:
+            self.report("bad-value", f"range must have lo < hi, got [{lo}, {hi}]", value.span)
+            return None
+        return float(lo), float(hi)
+
+    # --- sweep --------------------------------------------------------------------------
+
+    def path_list(self, value: s.Value, what: str) -> tuple[ir.FileRef, ...] | None:
+        if isinstance(value, s.String):
+            ref = self.path(value, what)
+            return (ref,) if ref else None
+        if isinstance(value, s.Call) and value.name == "glob":
+            args = self.arguments(value, {"pattern": lambda v: self.string(v, "glob pattern")}, ("pattern",))
+            if args is None or "pattern" not in args:
+                return None
+            folder = Path(value.span.file).parent
+            try:
+                found = sorted(Path(p).resolve() for p in globbing.glob(str(folder / str(args["pattern"]))))
+            except (ValueError, OSError) as error:
+                self.report("bad-value", f"glob({args['pattern']!r}) is not a usable pattern: {error}", value.span)
+                return None
+            if not found:
+                self.report("empty-sweep", f"glob({args['pattern']!r}) matches no file (in {folder})", value.span)
+                return None
+            return tuple(ir.FileRef(p, value.span) for p in found)
+        if isinstance(value, s.ListValue):
+            refs = [self.path(item, what) for item in value.items]
+            if any(r is None for r in refs):
+                return None
+            if not refs:
+                self.report("empty-sweep", f"the list of {what}s is empty", value.span)
+                return None
+            return tuple(r for r in refs if r is not None)
+        self.wrong_type(what + "s", 'a path, a list of paths or glob("pattern")', value)
+        return None
+
+    def canvas_selection(self, value: s.Value) -> tuple[str, ...] | tuple[int, int] | str | None:
+        """A list of canvas ids, rows(start, stop), or `all` (resolved against the index later)."""
+        if isinstance(value, s.Name) and value.value == "all":
+            return "all"
+        if isinstance(value, s.Call) and value.name == "rows":
+            row = lambda v: self.number(v, "rows bound", 0, integer=True)  # noqa: E731
+            args = self.arguments(value, {"start": row, "stop": row}, ("start", "stop"))
+            if args is None or "start" not in args or "stop" not in args:
+                if args is not None:
+                    self.report("missing-field", "rows() needs start and stop", value.span, "write rows(0, 20)")
+                return None
+            start, stop = int(args["start"]), int(args["stop"])  # type: ignore[call-overload]
+            if stop <= start:
+                self.report(
+                    "empty-sweep",
+                    f"rows({start}, {stop}) selects no row",
+                    value.span,
+                    "rows(start, stop) selects rows start … stop-1",
+                )
+                return None
+            return (start, stop)
+        if isinstance(value, s.ListValue):
+            ids = [self.string(item, "canvas id") for item in value.items]
+            if any(i is None for i in ids):
+                return None
+            return tuple(i for i in ids if i is not None)
+        self.wrong_type("canvases", "a list of canvas ids, rows(start, stop) or all", value)
+        return None
+
+
+def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    did = f"did you mean `{close[0]}`? " if close else ""
+    return f"{did}{kind}: {', '.join(known)}"

@@ -1,0 +1,383 @@
+"""A spec -> its concrete instances: (model, image, mask, target) after every file is read.
+
+One spec is one instance; a sweep is many (models × images or canvases). The checker calls
+this to find what is wrong with the files, with spans to point at; the compiler calls it
+again on a checked spec to get the arrays. Files are read once per path (a sweep names the
+same model many times).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.data.index import DatasetIndex, load_index, read_gray_png
+from mlrobust.errors import UserError
+from mlrobust.nn.support import SUPPORTED_OPS, OnnxLoadError, OnnxSummary, summarize_onnx
+from mlrobust.problem.layers import layer_count
+from mlrobust.spec import ir
+from mlrobust.spec.diagnostics import Diagnostic
+from mlrobust.spec.span import Span
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One verification problem a spec asks for."""
+
+    model: Path
+    image_path: Path
+    image: np.ndarray  # float32 (C, H, W)
+    mask: np.ndarray  # bool (H, W)
+    target: int
+    canvas: str | None
+    num_classes: int
+    layers: int
+
+    def describe(self) -> str:
+        where = self.canvas or self.image_path.name
+        return f"{self.model.name} on {where}"
+
+
+@functools.lru_cache(maxsize=64)
+def _onnx_summary(path: Path, mtime: float) -> OnnxSummary | str:
+    try:
+        return summarize_onnx(path)
+    except OnnxLoadError as error:
+        return str(error)
+
+
+@functools.lru_cache(maxsize=64)
+def _card_classes(path: Path) -> tuple[str, ...] | None:
+    card = path.with_name(path.stem + ".card.json")
+    try:
+        classes = json.loads(card.read_text()).get("classes")
+    except (OSError, ValueError):
+        return None
+    return tuple(str(c) for c in classes) if isinstance(classes, list) else None
+
+
+@functools.lru_cache(maxsize=16)
+def _index(root: Path, mtime: float) -> DatasetIndex | str:
+    try:
+        return load_index(root)
+    except UserError as error:
+        return error.message
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as float32 (C, H, W): grayscale/RGB PNG (value/255) or a .npy array."""
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {path}: {error}") from None
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3:
+            raise UserError(f"{path} holds an array of shape {array.shape}; expected (H, W) or (C, H, W)")
+        return array
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("L", "1", "I;16", "P"):
+                return read_gray_png(path)[None]
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+            return np.moveaxis(rgb, -1, 0)
+    except UserError:
+        raise
+    except OSError as error:
+        raise UserError(f"cannot read image {path}: {error}") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask file as bool (H, W): nonzero pixels of a PNG or .npy."""
+    array = read_image(path)
+    return np.asarray(array.max(axis=0) > 0)
+
+
+def dataset_root(path: Path) -> Path:
+    return path.parent if path.is_file() else path
+
+
+class _Expander:
+    def __init__(self, spec: ir.Spec, diagnostics: list[Diagnostic]) -> None:
+        self.spec = spec
+        self.diagnostics = diagnostics
+        self.reported: set[tuple[str, Span, str]] = set()
+        # A sweep names each image once per model (and may repeat canvases): read each once.
+        self.image_cache: dict[Path, np.ndarray | str] = {}
+        self.mask_cache: dict[tuple[Path, int, str | None], tuple[np.ndarray, int] | None] = {}
+
+    def read_image(self, path: Path) -> np.ndarray | str:
+        if path not in self.image_cache:
+            try:
+                image = read_image(path)
+                image.setflags(write=False)  # shared by every instance that names this file
+                self.image_cache[path] = image
+            except UserError as error:
+                self.image_cache[path] = error.message
+        return self.image_cache[path]
+
+    def mask_and_layers(
+        self, image_path: Path, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None
+    ) -> tuple[np.ndarray, int] | None:
+        key = (image_path, label, canvas)
+        if key not in self.mask_cache:
+            mask = self.mask(image, label, canvas, index)
+            if mask is not None:
+                mask.setflags(write=False)
+            self.mask_cache[key] = (mask, layer_count(mask)) if mask is not None else None
+        return self.mask_cache[key]
+
+    def report(self, code: str, message: str, span: Span, hint: str | None = None, key: str = "") -> None:
+        """Record once per (code, span, key): a sweep should not repeat one mistake 1,000 times."""
+        if (code, span, key) in self.reported:
+            return
+        self.reported.add((code, span, key))
+        self.diagnostics.append(Diagnostic(code, message, span, hint))
+
+    def model(self, ref: ir.FileRef) -> OnnxSummary | None:
+        summary = _onnx_summary(ref.path, _mtime(ref.path))
+        if isinstance(summary, str):
+            self.report(
+                "model-load-error",
+                f"model {ref.path.name} does not load: {summary}",
+                ref.span,
+                "export the model to ONNX (opset >= 13) and check it with onnx.checker",
+            )
+            return None
+        for op in summary.unsupported:
+            self.report(
+                "unsupported-op",
+                f"model {ref.path.name} uses {op.op_type} (node {op.node_name!r}, opset {op.opset}), "
+                "which the verifiers do not support",
+                ref.span,
+                "supported: " + ", ".join(sorted(SUPPORTED_OPS)) + " (Softmax/Sigmoid only as the last op)",
+                key=op.op_type + op.node_name,
+            )
+        if summary.unsupported:
+            return None
+        if summary.num_classes is None:
+            self.report("model-load-error", f"model {ref.path.name} has no fixed number of output classes", ref.span)
+            return None
+        return summary
+
+    def dataset(self) -> DatasetIndex | None:
+        ref = self.spec.dataset
+        if ref is None:
+            return None
+        root = dataset_root(ref.path)
+        index = _index(root, _mtime(root / "index.json"))
+        if isinstance(index, str):
+            self.report("file-not-found", index, ref.span, "point `dataset` at a folder made by `mlrobust data build`")
+            return None
+        return index
+
+    def images(self, index: DatasetIndex | None) -> Iterator[tuple[Path, str | None, Span]]:
+        """(image path, canvas id, span to blame) for every image the spec selects."""
+        spec = self.spec
+        sweep = spec.sweep
+        if sweep is not None and sweep.images:
+            for ref in sweep.images:
+                yield ref.path, None, ref.span
+            return
+        if sweep is not None and sweep.canvases:
+            if index is None:
+                return
+            for canvas in sweep.canvases:
+                try:
+                    yield index.by_id(canvas).image, canvas, sweep.span
+                except UserError as error:
+                    self.report("bad-value", error.message, sweep.span, key=canvas)
+            return
+        if spec.canvas is not None:
+            if index is not None:
+                try:
+                    yield index.by_id(spec.canvas).image, spec.canvas, spec.dataset.span  # type: ignore[union-attr]
+                except UserError as error:
+                    self.report("bad-value", error.message, spec.dataset.span)  # type: ignore[union-attr]
+            return
+        if spec.image is not None:
+            yield spec.image.path, None, spec.image.span
+
+    def target_label(
+        self, summary: OnnxSummary, model: ir.FileRef, canvas_labels: tuple[int, ...] | None
+    ) -> int | None:
+        target = self.spec.target
+        classes = summary.num_classes or 0
+        if isinstance(target, ir.DigitTarget):
+            if canvas_labels is None:
+                self.report(
+                    "needs-dataset",
+                    "first_digit / second_digit name a digit of a Double-MNIST canvas",
+                    target.span,
+                    "set `dataset` and `canvas` (or sweep over canvases)",
+                )
+                return None
+            label = canvas_labels[target.slot]
+        elif isinstance(target, ir.NamedTarget):
+            names = _card_classes(model.path)
+            if names is None or target.name not in names:
+                known = f"the model card lists: {', '.join(names)}" if names else "the model has no card with classes"
+                self.report(
+                    "unknown-label",
+                    f"no class named {target.name!r} in {model.path.name}",
+                    target.span,
+                    f"{known}; or give the class index",
+                )
+                return None
+            label = names.index(target.name)
+        else:
+            label = target.label
+        if not 0 <= label < classes:
+            self.report(
+                "label-out-of-range",
+                f"label {label} is out of range: {model.path.name} has {classes} classes (0 … {classes - 1})",
+                target.span,
+                key=str(label),
+            )
+            return None
+        if canvas_labels is not None and label not in canvas_labels:
+            self.report(
+                "target-not-in-canvas",
+                f"target {label} is not a digit of this canvas (it shows {canvas_labels[0]} and {canvas_labels[1]})",
+                target.span,
+                key=str(label),
+            )
+            return None
+        return label
+
+    def mask(self, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None) -> np.ndarray | None:
+        spec_mask = self.spec.mask
+        height, width = image.shape[1:]
+        if isinstance(spec_mask, ir.OtherDigitMask):
+            if canvas is None or index is None:
+                self.report(
+                    "needs-dataset",
+                    "other_digit is the mask of a Double-MNIST canvas's other digit",
+                    spec_mask.span,
+                    "set `dataset` and `canvas` (or sweep over canvases)",
+                )
+                return None
+            mask_path = index.by_id(canvas).other_object(label).mask
+            mask = read_mask(mask_path)
+        elif isinstance(spec_mask, ir.RectMask):
+            r = spec_mask
+            if r.top + r.height > height or r.left + r.width > width:
+                self.report("bad-value", f"rect reaches past the {height}×{width} image", r.span)
+                return None
+            mask = r.array((height, width))
+        else:
+            try:
+                mask = read_mask(spec_mask.path)
+            except UserError as error:
+                self.report("image-load-error", error.message, spec_mask.span)
+                return None
+        if mask.shape != (height, width):
+            self.report(
+                "shape-mismatch",
+                f"the mask is {mask.shape[0]}×{mask.shape[1]} but the image is {height}×{width}",
+                spec_mask.span,
+            )
+            return None
+        if not mask.any():
+            self.report("empty-mask", "the mask selects no pixel", spec_mask.span, key=str(canvas))
+            return None
+        return mask
+
+    def check_vectors(self, layers: int, where: str) -> None:
+        weights = self.spec.weights
+        if isinstance(weights, ir.ExplicitWeights):
+            n = len(weights.values)
+            if (weights.fill is None and n != layers) or n > layers:
+                hint = "list one weight per layer, or write padded([…], fill = 0) to fill the rest"
+                self.report(
+                    "weights-length",
+                    f"weights has {n} entries but the mask gives {layers} layers (0 … {layers - 1}) for {where}",
+                    weights.span,
+                    hint,
+                    key=f"{n}/{layers}",
+                )
+        cutting = self.spec.cutting
+        if isinstance(cutting, ir.ExplicitCutting) and len(cutting.values) != layers:
+            self.report(
+                "weights-length",
+                f"cutting has {len(cutting.values)} entries but the mask gives {layers} layers for {where}",
+                cutting.span,
+                key=f"c{len(cutting.values)}/{layers}",
+            )
+
+
+def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Instance]:
+    """Every instance of the spec; file problems become diagnostics (those instances are left out)."""
+    expander = _Expander(spec, diagnostics)
+    models = spec.sweep.models if spec.sweep and spec.sweep.models else ((spec.model,) if spec.model else ())
+    index = expander.dataset()
+    images = list(expander.images(index))
+    instances = []
+    for model in models:
+        summary = expander.model(model)
+        if summary is None:
+            continue
+        classes = summary.num_classes or 0
+        if not 1 <= spec.k < classes:
+            expander.report(
+                "k-out-of-range",
+                f"k = {spec.k} but {model.path.name} has {classes} classes; k must be 1 … {classes - 1}",
+                spec.span_of("k"),
+            )
+        expected = tuple(d for d in summary.input_shape[1:])
+        for image_path, canvas, span in images:
+            image = expander.read_image(image_path)
+            if isinstance(image, str):
+                expander.report("image-load-error", image, span, key=str(image_path))
+                continue
+            if any(isinstance(e, int) and e != a for e, a in zip(expected, image.shape, strict=False)) or len(
+                expected
+            ) != len(image.shape):
+                expander.report(
+                    "shape-mismatch",
+                    f"{image_path.name} is {'×'.join(map(str, image.shape))} but "
+                    f"{model.path.name} takes {'×'.join(map(str, expected))}",
+                    span,
+                    key=f"{model.path}{image.shape}",
+                )
+                continue
+            lo, hi = spec.value_range
+            if image.min() < lo or image.max() > hi:
+                expander.report(
+                    "bad-value",
+                    f"{image_path.name} has values in [{image.min():g}, {image.max():g}], "
+                    f"outside range [{lo:g}, {hi:g}]",
+                    span,
+                    key=str(image_path),
+                )
+                continue
+            entry = index.by_id(canvas) if canvas is not None and index is not None else None
+            label = expander.target_label(summary, model, entry.labels if entry else None)
+            if label is None:
+                continue
+            found = expander.mask_and_layers(image_path, image, label, canvas, index)
+            if found is None:
+                continue
+            mask, layers = found
+            where = f"{model.path.name} on {canvas or image_path.name}"
+            expander.check_vectors(layers, where)
+            instances.append(Instance(model.path, image_path, image, mask, label, canvas, classes, layers))
+    return instances

@@ -1,0 +1,241 @@
+"""The Spec IR: what a checked spec means, as frozen dataclasses with spans.
+
+Nothing downstream of the checker sees text or syntax trees. Paths are absolute (resolved
+against the folder of the file that wrote them); every default is filled in; every node
+keeps the span it came from (excluded from equality) so later stages can still point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.spec.span import UNKNOWN_SPAN, Span
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: Path
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+# --- target -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """`target = 3`: a class index."""
+
+    label: int
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class NamedTarget:
+    """`target = "cat"`: a class name from the model card's `classes`."""
+
+    name: str
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DigitTarget:
+    """`target = first_digit` / `second_digit`: the label of the canvas's object 0 or 1."""
+
+    slot: int
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+Target = LabelTarget | NamedTarget | DigitTarget
+
+
+# --- mask -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """`mask = "m.png"`: nonzero pixels are the perturbed object."""
+
+    path: Path
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class OtherDigitMask:
+    """`mask = other_digit`: the mask of the canvas's digit that is not the target."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RectMask:
+    """`mask = rect(top = 10, left = 4, height = 20, width = 12)`."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def array(self, shape: tuple[int, int]) -> np.ndarray:
+        mask = np.zeros(shape, dtype=bool)
+        mask[self.top : self.top + self.height, self.left : self.left + self.width] = True
+        return mask
+
+
+Mask = MaskFile | OtherDigitMask | RectMask
+
+
+# --- weights and cutting weights --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExplicitWeights:
+    """`[1, 0.5, 0.25]`, or `padded([1, 0.5], fill = 0)` to fill the remaining layers."""
+
+    values: tuple[float, ...]
+    fill: float | None = None
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def vector(self, layers: int) -> np.ndarray:
+        if len(self.values) > layers or (self.fill is None and len(self.values) != layers):
+            raise ValueError(f"{len(self.values)} weights for {layers} layers")
+        tail = [self.fill] * (layers - len(self.values)) if self.fill is not None else []
+        return np.array([*self.values, *tail], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class UniformWeights:
+    """`uniform` or `uniform(0.5)`: the same weight for every layer."""
+
+    value: float = 1.0
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def vector(self, layers: int) -> np.ndarray:
+        return np.full(layers, self.value, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LinearWeights:
+    """`linear(start = 1, end = 0)`: from start at layer 0 to end at the last layer."""
+
+    start: float = 1.0
+    end: float = 0.0
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def vector(self, layers: int) -> np.ndarray:
+        return np.linspace(self.start, self.end, layers) if layers > 1 else np.array([self.start])
+
+
+@dataclass(frozen=True)
+class ExponentialWeights:
+    """`exponential(base = 0.5)`: w_d = base ** d."""
+
+    base: float = 0.5
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def vector(self, layers: int) -> np.ndarray:
+        return self.base ** np.arange(layers, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ObjectOnlyWeights:
+    """`object_only`: weight 1 on layer 0 (the perturbed object), 0 elsewhere."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def vector(self, layers: int) -> np.ndarray:
+        weights = np.zeros(layers, dtype=np.float64)
+        weights[0] = 1.0
+        return weights
+
+
+Weights = ExplicitWeights | UniformWeights | LinearWeights | ExponentialWeights | ObjectOnlyWeights
+
+
+@dataclass(frozen=True)
+class FixedCutting:
+    """The thesis's fixed cutting weights (near layers shrink less)."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SensitivityCutting:
+    """Cutting weights from the vanilla gradient of the margin, averaged per layer."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ExplicitCutting:
+    """One cutting weight in [0, 1] per layer."""
+
+    values: tuple[float, ...]
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+Cutting = FixedCutting | SensitivityCutting | ExplicitCutting
+
+
+# --- chain, search, sweep ---------------------------------------------------------------
+
+OptionValue = int | float | str | bool
+
+
+@dataclass(frozen=True)
+class VerifierStep:
+    """One verifier of the chain with every option resolved (defaults included)."""
+
+    name: str
+    options: tuple[tuple[str, OptionValue], ...]
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    def option(self, name: str) -> OptionValue:
+        return dict(self.options)[name]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    resolution: float = 0.001
+    queries: int = 1000
+    time_limit: float = 600.0
+    seed: int = 0
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Several models and/or several images (files, or canvases of the dataset)."""
+
+    models: tuple[FileRef, ...] = ()
+    images: tuple[FileRef, ...] = ()
+    canvases: tuple[str, ...] = ()
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Spec:
+    file: Path
+    model: FileRef | None
+    image: FileRef | None
+    dataset: FileRef | None
+    canvas: str | None
+    target: Target
+    mask: Mask
+    k: int
+    weights: Weights
+    cutting: Cutting
+    chain: tuple[VerifierStep, ...]
+    value_range: tuple[float, float]
+    search: SearchOptions
+    output: Path
+    sweep: Sweep | None
+    extends: tuple[Path, ...] = ()
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
+
+    def span_of(self, name: str) -> Span:
+        """Where field `name` was written (the spec's first line when it took its default)."""
+        return self.spans.get(name) or Span(str(self.file), 1, 1, 1, 1)

@@ -1,0 +1,1 @@
+"""The verifier chain: attack, bounds and MILP behind one contract."""

@@ -1,0 +1,43 @@
+"""Regenerates the small fixture files next to this script (committed; run by hand if needed).
+
+tanh.onnx   a 1x64x64 -> 10 model with a Tanh node (an unsupported op)
+bad.onnx    bytes that are not an ONNX model
+small.png   a 28x28 grayscale image (wrong shape for the 64x64 models)
+empty.png   a 64x64 all-black mask (selects no pixel)
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((10, 4096)).astype(np.float32), "W")
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], name="flatten"),
+        helper.make_node("Tanh", ["flat"], ["squashed"], name="squash"),
+        helper.make_node("Gemm", ["squashed", "W"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tanh_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, HERE / "tanh.onnx")
+    (HERE / "bad.onnx").write_bytes(b"this is not an ONNX model\n")
+    Image.fromarray(np.full((28, 28), 128, dtype=np.uint8), mode="L").save(HERE / "small.png")
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8), mode="L").save(HERE / "empty.png")
+
+
+if __name__ == "__main__":
+    main()
