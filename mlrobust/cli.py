@@ -48,7 +48,6 @@ def positive_int(text: str) -> int:
 # command name -> (help, issue that brings it) for the ones not built yet
 _PLANNED = {
     "run": ("search for the maximal robust layered neighborhood of a spec", 6),
-    "check": ("run one verification query of a spec at a given epsilon vector", 5),
     "sweep": ("run a spec over many images and models", 6),
 }
 
@@ -68,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
         planned.set_defaults(handler=None, planned_issue=issue)
 
+    check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
+    check.add_argument("spec", help="the .mlr spec")
+    check.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")
+    check.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
+    check.add_argument("--json", action="store_true", help="print one JSON object (docs/result-schema.md)")
+    check.add_argument("--out", default=None, help="folder for a counterexample (default: the spec's output)")
+    check.set_defaults(handler="mlrobust.commands.check:check")
     lint = commands.add_parser("lint", help="check .mlr spec files and print diagnostics")
     lint.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.mlr")
     lint.add_argument("--format", choices=("human", "json", "sarif"), default="human", help="output format")
@@ -139,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitCode.USER_ERROR
         return int(_dispatch(args))
     except MlrobustError as error:
+        diagnostics = getattr(error, "diagnostics", None)
+        if diagnostics:  # a SpecError: show every diagnostic as lint does
+            from mlrobust.spec.report import print_human
+
+            print_human(errors, diagnostics)
+            return int(error.exit_code)
         errors.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
         if error.hint:
             errors.print(f"[bold]hint:[/] {escape(error.hint)}", soft_wrap=True)

@@ -37,6 +37,7 @@ class Instance:
     canvas: str | None
     num_classes: int
     layers: int
+    mask_path: Path | None = None  # the mask file (None for a rectangle)
 
     def describe(self) -> str:
         where = self.canvas or self.image_path.name
@@ -324,6 +325,14 @@ class _Expander:
             )
 
 
+def _mask_path(mask: ir.Mask, label: int, canvas: str | None, index: DatasetIndex | None) -> Path | None:
+    if isinstance(mask, ir.MaskFile):
+        return mask.path
+    if isinstance(mask, ir.OtherDigitMask) and canvas is not None and index is not None:
+        return index.by_id(canvas).other_object(label).mask
+    return None
+
+
 def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Instance]:
     """Every instance of the spec; file problems become diagnostics (those instances are left out)."""
     expander = _Expander(spec, diagnostics)
@@ -379,5 +388,17 @@ def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Insta
             mask, layers = found
             where = f"{model.path.name} on {canvas or image_path.name}"
             expander.check_vectors(layers, where)
-            instances.append(Instance(model.path, image_path, image, mask, label, canvas, classes, layers))
+            instances.append(
+                Instance(
+                    model.path,
+                    image_path,
+                    image,
+                    mask,
+                    label,
+                    canvas,
+                    classes,
+                    layers,
+                    _mask_path(spec.mask, label, canvas, index),
+                )
+            )
     return instances

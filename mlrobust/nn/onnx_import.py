@@ -1,0 +1,401 @@
+"""ONNX -> the network IR, through a registry of converters keyed by (op type, since version).
+
+`onnx.defs.get_schema(op, opset)` resolves which version of an op a model uses; a converter
+is registered for exactly the versions whose meaning it implements. An op (or version) that
+is not registered is an error naming the op, the node and the opset, and listing what is
+supported; nothing is approximated silently. The graph must be a chain: each node's one
+computed input is the previous node's output (weights and constants may feed any node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.errors import UserError
+from mlrobust.nn import ops as o
+
+
+class UnsupportedModel(UserError):
+    """The model uses something the network IR cannot represent exactly."""
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    node: object  # onnx.NodeProto
+    name: str
+    opset: int
+    in_shape: o.Shape
+    data_input: str  # the name of the node's computed input
+    constants: dict[str, np.ndarray]
+    attributes: dict[str, object]
+
+    def constant(self, index: int) -> np.ndarray | None:
+        names = list(self.node.input)  # type: ignore[attr-defined]
+        if index >= len(names) or not names[index]:
+            return None
+        return self.constants.get(names[index])
+
+    def fail(self, why: str) -> UnsupportedModel:
+        op_type = self.node.op_type  # type: ignore[attr-defined]
+        return UnsupportedModel(f"{op_type} node {self.name!r} (opset {self.opset}): {why}")
+
+
+Converter = Callable[[NodeContext], list[o.Op]]
+REGISTRY: dict[tuple[str, int], Converter] = {}
+PASS_THROUGH = {"Identity", "Dropout"}  # no op at inference
+
+
+def register(op_type: str, *since_versions: int) -> Callable[[Converter], Converter]:
+    def add(function: Converter) -> Converter:
+        for version in since_versions:
+            if (op_type, version) in REGISTRY:
+                raise ValueError(f"two converters for {op_type} v{version}")
+            REGISTRY[(op_type, version)] = function
+        return function
+
+    return add
+
+
+def supported_ops() -> dict[str, list[int]]:
+    table: dict[str, list[int]] = {}
+    for op_type, version in sorted(REGISTRY):
+        table.setdefault(op_type, []).append(version)
+    return table
+
+
+def _pairs(values, default):  # type: ignore[no-untyped-def]
+    return tuple(int(v) for v in values) if values is not None else default
+
+
+def _spatial_padding(ctx: NodeContext, kernel: tuple[int, int], stride, dilation) -> tuple[int, int, int, int]:
+    auto_pad = ctx.attributes.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad in ("NOTSET", ""):
+        pads = _pairs(ctx.attributes.get("pads"), (0, 0, 0, 0))
+        return (pads[0], pads[1], pads[2], pads[3])
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        padding = []
+        for axis in (0, 1):
+            size = ctx.in_shape[1 + axis]
+            out = -(-size // stride[axis])
+            total = max(0, (out - 1) * stride[axis] + (kernel[axis] - 1) * dilation[axis] + 1 - size)
+            small, large = total // 2, total - total // 2
+            padding.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+        return (padding[0][0], padding[1][0], padding[0][1], padding[1][1])
+    raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
+
+
+@register("Conv", 1, 11, 22)
+def _conv(ctx: NodeContext) -> list[o.Op]:
+    weight = ctx.constant(1)
+    if weight is None or weight.ndim != 4:
+        raise ctx.fail("only 2-D convolutions with constant weights are supported")
+    if int(ctx.attributes.get("group", 1)) != 1:
+        raise ctx.fail("grouped convolutions (group != 1) are not supported")
+    if len(ctx.in_shape) != 3 or ctx.in_shape[0] != weight.shape[1]:
+        raise ctx.fail(f"input shape {ctx.in_shape} does not match the weight {weight.shape}")
+    bias = ctx.constant(2)
+    kernel = (int(weight.shape[2]), int(weight.shape[3]))
+    stride = _pairs(ctx.attributes.get("strides"), (1, 1))
+    dilation = _pairs(ctx.attributes.get("dilations"), (1, 1))
+    padding = _spatial_padding(ctx, kernel, stride, dilation)
+    _, height, width = ctx.in_shape
+    out_h = (height + padding[0] + padding[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (width + padding[1] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return [
+        o.Conv(
+            weight.astype(np.float64),
+            (bias if bias is not None else np.zeros(weight.shape[0])).astype(np.float64),
+            (stride[0], stride[1]),
+            padding,
+            (dilation[0], dilation[1]),
+            ctx.in_shape,
+            (int(weight.shape[0]), out_h, out_w),
+        )
+    ]
+
+
+@register("Gemm", 1, 6, 7, 9, 11, 13)
+def _gemm(ctx: NodeContext) -> list[o.Op]:
+    inputs = list(ctx.node.input)  # type: ignore[attr-defined]
+    if inputs[0] != ctx.data_input or int(ctx.attributes.get("transA", 0)):
+        raise ctx.fail("only x @ W with the data as the first, untransposed input is supported")
+    b = ctx.constant(1)
+    if b is None or len(ctx.in_shape) != 1:
+        raise ctx.fail("the weight must be a constant and the input flat")
+    weight = b.T if int(ctx.attributes.get("transB", 0)) else b  # (in, out) -> used as x @ weight
+    weight = float(ctx.attributes.get("alpha", 1.0)) * weight.astype(np.float64)
+    c = ctx.constant(2)
+    bias = np.zeros(weight.shape[1]) if c is None else float(ctx.attributes.get("beta", 1.0)) * c.astype(np.float64)
+    bias = np.broadcast_to(bias, (weight.shape[1],)).astype(np.float64)
+    if weight.shape[0] != ctx.in_shape[0]:
+        raise ctx.fail(f"input of size {ctx.in_shape[0]} does not match the weight {b.shape}")
+    return [o.Linear(np.ascontiguousarray(weight.T), bias.copy(), ctx.in_shape, (int(weight.shape[1]),))]
+
+
+@register("MatMul", 1, 9, 13)
+def _matmul(ctx: NodeContext) -> list[o.Op]:
+    inputs = list(ctx.node.input)  # type: ignore[attr-defined]
+    weight = ctx.constant(1)
+    if inputs[0] != ctx.data_input or weight is None or weight.ndim != 2 or len(ctx.in_shape) != 1:
+        raise ctx.fail("only flat x @ W with a constant 2-D W is supported")
+    return [
+        o.Linear(
+            np.ascontiguousarray(weight.T.astype(np.float64)),
+            np.zeros(weight.shape[1]),
+            ctx.in_shape,
+            (int(weight.shape[1]),),
+        )
+    ]
+
+
+def _elementwise(ctx: NodeContext, kind: str) -> list[o.Op]:
+    inputs = list(ctx.node.input)  # type: ignore[attr-defined]
+    other_index = 1 if inputs[0] == ctx.data_input else 0
+    constant = ctx.constant(other_index)
+    if constant is None:
+        raise ctx.fail("both inputs are computed; only operations with a constant are supported")
+    full = (1, *ctx.in_shape)
+    try:
+        if np.broadcast_shapes(constant.shape, full) != full:
+            raise ValueError
+        value = np.broadcast_to(constant.astype(np.float64), full)[0].copy()
+    except ValueError:
+        raise ctx.fail(f"the constant of shape {constant.shape} changes the shape {ctx.in_shape}") from None
+    ones, zeros = np.ones_like(value), np.zeros_like(value)
+    if kind == "Add":
+        scale, shift = ones, value
+    elif kind == "Sub":
+        scale, shift = (ones, -value) if other_index == 1 else (-ones, value)
+    elif kind == "Mul":
+        scale, shift = value, zeros
+    else:  # Div
+        if other_index == 0:
+            raise ctx.fail("constant / x is not affine")
+        if np.any(value == 0):
+            raise ctx.fail("division by a constant containing zero")
+        scale, shift = 1.0 / value, zeros
+    return [o.Affine(scale, shift, ctx.in_shape, ctx.in_shape)]
+
+
+for _kind in ("Add", "Sub", "Mul", "Div"):
+    register(_kind, 7, 13, 14)(lambda ctx, kind=_kind: _elementwise(ctx, kind))
+
+
+@register("BatchNormalization", 7, 9, 14, 15)
+def _batch_norm(ctx: NodeContext) -> list[o.Op]:
+    if int(ctx.attributes.get("training_mode", 0)):
+        raise ctx.fail("training_mode = 1 is not inference")
+    parts = [ctx.constant(i) for i in range(1, 5)]
+    if any(p is None for p in parts):
+        raise ctx.fail("scale, bias, mean and variance must be constants")
+    scale, bias, mean, var = (p.astype(np.float64) for p in parts)  # type: ignore[union-attr]
+    factor = scale / np.sqrt(var + float(ctx.attributes.get("epsilon", 1e-5)))
+    shape = (-1,) + (1,) * (len(ctx.in_shape) - 1)
+    full = np.ones(ctx.in_shape)
+    return [
+        o.Affine(full * factor.reshape(shape), full * (bias - mean * factor).reshape(shape), ctx.in_shape, ctx.in_shape)
+    ]
+
+
+@register("Relu", 1, 6, 13, 14)
+def _relu(ctx: NodeContext) -> list[o.Op]:
+    return [o.Relu(ctx.in_shape, ctx.in_shape)]
+
+
+@register("MaxPool", 1, 8, 10, 11, 12, 22)
+def _maxpool(ctx: NodeContext) -> list[o.Op]:
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:  # type: ignore[attr-defined]
+        raise ctx.fail("the Indices output is not supported")
+    if int(ctx.attributes.get("ceil_mode", 0)):
+        raise ctx.fail("ceil_mode = 1 is not supported")
+    kernel = _pairs(ctx.attributes.get("kernel_shape"), None)
+    if kernel is None or len(kernel) != 2 or len(ctx.in_shape) != 3:
+        raise ctx.fail("only 2-D max-pools are supported")
+    stride = _pairs(ctx.attributes.get("strides"), (1, 1))
+    dilation = _pairs(ctx.attributes.get("dilations"), (1, 1))
+    padding = _spatial_padding(ctx, kernel, stride, dilation)
+    windows, out_shape = o.maxpool_windows(ctx.in_shape, kernel, stride, padding, dilation)
+    return [
+        o.MaxPool(
+            (kernel[0], kernel[1]),
+            (stride[0], stride[1]),
+            padding,
+            (dilation[0], dilation[1]),
+            ctx.in_shape,
+            out_shape,
+            windows,
+        )
+    ]
+
+
+@register("Flatten", 1, 9, 11, 13, 21, 23, 24, 25)
+def _flatten(ctx: NodeContext) -> list[o.Op]:
+    if int(ctx.attributes.get("axis", 1)) != 1:
+        raise ctx.fail("only axis = 1 (keep the batch) is supported")
+    return [o.Reshape(ctx.in_shape, (int(np.prod(ctx.in_shape)),))]
+
+
+@register("Reshape", 5, 13, 14, 19, 21, 23, 24, 25)
+def _reshape(ctx: NodeContext) -> list[o.Op]:
+    target = ctx.constant(1)
+    if target is None:
+        raise ctx.fail("the target shape must be a constant")
+    target = [int(v) for v in target]
+    if not int(ctx.attributes.get("allowzero", 0)):
+        full = (1, *ctx.in_shape)
+        target = [full[i] if v == 0 and i < len(full) else v for i, v in enumerate(target)]
+    try:
+        out = np.empty((1, *ctx.in_shape)).reshape(target).shape
+    except ValueError:
+        raise ctx.fail(f"cannot reshape {ctx.in_shape} to {target}") from None
+    if out[0] != 1:
+        raise ctx.fail("reshapes that move the batch dimension are not supported")
+    return [o.Reshape(ctx.in_shape, tuple(int(d) for d in out[1:]))]
+
+
+for _kind in PASS_THROUGH:
+    versions = {"Identity": (1, 13, 14, 16, 19, 21, 23, 24, 25), "Dropout": (1, 6, 7, 10, 12, 13, 22)}[_kind]
+    register(_kind, *versions)(lambda ctx: [])
+register("Softmax", 1, 11, 13)(lambda ctx: [])  # only ever reached as the last node (checked by the walker)
+register("Sigmoid", 1, 6, 13)(lambda ctx: [])
+register("Constant", 1, 9, 11, 12, 13, 19, 21, 23, 24, 25)(lambda ctx: [])
+
+
+def _fold(ops: list[o.Op]) -> list[o.Op]:
+    """Fold an elementwise affine into the Conv/Linear before it (BatchNorm after a conv, Add as a bias)."""
+    folded: list[o.Op] = []
+    for op in ops:
+        previous = folded[-1] if folded else None
+        if isinstance(op, o.Affine) and isinstance(previous, o.Conv):
+            scale, shift = op.scale, op.shift
+            per_channel = np.all(scale == scale[:, :1, :1]) and np.all(shift == shift[:, :1, :1])
+            if per_channel:
+                s, t = scale[:, 0, 0], shift[:, 0, 0]
+                folded[-1] = o.Conv(
+                    previous.weight * s[:, None, None, None],
+                    previous.bias * s + t,
+                    previous.stride,
+                    previous.padding,
+                    previous.dilation,
+                    previous.in_shape,
+                    previous.out_shape,
+                )
+                continue
+        if isinstance(op, o.Affine) and isinstance(previous, o.Linear):
+            folded[-1] = o.Linear(
+                previous.weight * op.scale[:, None],
+                previous.bias * op.scale + op.shift,
+                previous.in_shape,
+                previous.out_shape,
+            )
+            continue
+        if isinstance(op, o.Affine) and isinstance(previous, o.Affine):
+            folded[-1] = o.Affine(
+                previous.scale * op.scale, previous.shift * op.scale + op.shift, previous.in_shape, op.out_shape
+            )
+            continue
+        folded.append(op)
+    return folded
+
+
+def _attributes(node) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from onnx import helper
+
+    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+
+
+def _dims(value_info) -> tuple[int | str, ...]:  # type: ignore[no-untyped-def]
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim
+    )
+
+
+@dataclass(frozen=True)
+class ImportedGraph:
+    ops: tuple[o.Op, ...]
+    input_shape: o.Shape
+    output_shape: o.Shape
+    opset: int
+
+
+def import_onnx(path: Path) -> ImportedGraph:
+    """Read an ONNX file into IR ops; raises UnsupportedModel (a user error) with the reason."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except FileNotFoundError:
+        raise UserError(f"model file not found: {path}") from None
+    except Exception as error:  # onnx raises DecodeError, ValidationError, ...
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path} is not a valid ONNX model: {first_line}") from None
+    opset = next((x.version for x in model.opset_import if x.domain in ("", "ai.onnx")), 0)
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise UnsupportedModel(
+            f"{path.name}: expected one input and one output, found {len(inputs)} and {len(graph.output)}"
+        )
+    dims = _dims(inputs[0])[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise UnsupportedModel(f"{path.name}: the input shape {_dims(inputs[0])} must be fixed except the batch")
+    shape: o.Shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+    input_shape = shape
+    current = inputs[0].name
+    ops: list[o.Op] = []
+    nodes = list(graph.node)
+    for position, node in enumerate(nodes):
+        name = node.name or f"#{position}"
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedModel(
+                f"{node.op_type} node {name!r} is in domain {node.domain!r}; only ONNX ops are supported"
+            )
+        try:
+            since = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
+        except Exception:
+            since = -1
+        converter = REGISTRY.get((node.op_type, since))
+        if converter is None:
+            known = supported_ops()
+            versions = f" (supported versions: {known[node.op_type]})" if node.op_type in known else ""
+            raise UnsupportedModel(
+                f"{node.op_type} node {name!r} (opset {opset}, op version {since}) is not supported{versions}; "
+                f"supported ops: {', '.join(sorted(known))}"
+            )
+        attributes = _attributes(node)
+        if node.op_type == "Constant":
+            value = attributes.get("value")
+            if value is None:
+                raise UnsupportedModel(f"Constant node {name!r}: only the `value` attribute is supported")
+            constants[node.output[0]] = numpy_helper.to_array(value)  # type: ignore[arg-type]
+            continue
+        computed = [x for x in node.input if x and x not in constants]
+        if computed != [current]:
+            raise UnsupportedModel(
+                f"{node.op_type} node {name!r}: the graph is not a chain (it reads {computed}, "
+                f"expected only {current!r})"
+            )
+        if node.op_type in ("Softmax", "Sigmoid"):
+            if position != len(nodes) - 1:
+                raise UnsupportedModel(f"{node.op_type} node {name!r} is only supported as the last op")
+            current = node.output[0]
+            break
+        ctx = NodeContext(node, name, opset, shape, current, constants, attributes)
+        new_ops = converter(ctx)
+        ops.extend(new_ops)
+        if new_ops:
+            shape = new_ops[-1].out_shape
+        current = node.output[0]
+    if current != graph.output[0].name:
+        raise UnsupportedModel(f"{path.name}: the graph output {graph.output[0].name!r} is not the end of the chain")
+    return ImportedGraph(tuple(_fold(ops)), input_shape, shape, opset)

@@ -1,0 +1,61 @@
+"""The verifier chain: verifiers in order, the first definite answer ends the query."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlrobust.problem.problem import Problem
+from mlrobust.spec.ir import VerifierStep
+from mlrobust.verify import attack, bounds, milp
+from mlrobust.verify.verdict import Budget, Status, Verdict
+
+# name -> check(problem, eps, budget, **options); the option names are those of verify/options.py
+CHECKS: dict[str, Callable[..., Verdict]] = {"attack": attack.check, "bounds": bounds.check, "milp": milp.check}
+
+
+@dataclass(frozen=True, eq=False)
+class ChainResult:
+    verdict: Verdict  # the deciding verdict, or a merged UNKNOWN
+    steps: tuple[Verdict, ...]  # every verifier that ran, in order
+
+    @property
+    def status(self) -> Status:
+        return self.verdict.status
+
+
+NO_LIMIT = Budget()
+
+
+def run_chain(
+    problem: Problem, eps: np.ndarray, chain: tuple[VerifierStep, ...], budget: Budget = NO_LIMIT
+) -> ChainResult:
+    started = time.perf_counter()
+    steps: list[Verdict] = []
+    for step in chain:
+        remaining = None if budget.seconds is None else max(0.0, budget.seconds - (time.perf_counter() - started))
+        verdict = CHECKS[step.name](problem, eps, Budget(remaining), **dict(step.options))
+        steps.append(verdict)
+        if verdict.definite:
+            return ChainResult(verdict, tuple(steps))
+    return ChainResult(merge_unknown(steps, time.perf_counter() - started), tuple(steps))
+
+
+def merge_unknown(steps: list[Verdict], seconds: float) -> Verdict:
+    """No definite answer: keep the tightest sound bound and the strongest attack point."""
+    upper = [v.margin_bound for v in steps if v.margin_bound is not None]
+    found = [v for v in steps if v.best_margin is not None]
+    strongest = max(found, key=lambda v: v.best_margin) if found else None  # type: ignore[arg-type, return-value]
+    return Verdict(
+        Status.UNKNOWN,
+        steps[-1].verifier if steps else "none",
+        min(upper) if upper else None,
+        strongest.best_margin if strongest else None,
+        None,
+        strongest.weakest_points if strongest else (),
+        seconds,
+        {"verifiers": [v.verifier for v in steps]},
+    )

@@ -1,0 +1,337 @@
+"""The exact MILP of max m over N(ε), as sparse matrices, with as few variables as possible.
+
+Every activation is an affine expression E v + c over the MILP's variables v. Variables are
+created only where the network is not affine on the box: the free input pixels (lower <
+upper), each unstable ReLU (y and a binary a: y >= x, y <= x - l (1 - a), y <= u a, y >= 0)
+and each undecided max-pool window (y, and a binary per candidate i: y >= x_i,
+y <= x_i + (u_max - l_i)(1 - δ_i), Σ δ = 1). Stable ReLUs and decided windows are substituted.
+Bounds l, u come from CROWN (the tighter, the smaller every big-M).
+
+The top-k margin is one model: maximise μ subject to μ <= d_j + M_j (1 - s_j) for every
+class j != t, Σ s_j = k, s binary, with d_j = F_j - F_t. At an optimum μ is the k-th largest
+d_j: choosing s as the top-k set makes μ <= every selected d_j tight at the k-th largest.
+The pairwise form (one model per k-subset S: maximise μ <= d_j for j in S) is kept for tests
+and baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import scipy.sparse as sp
+
+from mlrobust.nn import ops as o
+from mlrobust.problem.problem import Problem
+from mlrobust.verify.bounds import AFFINE, Interval, crown_intermediate, ibp
+
+INF = float("inf")
+
+
+def affine_matrix(op: o.AffineOp) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The op as y = A x + b over flattened activations (cached on the op)."""
+    cache = getattr(op, "_cache", None)
+    if cache is not None and "sparse" in cache:
+        return cache["sparse"]
+    size_in = int(np.prod(op.in_shape))
+    size_out = int(np.prod(op.out_shape))
+    if isinstance(op, o.Reshape):
+        result = (sp.identity(size_in, format="csr"), np.zeros(size_out))
+    elif isinstance(op, o.Affine):
+        scale = np.broadcast_to(op.scale, op.in_shape).ravel()
+        shift = np.broadcast_to(op.shift, op.in_shape).ravel()
+        result = (sp.diags(scale, format="csr"), shift.copy())
+    elif isinstance(op, o.Linear):
+        result = (sp.csr_matrix(op.weight), op.bias.copy())
+    else:
+        result = _conv_matrix(op)
+    if cache is not None:
+        cache["sparse"] = result
+    return result
+
+
+def _conv_matrix(op: o.Conv) -> tuple[sp.csr_matrix, np.ndarray]:
+    c_out, c_in, kh, kw = op.weight.shape
+    _, h_out, w_out = op.out_shape
+    _, h_in, w_in = op.in_shape
+    co, oy, ox, ci, ky, kx = np.meshgrid(
+        np.arange(c_out),
+        np.arange(h_out),
+        np.arange(w_out),
+        np.arange(c_in),
+        np.arange(kh),
+        np.arange(kw),
+        indexing="ij",
+    )
+    iy = oy * op.stride[0] - op.padding[0] + ky * op.dilation[0]
+    ix = ox * op.stride[1] - op.padding[1] + kx * op.dilation[1]
+    inside = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
+    rows = ((co * h_out + oy) * w_out + ox)[inside]
+    cols = ((ci * h_in + iy) * w_in + ix)[inside]
+    values = op.weight[co[inside], ci[inside], ky[inside], kx[inside]]
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=(c_out * h_out * w_out, c_in * h_in * w_in))
+    return matrix, np.repeat(op.bias, h_out * w_out)
+
+
+@dataclass(frozen=True)
+class Block:
+    """What a run of columns stands for, so a concrete point can be turned into a MILP start."""
+
+    kind: str  # "pixel", "relu", "gate", "pool", "choice", "mu", "select"
+    op_index: int
+    neurons: np.ndarray  # neuron (or window) index of each column in its activation
+    columns: np.ndarray
+    members: np.ndarray | None = None  # for "choice": the candidate input of each column
+
+
+@dataclass
+class Builder:
+    """Columns (variables) and rows (constraints) of the MILP being built."""
+
+    lower: list[float] = field(default_factory=list)
+    upper: list[float] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)
+    blocks: list[sp.csr_matrix] = field(default_factory=list)  # constraint rows, widened at the end
+    row_lower: list[np.ndarray] = field(default_factory=list)
+    row_upper: list[np.ndarray] = field(default_factory=list)
+    tags: list[Block] = field(default_factory=list)
+
+    def tag(self, kind: str, op_index: int, neurons, columns, members=None) -> None:  # type: ignore[no-untyped-def]
+        self.tags.append(
+            Block(
+                kind,
+                op_index,
+                np.asarray(neurons),
+                np.asarray(columns),
+                None if members is None else np.asarray(members),
+            )
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.lower)
+
+    def add_variables(self, lower: np.ndarray, upper: np.ndarray, integer: bool) -> np.ndarray:
+        start = self.count
+        self.lower.extend(np.asarray(lower, dtype=np.float64).tolist())
+        self.upper.extend(np.asarray(upper, dtype=np.float64).tolist())
+        self.integer.extend([integer] * len(lower))
+        return np.arange(start, self.count)
+
+    def add_rows(self, matrix: sp.spmatrix, lower: np.ndarray, upper: np.ndarray) -> None:
+        self.blocks.append(sp.csr_matrix(matrix))
+        self.row_lower.append(np.asarray(lower, dtype=np.float64))
+        self.row_upper.append(np.asarray(upper, dtype=np.float64))
+
+    def matrix(self) -> sp.csr_matrix:
+        width = self.count
+        widened = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.shape[0], width)) for b in self.blocks]
+        return sp.vstack(widened, format="csr") if widened else sp.csr_matrix((0, width))
+
+
+def _unit(columns: np.ndarray, width: int) -> sp.csr_matrix:
+    """Rows that pick single variables: row i is e_{columns[i]}."""
+    n = len(columns)
+    return sp.csr_matrix((np.ones(n), (np.arange(n), columns)), shape=(n, width))
+
+
+def _widen(matrix: sp.csr_matrix, width: int) -> sp.csr_matrix:
+    return sp.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], width))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    builder: Builder
+    objective_column: int  # μ
+    pixel_columns: np.ndarray  # variable index of each free pixel
+    free_pixels: np.ndarray  # flat pixel indices that are variables
+    fixed_image: np.ndarray  # the point's value at fixed pixels (flat)
+    counts: dict[str, int]
+    margin_upper: np.ndarray  # U_j (j != t) used for the big-Ms
+    margin_lower: np.ndarray
+
+
+def _relu(builder: Builder, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int) -> tuple:
+    lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
+    active = lower >= 0
+    unstable = np.flatnonzero((lower < 0) & (upper > 0))
+    keep = sp.diags(active.astype(np.float64), format="csr")
+    new_expr, new_const = keep @ expr, np.where(active, const, 0.0)
+    if unstable.size:
+        low, up = lower[unstable], upper[unstable]
+        ys = builder.add_variables(np.zeros(unstable.size), up, integer=False)
+        gates = builder.add_variables(np.zeros(unstable.size), np.ones(unstable.size), integer=True)
+        builder.tag("relu", index, unstable, ys)
+        builder.tag("gate", index, unstable, gates)
+        width = builder.count
+        x = _widen(expr[unstable], width)
+        y = _unit(ys, width)
+        a = _unit(gates, width)
+        builder.add_rows(y - x, const[unstable], np.full(unstable.size, INF))  # y >= x
+        builder.add_rows(
+            y - x - sp.diags(low) @ a, np.full(unstable.size, -INF), const[unstable] - low
+        )  # y <= x - l(1-a)
+        builder.add_rows(y - sp.diags(up) @ a, np.full(unstable.size, -INF), np.zeros(unstable.size))  # y <= u a
+        place = sp.csr_matrix((np.ones(unstable.size), (unstable, ys)), shape=(lower.size, width))
+        new_expr = _widen(new_expr, width) + place
+        counts["relu_binaries"] += unstable.size
+    counts["relus_substituted"] += int(active.sum() + (upper <= 0).sum())
+    return new_expr, new_const
+
+
+def _maxpool(builder: Builder, op: o.MaxPool, expr, const, bounds: Interval, counts, index: int) -> tuple:
+    lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
+    rows_out: list[sp.csr_matrix] = []
+    consts_out = np.zeros(op.windows.shape[0])
+    for out, window in enumerate(op.windows):
+        members = window[window >= 0]
+        floor = lower[members].max()
+        candidates = members[upper[members] >= floor]
+        best = candidates[np.argmax(lower[candidates])]
+        others = candidates[candidates != best]
+        if candidates.size == 1 or lower[best] >= (upper[others].max() if others.size else -INF):
+            rows_out.append(expr[best])
+            consts_out[out] = const[best]
+            counts["maxpools_substituted"] += 1
+            continue
+        u_max = upper[candidates].max()
+        (y,) = builder.add_variables(np.array([floor]), np.array([u_max]), integer=False)
+        deltas = builder.add_variables(np.zeros(candidates.size), np.ones(candidates.size), integer=True)
+        builder.tag("pool", index, [out], [y])
+        builder.tag("choice", index, np.full(candidates.size, out), deltas, candidates)
+        width = builder.count
+        x = _widen(expr[candidates], width)
+        y_rows = _unit(np.full(candidates.size, y), width)
+        big = u_max - lower[candidates]
+        builder.add_rows(y_rows - x, const[candidates], np.full(candidates.size, INF))  # y >= x_i
+        builder.add_rows(
+            y_rows - x + sp.diags(big) @ _unit(deltas, width), np.full(candidates.size, -INF), const[candidates] + big
+        )  # y <= x_i + big (1 - δ_i)
+        builder.add_rows(_unit(deltas, width).sum(axis=0), np.ones(1), np.ones(1))  # Σ δ = 1
+        rows_out.append(_unit(np.array([y]), width))
+        counts["maxpool_binaries"] += candidates.size
+    width = builder.count
+    return sp.vstack([_widen(sp.csr_matrix(r), width) for r in rows_out], format="csr"), consts_out
+
+
+def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None = None) -> Encoding:
+    """The MILP for max m over N(ε); with `selection`, the pairwise model max min_{j in S} d_j."""
+    import torch
+
+    lower, upper = problem.box(eps)
+    box = Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+    ops = problem.network.ops
+    bounds = crown_intermediate(ops, box)
+    ibp_bounds = ibp(ops, box)
+    builder = Builder()
+    flat_lower, flat_upper = lower.ravel(), upper.ravel()
+    free = np.flatnonzero(flat_lower < flat_upper)
+    pixel_columns = builder.add_variables(flat_lower[free], flat_upper[free], integer=False)
+    builder.tag("pixel", -1, free, pixel_columns)
+    size = flat_lower.size
+    expr = sp.csr_matrix((np.ones(free.size), (free, pixel_columns)), shape=(size, builder.count))
+    const = np.where(flat_lower < flat_upper, 0.0, flat_lower)
+    counts = {
+        "free_pixels": int(free.size),
+        "relu_binaries": 0,
+        "relus_substituted": 0,
+        "maxpool_binaries": 0,
+        "maxpools_substituted": 0,
+    }
+    for index, op in enumerate(ops):
+        if isinstance(op, AFFINE):
+            matrix, bias = affine_matrix(op)
+            expr, const = matrix @ _widen(expr, builder.count), matrix @ const + bias
+        elif isinstance(op, o.Relu):
+            expr, const = _relu(
+                builder, _widen(expr, builder.count), const, bounds[index] or ibp_bounds[index], counts, index
+            )
+        else:
+            after = bounds[index] or ibp_bounds[index]
+            expr, const = _maxpool(builder, op, _widen(expr, builder.count), const, after, counts, index)
+    expr = _widen(expr, builder.count)
+    target = problem.target
+    others = np.array([j for j in range(problem.network.num_classes) if j != target])
+    diff_expr = expr[others] - sp.vstack([expr[target]] * others.size)
+    diff_const = const[others] - const[target]
+    # bounds on d_j from CROWN on both signs of each row
+    from mlrobust.verify.bounds import backsubstitute
+
+    spec = torch.as_tensor(problem.spec_matrix())
+    upper_d = backsubstitute(ops, len(ops), spec, bounds, box).numpy()
+    lower_d = -backsubstitute(ops, len(ops), -spec, bounds, box).numpy()
+    (mu,) = builder.add_variables(np.array([-INF]), np.array([upper_d.max()]), integer=False)
+    builder.tag("mu", len(ops), [0], [mu], None if selection is None else np.array(selection))
+    if selection is None:
+        chosen = builder.add_variables(np.zeros(others.size), np.ones(others.size), integer=True)
+        builder.tag("select", len(ops), others, chosen)
+        width = builder.count
+        big = upper_d.max() - lower_d
+        mu_rows = _unit(np.full(others.size, mu), width)
+        builder.add_rows(
+            mu_rows - _widen(diff_expr, width) + sp.diags(big) @ _unit(chosen, width),
+            np.full(others.size, -INF),
+            diff_const + big,
+        )  # μ <= d_j + M_j (1 - s_j)
+        builder.add_rows(_unit(chosen, width).sum(axis=0), np.array([problem.k]), np.array([problem.k]))
+        counts["selection_binaries"] = int(others.size)
+    else:
+        picked = np.array([int(np.flatnonzero(others == j)[0]) for j in selection])
+        width = builder.count
+        builder.add_rows(
+            _unit(np.full(picked.size, mu), width) - _widen(diff_expr[picked], width),
+            np.full(picked.size, -INF),
+            diff_const[picked],
+        )  # μ <= d_j for j in S
+    counts["variables"] = builder.count
+    counts["binaries"] = int(sum(builder.integer))
+    fixed = np.where(flat_lower < flat_upper, 0.0, flat_lower)
+    return Encoding(builder, int(mu), pixel_columns, free, fixed, counts, upper_d, lower_d)
+
+
+def selections(problem: Problem) -> list[tuple[int, ...]]:
+    """The C(n-1, k) class subsets of the pairwise formulation."""
+    others = [j for j in range(problem.network.num_classes) if j != problem.target]
+    return list(combinations(others, problem.k))
+
+
+def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.ndarray:
+    """Every variable's value at a concrete point of the box: a feasible MILP start."""
+    import torch
+
+    network = problem.network
+    activations = [torch.as_tensor(point[None], dtype=torch.float64)]
+    with torch.no_grad():
+        for op in network.ops:
+            activations.append(op.forward(activations[-1]))
+    flat = [a.flatten().numpy() for a in activations]
+    values = np.zeros(encoding.builder.count)
+    logits = flat[-1]
+    differences = np.delete(logits, problem.target) - logits[problem.target]
+    others = np.array([j for j in range(network.num_classes) if j != problem.target])
+    for block in encoding.builder.tags:
+        if block.kind == "pixel":
+            values[block.columns] = flat[0][block.neurons]
+        elif block.kind == "relu":
+            values[block.columns] = np.maximum(flat[block.op_index][block.neurons], 0)
+        elif block.kind == "gate":
+            values[block.columns] = (flat[block.op_index][block.neurons] > 0).astype(float)
+        elif block.kind == "pool":
+            values[block.columns] = flat[block.op_index + 1][block.neurons]
+        elif block.kind == "choice":
+            inputs = flat[block.op_index][block.members]
+            chosen = np.zeros(len(block.columns))
+            chosen[int(np.argmax(inputs))] = 1.0
+            values[block.columns] = chosen
+        elif block.kind == "mu":
+            if block.members is None:
+                values[block.columns] = np.sort(differences)[::-1][problem.k - 1]
+            else:
+                values[block.columns] = min(differences[np.flatnonzero(np.isin(others, block.members))])
+        elif block.kind == "select":
+            top = np.argsort(-differences, kind="stable")[: problem.k]
+            chosen = np.zeros(len(block.columns))
+            chosen[top] = 1.0
+            values[block.columns] = chosen
+    return values

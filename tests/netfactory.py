@@ -1,0 +1,102 @@
+"""Small random networks built directly in the IR, for property tests of the verifiers."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.nn import ops as o
+from mlrobust.nn.network import Network
+from mlrobust.problem.problem import Problem
+
+
+def dense_net(seed: int, sizes: tuple[int, ...] = (2, 4, 4, 4), scale: float = 1.0) -> Network:
+    rng = np.random.default_rng(seed)
+    layers: list[o.Op] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(o.Linear(rng.normal(0, scale, (b, a)), rng.normal(0, 0.5, b), (a,), (b,)))
+        if i < len(sizes) - 2:
+            layers.append(o.Relu((b,), (b,)))
+    return Network(tuple(layers), (sizes[0],), sizes[-1], Path("<in-memory>"), 17)
+
+
+def conv_net(seed: int, channels: int = 2, size: int = 6, classes: int = 5, stride: int = 1) -> Network:
+    """Conv -> ReLU -> Conv -> ReLU -> MaxPool 2x2 -> Flatten -> Linear (the bundled models' shape)."""
+    rng = np.random.default_rng(seed)
+    c1, c2 = 3, 4
+    conv1 = o.Conv(
+        rng.normal(0, 0.6, (c1, channels, 3, 3)),
+        rng.normal(0, 0.3, c1),
+        (stride, stride),
+        (1, 1, 1, 1),
+        (1, 1),
+        (channels, size, size),
+        (c1, (size - 1) // stride + 1, (size - 1) // stride + 1),
+    )
+    s1 = conv1.out_shape[1]
+    conv2 = o.Conv(
+        rng.normal(0, 0.5, (c2, c1, 3, 3)),
+        rng.normal(0, 0.3, c2),
+        (1, 1),
+        (1, 1, 1, 1),
+        (1, 1),
+        conv1.out_shape,
+        (c2, s1, s1),
+    )
+    windows, pooled = o.maxpool_windows(conv2.out_shape, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    pool = o.MaxPool((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), conv2.out_shape, pooled, windows)
+    flat = int(np.prod(pooled))
+    layers: tuple[o.Op, ...] = (
+        conv1,
+        o.Relu(conv1.out_shape, conv1.out_shape),
+        conv2,
+        o.Relu(conv2.out_shape, conv2.out_shape),
+        pool,
+        o.Reshape(pooled, (flat,)),
+        o.Linear(rng.normal(0, 0.5, (classes, flat)), rng.normal(0, 0.3, classes), (flat,), (classes,)),
+    )
+    return Network(layers, (channels, size, size), classes, Path("<in-memory>"), 17)
+
+
+def problem_for(network: Network, seed: int, k: int = 2, layers: int = 3) -> Problem:
+    """A random image in [0, 1] and a random layer map; the target is the image's top class."""
+    rng = np.random.default_rng(seed + 1)
+    image = rng.uniform(0, 1, network.input_shape).astype(np.float32).astype(np.float64)
+    spatial = network.input_shape[1:] if len(network.input_shape) == 3 else (1, network.input_shape[0])
+    layer_map = rng.integers(0, layers, size=spatial)
+    layer_map.flat[:layers] = np.arange(layers)  # every layer has a pixel
+    if len(network.input_shape) == 1:
+        layer_map = layer_map.reshape(network.input_shape)
+    target = int(np.argmax(network.logits(image[None])[0]))
+    return _Problem(network, image, layer_map, target, k, (0.0, 1.0))
+
+
+class _Problem(Problem):
+    """Problem for flat inputs too: the layer map has the input's own shape there."""
+
+    def pixel_eps(self, eps):  # type: ignore[no-untyped-def]
+        eps = np.asarray(eps, dtype=np.float64)
+        if len(self.network.input_shape) == 1:
+            return eps[self.layer_map]
+        return super().pixel_eps(eps)
+
+    def box_tensor(self, eps):  # type: ignore[no-untyped-def]
+        import torch
+
+        if len(self.network.input_shape) == 1:
+            radius = eps[torch.as_tensor(self.layer_map)]
+            image = torch.as_tensor(self.image, dtype=eps.dtype)
+            return (image - radius).clamp(0, 1), (image + radius).clamp(0, 1)
+        return super().box_tensor(eps)
+
+
+def sample_box(problem: Problem, eps: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Uniform points and random corners of N(ε)."""
+    rng = np.random.default_rng(seed)
+    lower, upper = problem.box(eps)
+    uniform = rng.uniform(size=(count, *lower.shape))
+    corners = rng.integers(0, 2, size=(count, *lower.shape)).astype(np.float64)
+    weights = np.concatenate([uniform, corners])
+    return lower + weights * (upper - lower)

@@ -1,0 +1,70 @@
+"""`mlrobust check`: the JSON contract, saved counterexamples, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.nn.network import onnxruntime_logits
+
+from .helpers import REPO, run_cli
+
+
+def _check(*args: str) -> dict:
+    result = run_cli("check", *args, "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_holds_the_documented_fields() -> None:
+    payload = _check(str(REPO / "specs" / "double_mnist_pgd.mlr"), "--eps", "0.01")
+    assert payload["schema"] == "mlrobust.check/1"
+    assert payload["verdict"] == "ROBUST" and payload["verifier"] in ("bounds", "milp")
+    assert payload["margin_bound"] < 0
+    problem = payload["problem"]
+    assert Path(problem["model"]).is_absolute() and Path(problem["model"]).name == "double_mnist_pgd.onnx"
+    assert Path(problem["image"]).is_file() and Path(problem["mask"]).is_file()
+    assert (problem["target"], problem["k"], problem["range"]) == (3, 2, [0.0, 1.0])
+    assert len(payload["eps"]) == problem["layers"] == 38
+    assert payload["counterexample"] is None
+    assert [s["verifier"] for s in payload["steps"]][-1] == payload["verifier"]
+
+
+def test_not_robust_saves_a_counterexample_that_onnxruntime_confirms(tmp_path: Path) -> None:
+    payload = _check(str(REPO / "specs" / "double_mnist_none.mlr"), "--eps", "0.1", "--out", str(tmp_path))
+    assert payload["verdict"] == "NOT_ROBUST"
+    point = np.load(payload["counterexample"])
+    assert point.shape == (1, 1, 64, 64) and point.dtype == np.float32
+    from mlrobust.data.index import read_gray_png
+
+    image = read_gray_png(Path(payload["problem"]["image"]))
+    assert np.all(np.abs(point[0, 0].astype(np.float64) - image) <= 0.1 + 1e-7)
+    assert point.min() >= 0 and point.max() <= 1
+    logits = onnxruntime_logits(Path(payload["problem"]["model"]), point)[0]
+    target = payload["problem"]["target"]
+    assert (np.delete(logits, target) >= logits[target]).sum() >= 2  # target out of the top 2
+
+
+def test_per_layer_eps_must_match_the_layers() -> None:
+    bad = run_cli("check", str(REPO / "specs" / "double_mnist_pgd.mlr"), "--eps", "0.1,0.05")
+    assert bad.code == 1 and "38 layers" in bad.stderr
+    negative = run_cli("check", str(REPO / "specs" / "double_mnist_pgd.mlr"), "--eps", "-0.1")
+    assert negative.code == 1
+    per_layer = ",".join(["0.002"] * 38)
+    assert _check(str(REPO / "specs" / "double_mnist_pgd.mlr"), "--eps", per_layer)["verdict"] == "ROBUST"
+
+
+def test_sweep_needs_an_instance() -> None:
+    result = run_cli("check", str(REPO / "specs" / "sweep_models.mlr"), "--eps", "0.01")
+    assert result.code == 1 and "--instance" in result.stderr
+    payload = _check(str(REPO / "specs" / "sweep_models.mlr"), "--eps", "0.001", "--instance", "4")
+    assert payload["problem"]["canvas"] == "test/0004"
+
+
+def test_a_bad_spec_exits_1_with_diagnostics(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.mlr"
+    spec.write_text('model = "missing.onnx"\n')
+    result = run_cli("check", str(spec), "--eps", "0.1")
+    assert result.code == 1 and "file-not-found" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,199 @@
+"""The MILP is exact: it matches brute force, sits between attack and CROWN, and its top-k
+one-model form equals the best pairwise model."""
+
+from __future__ import annotations
+
+from itertools import combinations, product
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from mlrobust.nn import ops as o
+from mlrobust.verify import attack, milp
+from mlrobust.verify import bounds as B
+from mlrobust.verify.milp_encoding import encode, selections, start_values
+from mlrobust.verify.verdict import Budget, Status
+
+from .netfactory import conv_net, dense_net, problem_for
+
+
+def brute_force_max_margin(problem, eps) -> float:
+    """max over the box of the k-th largest d_j, by enumerating ReLU activation patterns:
+    inside one pattern the network is affine, so each (pattern, k-subset) is one LP."""
+    network = problem.network
+    lower, upper = problem.box(eps)
+    linears = [op for op in network.ops if isinstance(op, o.Linear)]
+    widths = [op.out_shape[0] for op in linears[:-1]]
+    best = -np.inf
+    others = [j for j in range(network.num_classes) if j != problem.target]
+    for pattern in product([0, 1], repeat=sum(widths)):
+        a_mat, b_vec = np.eye(len(lower)), np.zeros(len(lower))
+        rows_le, rhs_le = [], []
+        offset = 0
+        for layer, op in enumerate(linears):
+            a_mat, b_vec = op.weight @ a_mat, op.weight @ b_vec + op.bias
+            if layer == len(linears) - 1:
+                break
+            on = np.array(pattern[offset : offset + widths[layer]], dtype=bool)
+            offset += widths[layer]
+            rows_le += list(-a_mat[on]) + list(a_mat[~on])  # on: z >= 0; off: z <= 0
+            rhs_le += list(b_vec[on]) + list(-b_vec[~on])
+            a_mat, b_vec = a_mat * on[:, None], b_vec * on
+        for subset in combinations(others, problem.k):
+            # variables (x, μ): maximise μ s.t. μ <= d_j(x) for j in subset, pattern, box
+            a_ub = [np.append(row, 0.0) for row in rows_le]
+            b_ub = list(rhs_le)
+            for j in subset:
+                d_row = a_mat[j] - a_mat[problem.target]
+                a_ub.append(np.append(-d_row, 1.0))
+                b_ub.append(b_vec[j] - b_vec[problem.target])
+            result = linprog(
+                c=np.append(np.zeros(len(lower)), -1.0),
+                A_ub=np.array(a_ub),
+                b_ub=np.array(b_ub),
+                bounds=[*zip(lower, upper, strict=True), (None, None)],
+                method="highs",
+            )
+            if result.status == 0:
+                best = max(best, -result.fun)
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 0.5), st.integers(1, 2))
+def test_milp_optimum_equals_brute_force_on_tiny_nets(seed: int, radius: float, k: int) -> None:
+    network = dense_net(seed, (2, 3, 3, 4), scale=1.5)
+    problem = problem_for(network, seed, k=k, layers=2)
+    eps = np.full(problem.num_layers, radius)
+    solution = milp.solve_highs(encode(problem, eps), time_limit=30, gap=1e-9)
+    assert solution.status == "Optimal"
+    exact = brute_force_max_margin(problem, eps)
+    assert solution.incumbent == pytest.approx(exact, abs=1e-5)
+    # a dense grid over the 2-D box never beats the optimum
+    lower, upper = problem.box(eps)
+    grid = np.stack(np.meshgrid(*(np.linspace(lo, hi, 41) for lo, hi in zip(lower, upper, strict=True))), -1)
+    assert problem.margin(network.logits(grid.reshape(-1, 2))).max() <= solution.incumbent + 1e-6
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.005, 0.08))
+def test_milp_sits_between_the_attack_and_crown(seed: int, radius: float) -> None:
+    network = conv_net(seed, size=4)
+    problem = problem_for(network, seed)
+    eps = np.full(problem.num_layers, radius)
+    encoding = encode(problem, eps)
+    solution = milp.solve_highs(encoding, time_limit=20, start=start_values(problem, encoding, problem.image))
+    points, _ = attack.pgd_points(problem, eps, steps=30, restarts=4, step_size=0.1, seed=seed, deadline=float("inf"))
+    found = problem.margin(network.logits(points)).max()
+    crown = B.margin_bound(problem, eps, "crown").bound
+    # whatever the solver's status: its dual bound is an upper bound, its incumbent a real value
+    assert solution.incumbent is not None
+    assert found <= solution.dual_bound + 1e-6
+    assert solution.incumbent <= solution.dual_bound + 1e-6
+    if solution.status == "Optimal":
+        assert found <= solution.incumbent + 1e-6 <= crown + 2e-6
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 0.4), st.integers(1, 3))
+def test_one_model_top_k_equals_the_best_pairwise_model(seed: int, radius: float, k: int) -> None:
+    network = dense_net(seed, (3, 5, 5, 5))
+    problem = problem_for(network, seed, k=k)
+    eps = np.full(problem.num_layers, radius)
+    one = milp.solve_highs(encode(problem, eps), time_limit=30, gap=1e-9)
+    pairwise = [
+        milp.solve_highs(encode(problem, eps, subset), time_limit=30, gap=1e-9) for subset in selections(problem)
+    ]
+    assert one.status == "Optimal" and all(p.status == "Optimal" for p in pairwise)
+    assert one.incumbent == pytest.approx(max(p.incumbent for p in pairwise), abs=1e-5)
+
+
+def _export(network_seed: int, folder: Path) -> Path:
+    """A tiny torch MLP exported to ONNX, so onnxruntime can re-check counterexamples."""
+    torch.manual_seed(network_seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    path = folder / "tiny.onnx"
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, 4, 4),),
+        path,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
+    return path
+
+
+def _tiny_problem(tmp_path: Path):
+    from mlrobust.nn.network import load_network
+    from mlrobust.problem.problem import Problem
+
+    network, _ = load_network(_export(0, tmp_path))
+    image = np.random.default_rng(0).uniform(0, 1, (1, 4, 4)).astype(np.float32).astype(np.float64)
+    layers = np.zeros((4, 4), dtype=int)
+    layers[2:, :] = 1
+    target = int(np.argmax(network.logits(image[None])[0]))
+    return Problem(network, image, layers, target, 1, (0.0, 1.0))
+
+
+def test_a_known_counterexample_gives_not_robust_rechecked_by_onnxruntime(tmp_path: Path) -> None:
+    from mlrobust.nn.network import onnxruntime_logits
+
+    problem = _tiny_problem(tmp_path)
+    eps = np.full(problem.num_layers, 1.0)  # the whole range: some point changes the top class
+    for verdict in (attack.check(problem, eps, Budget()), milp.check(problem, eps, Budget())):
+        assert verdict.status is Status.NOT_ROBUST
+        point = verdict.counterexample
+        lower, upper = problem.box(eps)
+        assert np.all(point >= lower) and np.all(point <= upper)
+        logits = onnxruntime_logits(problem.network.path, point[None])
+        assert problem.violated(logits)[0]
+
+
+def test_robust_at_zero_and_a_tampered_counterexample_is_rejected(tmp_path: Path) -> None:
+    from mlrobust.verify.recheck import recheck
+
+    problem = _tiny_problem(tmp_path)
+    small = np.full(problem.num_layers, 1e-4)
+    assert milp.check(problem, small, Budget()).status is Status.ROBUST
+    big = np.full(problem.num_layers, 1.0)
+    point = attack.check(problem, big, Budget()).counterexample
+    assert recheck(problem, big, point).confirmed
+    assert not recheck(problem, small, point).confirmed  # outside the small box
+    tampered = point.copy()
+    tampered.flat[0] = 1.5  # outside the valid range
+    assert "leaves the box" in recheck(problem, big, tampered).reason
+    assert not recheck(problem, big, problem.image).confirmed  # the image itself keeps the target
+
+
+def test_gurobi_agrees_with_highs_or_the_reason_is_printed(tmp_path: Path) -> None:
+    from mlrobust.verify.solvers import gurobi_problem
+
+    reason = gurobi_problem()
+    if reason is not None:
+        pytest.skip(f"Gurobi not usable here: {reason}")
+    problem = problem_for(dense_net(5, (3, 5, 5, 5)), 5)
+    eps = np.full(problem.num_layers, 0.2)
+    encoding = encode(problem, eps)
+    highs = milp.solve_highs(encoding, 30)
+    gurobi = milp.solve_gurobi(encoding, 30)
+    assert gurobi.incumbent == pytest.approx(highs.incumbent, abs=1e-5)
+
+
+def test_gurobi_requested_without_gurobi_falls_back_to_highs_with_the_reason() -> None:
+    from mlrobust.verify.solvers import gurobi_problem
+
+    problem = problem_for(dense_net(6, (3, 5, 5, 5)), 6)
+    encoding = encode(problem, np.full(problem.num_layers, 0.1))
+    solution, fallback = milp.solve(encoding, "gurobi", 30, 1)
+    if gurobi_problem() is None:
+        assert fallback is None and solution.solver == "gurobi"
+    else:
+        assert solution.solver == "highs" and fallback is not None and solution.status == "Optimal"
