@@ -69,7 +69,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     cases = problems(args.model, args.canvases)
-    gurobi = gurobi_problem() is None
+    gurobi_note = gurobi_problem()
+    if gurobi_note is None:  # usable here, but the pip licence refuses large models: probe once
+        probe = milp.check(
+            cases[0][1],
+            np.full(cases[0][1].num_layers, args.eps[0]),
+            Budget(),
+            solver="gurobi",
+            time_limit=args.milp_time_limit,
+        )
+        gurobi_note = probe.stats.get("fallback")
+    gurobi = gurobi_note is None
     verifiers = {
         "attack": lambda p, e: attack.check(p, e, Budget()),
         "ibp": lambda p, e: bounds.check(p, e, Budget(), method="ibp"),

@@ -47,7 +47,6 @@ def positive_int(text: str) -> int:
 
 # command name -> (help, issue that brings it) for the ones not built yet
 _PLANNED = {
-    "run": ("search for the maximal robust layered neighborhood of a spec", 6),
     "sweep": ("run a spec over many images and models", 6),
 }
 
@@ -67,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
         planned.set_defaults(handler=None, planned_issue=issue)
 
+    run = commands.add_parser("run", help="search for the maximal robust layered neighborhood of a spec")
+    run.add_argument("spec", help="the .mlr spec")
+    run.add_argument("--out", default=None, help="output folder (default: the spec's `output`)")
+    run.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
+    run.add_argument("--json", action="store_true", help="print the result JSON to stdout")
+    run.set_defaults(handler="mlrobust.commands.run:run")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
     check.add_argument("spec", help="the .mlr spec")
     check.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")

@@ -27,7 +27,7 @@ def test_version() -> None:
     assert result.stdout.strip() == f"mlrobust {__version__}"
 
 
-@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("command", ["sweep"])
 def test_planned_commands_say_not_yet_implemented_with_exit_2(command: str) -> None:
     result = run_cli(command, "specs/double_mnist_pgd.mlr")
     assert result.code == 2

@@ -1,0 +1,1 @@
+"""Reporting: console, JSON and plots of a search result."""

@@ -1,0 +1,57 @@
+"""The two pictures of a run: ε per pixel over the image, and size against queries."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mlrobust.storage import atomic_write_bytes
+
+
+def _save(figure, path: Path) -> None:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def heatmap(
+    path: Path, image: np.ndarray, layer_map: np.ndarray, eps: np.ndarray, mask: np.ndarray, title: str
+) -> None:
+    """The image, and ε of each pixel's layer as a colour map with the perturbed object outlined."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4))
+    left.imshow(image.mean(axis=0), cmap="gray", vmin=0, vmax=1)
+    left.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+    left.set_title("image (perturbed object in red)")
+    shown = right.imshow(eps[layer_map], cmap="viridis")
+    right.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
+    right.set_title("ε* per pixel")
+    figure.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
+    for axis in (left, right):
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path)
+
+
+def trace(path: Path, sizes: list[float], statuses: list[str], title: str) -> None:
+    """w·ε of every query in order; robust answers in green, the rest in red / grey."""
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    colours = {"ROBUST": "tab:green", "NOT_ROBUST": "tab:red", "UNKNOWN": "tab:gray"}
+    xs = np.arange(1, len(sizes) + 1)
+    for status, colour in colours.items():
+        chosen = [i for i, s in enumerate(statuses) if s == status]
+        axis.scatter(xs[chosen], np.array(sizes)[chosen], s=12, color=colour, label=status)
+    best = np.maximum.accumulate([s if st == "ROBUST" else 0.0 for s, st in zip(sizes, statuses, strict=True)])
+    axis.step(xs, best, where="post", color="black", linewidth=1, label="best proved")
+    axis.set_xlabel("query")
+    axis.set_ylabel("size w·ε")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    _save(figure, path)

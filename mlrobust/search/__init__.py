@@ -1,0 +1,1 @@
+"""The oracle-guided search for a maximal robust layered neighborhood."""

@@ -1,0 +1,57 @@
+"""Cutting weights for CEGIS: ε' = ε_failed ⊙ cw + ε_robust ⊙ (1 - cw).
+
+A cutting weight near 1 keeps most of the failed expansion in that layer (it shrinks little);
+near 0 returns the layer to its last robust value.
+
+- fixed (thesis §3): near layers shrink less: cw_0 = cw_1 = r/(r+1), cw_d = (r+1-d)/(r+1).
+- sensitivity: the vanilla gradient |∂m/∂x_p| at the image, averaged over each layer's pixels.
+  The thesis's sentence ("shrink more in layers that are less sensitive") and its formula
+  (cw_i < cw_j when layer i is more sensitive) disagree. We follow the formula: the more
+  sensitive a layer, the more it shrinks, because a violation most likely comes through the
+  sensitive layers and pulling them back lowers the margin most per unit of size given up.
+  cw_d = 0.9 (1 - s_d / max s): the most sensitive layer returns to its robust value, and no
+  layer keeps more than 90% of a failed step (so repeated cuts always converge).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mlrobust.problem.problem import Problem
+from mlrobust.spec import ir
+
+
+def fixed_weights(layers: int) -> np.ndarray:
+    r = layers - 1
+    d = np.arange(layers)
+    return (r + 1 - np.maximum(d, 1)) / (r + 1)
+
+
+def layer_sensitivity(problem: Problem, point: np.ndarray | None = None) -> np.ndarray:
+    """Mean |∂m/∂x_p| over each layer's pixels (all channels), at `point` (default: the image)."""
+    x = torch.as_tensor((problem.image if point is None else point)[None], dtype=torch.float64).requires_grad_(True)
+    margin = problem.margin_tensor(problem.network.forward(x))
+    (gradient,) = torch.autograd.grad(margin.sum(), x)
+    per_pixel = gradient[0].abs().sum(dim=0).numpy()
+    counts = np.bincount(problem.layer_map.ravel(), minlength=problem.num_layers)
+    sums = np.bincount(problem.layer_map.ravel(), weights=per_pixel.ravel(), minlength=problem.num_layers)
+    return sums / np.maximum(counts, 1)
+
+
+def sensitivity_weights(problem: Problem) -> np.ndarray:
+    sensitivity = layer_sensitivity(problem)
+    top = sensitivity.max()
+    return 0.9 * (1 - sensitivity / top) if top > 0 else np.full(problem.num_layers, 0.5)
+
+
+def cutting_weights(strategy: ir.Cutting, problem: Problem) -> np.ndarray:
+    if isinstance(strategy, ir.ExplicitCutting):
+        return np.array(strategy.values)
+    if isinstance(strategy, ir.SensitivityCutting):
+        return sensitivity_weights(problem)
+    return fixed_weights(problem.num_layers)
+
+
+def cut(failed: np.ndarray, robust: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return failed * weights + robust * (1 - weights)

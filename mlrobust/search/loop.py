@@ -1,0 +1,220 @@
+"""The oracle-guided loop: expand along the best size-per-margin direction, CEGIS on failure.
+
+1. Start: uniform bisection (every layer the same ε) with the oracle.
+2. Expand: from a robust ε (half the uniform optimum at first), with CROWN's gradient
+   g = ∂bound/∂ε, take the direction Δ_d ∝ w_d / (g_d + γ) (size gained per unit of margin),
+   go as far along it as CROWN still proves (a line search on the bound), and ask the chain.
+   ROBUST: accept and repeat. Otherwise CEGIS: cut toward the robust ε with the cutting
+   weights (at most MAX_CUTS times). Stop when a step gains less than δ, on the query or time
+   budget, or on Ctrl-C.
+3. Maximality: for every layer with weight > 0, ask ε* + δ e_d (fast chain, then the full
+   chain on UNKNOWN). ROBUST: take it and probe again; NOT_ROBUST: proved maximal (the
+   counterexample is one step out); UNKNOWN: not expandable by this chain.
+4. Re-prove ε* with the strongest verifier of the chain before reporting it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlrobust.search.cutting import cut
+from mlrobust.search.oracle import Oracle, Query
+from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
+from mlrobust.verify.verdict import Status
+
+Progress = Callable[[str, np.ndarray, Query | None], None]
+MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
+LINE_SEARCH_STEPS = 8
+
+
+@dataclass(frozen=True)
+class LayerMaximality:
+    layer: int
+    status: str  # "proved_maximal" | "not_expandable" | "zero_weight" | "at_range_limit" | "not_checked"
+    counterexample: str | None = None
+    # the box asked: ε at that moment + δ e_d. Later layers only grow, so it lies inside
+    # ε* + δ e_d, and a counterexample in it is one in ε* + δ e_d too.
+    probe: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    eps: np.ndarray
+    uniform_eps: float
+    maximality: tuple[LayerMaximality, ...]
+    complete: bool  # False when a budget or Ctrl-C stopped the search early
+    stop_reason: str
+
+
+class Budget:
+    def __init__(self, queries: int, seconds: float, oracle: Oracle) -> None:
+        self.queries, self.deadline, self.oracle = queries, time.perf_counter() + seconds, oracle
+
+    def exhausted(self) -> str | None:
+        if self.oracle.new_queries >= self.queries:
+            return f"query budget ({self.queries}) reached"
+        if time.perf_counter() > self.deadline:
+            return "time budget reached"
+        return None
+
+
+def range_limit(oracle: Oracle) -> np.ndarray:
+    """Per layer, the ε beyond which the box stops growing (it already covers [lo, hi])."""
+    problem = oracle.problem
+    lo, hi = problem.value_range
+    reach = np.maximum(problem.image - lo, hi - problem.image).max(axis=0)
+    return np.array([reach[problem.layer_map == d].max() for d in range(problem.num_layers)])
+
+
+def uniform_bisection(oracle: Oracle, resolution: float, budget: Budget, limit: float) -> float:
+    """The largest uniform ε (to `resolution`) that the oracle proves robust."""
+    layers = oracle.problem.num_layers
+    low, high = 0.0, limit
+    if oracle.ask(np.full(layers, high), "uniform").status is Status.ROBUST:
+        return high
+    while high - low > resolution and budget.exhausted() is None:
+        middle = (low + high) / 2
+        if oracle.ask(np.full(layers, middle), "uniform").status is Status.ROBUST:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _direction(oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, float]:
+    result = margin_bound(oracle.problem, eps, "crown", with_gradient=True)
+    gradient = np.maximum(result.gradient if result.gradient is not None else 0.0, 0.0)
+    room = limit > eps + 1e-12
+    # γ = the mean gradient: a layer the bound barely feels still cannot take the whole step
+    # (the bound's gradient holds its relaxation fixed and understates what a big step costs)
+    gamma = max(float(gradient[room].mean()) if room.any() else 1.0, 1e-9)
+    direction = np.where(room, weights / (gradient + gamma), 0.0)
+    return direction, result.bound
+
+
+def _line_search(oracle: Oracle, robust: np.ndarray, direction: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """The farthest point robust + t·direction (within the range limits) that CROWN still proves.
+
+    CROWN costs tens of milliseconds, so bisecting t on it is far cheaper than letting the
+    verifier chain reject guesses; the chain then confirms the point (CROWN is sound, so it
+    normally does).
+    """
+    positive = direction > 0
+    t_max = float(np.min((limit[positive] - robust[positive]) / direction[positive]))
+    low, high = 0.0, t_max
+    if margin_bound(oracle.problem, robust + high * direction).bound < -SAFETY_MARGIN:
+        return robust + high * direction
+    for _ in range(LINE_SEARCH_STEPS):
+        middle = (low + high) / 2
+        if margin_bound(oracle.problem, robust + middle * direction).bound < -SAFETY_MARGIN:
+            low = middle
+        else:
+            high = middle
+    return robust + low * direction
+
+
+def expand(
+    oracle: Oracle,
+    start: np.ndarray,
+    weights: np.ndarray,
+    cutting: np.ndarray,
+    resolution: float,
+    budget: Budget,
+    progress: Progress,
+) -> tuple[np.ndarray, str]:
+    """Repeatedly step along the best size-per-margin direction as far as CROWN allows."""
+    robust = start.copy()
+    limit = range_limit(oracle)
+    while True:
+        reason = budget.exhausted()
+        if reason:
+            return robust, reason
+        direction, _ = _direction(oracle, robust, weights, limit)
+        if not np.any(direction > 0):
+            return robust, "no layer can grow"
+        proposal = _line_search(oracle, robust, direction / direction.max(), limit)
+        if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
+            return robust, "converged"
+        for _ in range(MAX_CUTS + 1):
+            query = oracle.ask(proposal, "expand")
+            progress("expand", proposal, query)
+            if query.status is Status.ROBUST:
+                robust = proposal
+                break
+            proposal = cut(proposal, robust, cutting)
+            if np.max(proposal - robust) < resolution / 2 or budget.exhausted():
+                return robust, "converged"
+
+
+def maximality(
+    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget, progress: Progress
+) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
+    """Probe ε* + δ e_d per layer until it is not ROBUST. Growing other layers never makes a
+    settled layer expandable again (the boxes only grow), so one pass settles every layer."""
+    eps = eps.copy()
+    limit = range_limit(oracle)
+    results: dict[int, LayerMaximality] = {}
+    for layer in np.argsort(-weights, kind="stable"):  # the most valuable layers first
+        layer = int(layer)
+        if weights[layer] <= 0:
+            results[layer] = LayerMaximality(layer, "zero_weight")
+            continue
+        # jump as far along e_d as CROWN proves, confirm it, then probe one δ beyond
+        unit = np.zeros_like(eps)
+        unit[layer] = 1.0
+        jump = _line_search(oracle, eps, unit, limit)
+        if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
+            query = oracle.ask(jump, f"maximality layer {layer}")
+            progress("maximality", jump, query)
+            if query.status is Status.ROBUST:
+                eps = jump
+        settled = None
+        while settled is None:
+            if eps[layer] >= limit[layer]:
+                settled = LayerMaximality(layer, "at_range_limit")
+                break
+            if budget.exhausted():
+                settled = LayerMaximality(layer, "not_checked")
+                break
+            probe = eps.copy()
+            probe[layer] = min(eps[layer] + resolution, limit[layer])
+            query = oracle.ask(probe, f"maximality layer {layer}")
+            if query.status is Status.UNKNOWN:
+                query = oracle.ask(probe, f"maximality layer {layer}", full=True)
+            progress("maximality", probe, query)
+            if query.status is Status.ROBUST:
+                eps = probe
+            elif query.status is Status.NOT_ROBUST:
+                settled = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps)
+            else:
+                settled = LayerMaximality(layer, "not_expandable", None, query.eps)
+        results[layer] = settled
+    return eps, tuple(results[d] for d in range(len(eps)))
+
+
+def search(
+    oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget, progress: Progress
+) -> SearchOutcome:
+    layers = oracle.problem.num_layers
+    zero = oracle.ask(np.zeros(layers), "start")
+    progress("start", np.zeros(layers), zero)
+    if zero.status is not Status.ROBUST:
+        return SearchOutcome(np.zeros(layers), 0.0, (), False, f"the image itself is {zero.status.value} (ε = 0)")
+    try:
+        uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
+        progress("uniform", np.full(layers, uniform), None)
+        # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary
+        # in every direction); from half of it the size-per-margin direction has room to pay off.
+        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution, budget, progress)
+        if float(np.dot(weights, eps)) < float(np.dot(weights, np.full(layers, uniform))):
+            eps = np.full(layers, uniform)  # both are proved; keep the larger
+        eps, layers_result = maximality(oracle, eps, weights, resolution, budget, progress)
+        complete = budget.exhausted() is None
+        return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else budget.exhausted() or "")
+    except KeyboardInterrupt:
+        best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=np.zeros(layers))
+        return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")

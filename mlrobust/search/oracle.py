@@ -1,0 +1,173 @@
+"""The search's only way to ask a question: cached by monotonicity, journaled, resumable.
+
+- A box inside a proved box is ROBUST without a query (N(ε) ⊆ N(ε') when ε <= ε').
+- A box containing a known counterexample is NOT_ROBUST without a query.
+- Every real query appends one JSON line to the journal (flushed and fsynced), so a killed run
+  loses at most the query in flight; a rerun replays the journal into the cache and asks again
+  only what was never answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.problem.problem import Problem
+from mlrobust.spec.ir import VerifierStep
+from mlrobust.storage import atomic_write_bytes
+from mlrobust.verify.chain import run_chain
+from mlrobust.verify.verdict import Budget, Status
+
+
+@dataclass(frozen=True)
+class Query:
+    eps: tuple[float, ...]
+    status: Status
+    verifier: str
+    margin_bound: float | None
+    best_margin: float | None
+    seconds: float
+    cached: bool  # answered from the journal or by monotonicity, not by a verifier
+    counterexample: str | None = None  # file name (in the run folder) for NOT_ROBUST
+    purpose: str = ""
+
+
+@dataclass
+class Oracle:
+    problem: Problem
+    chain: tuple[VerifierStep, ...]
+    folder: Path
+    key: str  # identifies the problem + chain: journals of other questions are ignored
+    query_seconds: float | None = None
+    robust: list[np.ndarray] = field(default_factory=list)
+    counterexamples: list[np.ndarray] = field(default_factory=list)
+    journal: dict[tuple[float, ...], dict] = field(default_factory=dict)
+    history: list[Query] = field(default_factory=list)
+    new_queries: int = 0
+
+    @property
+    def journal_path(self) -> Path:
+        return self.folder / "journal.jsonl"
+
+    def load_journal(self) -> int:
+        """Replay a previous run's journal (same key only); returns how many answers it held."""
+        if not self.journal_path.exists():
+            return 0
+        for line in self.journal_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that query is simply asked again
+            if entry.get("key") != self.key:
+                continue
+            eps = tuple(entry["eps"])
+            self.journal[eps] = entry
+            if entry["status"] == Status.ROBUST:
+                self.robust.append(np.array(eps))
+            elif entry["status"] == Status.NOT_ROBUST and entry.get("counterexample"):
+                path = self.folder / entry["counterexample"]
+                if path.exists():
+                    self.counterexamples.append(np.load(path)[0].astype(np.float64))
+        return len(self.journal)
+
+    def _contains_counterexample(self, eps: np.ndarray) -> int | None:
+        radius = self.problem.pixel_eps(eps)
+        for index, point in enumerate(self.counterexamples):
+            if np.all(np.abs(point - self.problem.image) <= radius):
+                return index
+        return None
+
+    @property
+    def fast_chain(self) -> tuple[VerifierStep, ...]:
+        """The chain without its MILP: what the exploration asks (the full chain decides maximality)."""
+        fast = tuple(step for step in self.chain if step.name != "milp")
+        return fast or self.chain
+
+    def ask(self, eps: np.ndarray, purpose: str = "", full: bool = False) -> Query:
+        """ROBUST and NOT_ROBUST are facts whichever chain found them; UNKNOWN only for that chain."""
+        eps = np.maximum(np.asarray(eps, dtype=np.float64), 0.0)
+        key = tuple(float(v) for v in eps)
+        chain = self.chain if full else self.fast_chain
+        if any(np.all(eps <= proved) for proved in self.robust):
+            return self._record(Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose))
+        hit = self._contains_counterexample(eps)
+        if hit is not None:
+            return self._record(Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, purpose=purpose))
+        entry = self.journal.get(key)
+        if entry is not None and (entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full):
+            return self._record(
+                Query(
+                    key,
+                    Status(entry["status"]),
+                    entry["verifier"],
+                    entry["margin_bound"],
+                    entry["best_margin"],
+                    entry["seconds"],
+                    True,
+                    entry.get("counterexample"),
+                    purpose,
+                )
+            )
+        outcome = run_chain(self.problem, eps, chain, Budget(self.query_seconds))
+        verdict = outcome.verdict
+        bounds = [v.margin_bound for v in outcome.steps if v.margin_bound is not None]
+        counterexample_name = None
+        if verdict.status is Status.ROBUST:
+            self.robust.append(eps.copy())
+        elif verdict.status is Status.NOT_ROBUST:
+            assert verdict.counterexample is not None
+            self.counterexamples.append(verdict.counterexample)
+            counterexample_name = self._save(verdict.counterexample)
+        query = Query(
+            key,
+            verdict.status,
+            verdict.verifier,
+            min(bounds) if bounds else None,
+            verdict.best_margin,
+            sum(v.seconds for v in outcome.steps),
+            False,
+            counterexample_name,
+            purpose,
+        )
+        self._append_journal(query, full)
+        self.new_queries += 1
+        return self._record(query)
+
+    def _record(self, query: Query) -> Query:
+        self.history.append(query)
+        return query
+
+    def _save(self, point: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(point, dtype=np.float32)[None], allow_pickle=False)
+        data = buffer.getvalue()
+        name = f"counterexamples/{hashlib.sha256(data).hexdigest()[:16]}.npy"
+        atomic_write_bytes(self.folder / name, data)
+        return name
+
+    def _append_journal(self, query: Query, full: bool) -> None:
+        entry = {
+            "full": full,
+            "key": self.key,
+            "eps": list(query.eps),
+            "status": query.status.value,
+            "verifier": query.verifier,
+            "margin_bound": query.margin_bound,
+            "best_margin": query.best_margin,
+            "seconds": round(query.seconds, 4),
+            "counterexample": query.counterexample,
+            "time": time.time(),
+        }
+        self.journal[query.eps] = entry
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.journal_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())

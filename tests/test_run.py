@@ -1,0 +1,113 @@
+"""The search's result: proved, at least the uniform baseline, maximality backed by evidence,
+written atomically, and resumable after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlrobust.compile import compile_problem
+from mlrobust.nn.network import onnxruntime_logits
+from mlrobust.search.run import run
+from mlrobust.spec.check import check_spec
+from mlrobust.verify import attack, bounds
+from mlrobust.verify.verdict import Budget, Status
+
+from .helpers import REPO
+
+SPEC = REPO / "tests" / "specs" / "run" / "fast.mlr"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    return run(SPEC, out=folder), folder
+
+
+@pytest.fixture(scope="module")
+def problem():
+    result = check_spec(SPEC)
+    return compile_problem(result.spec, result.instances[0])
+
+
+def test_eps_star_is_robust_under_an_independent_recheck(finished, problem) -> None:
+    result, _ = finished
+    eps = np.array(result.eps)
+    assert result.complete and result.verifier == "bounds"
+    fresh = bounds.check(problem, eps, Budget(), method="crown")
+    assert fresh.status is Status.ROBUST
+    strong = attack.check(problem, eps, Budget(), steps=50, restarts=200, seed=99)
+    assert strong.status is not Status.NOT_ROBUST and strong.best_margin < 0
+
+
+def test_the_search_beats_or_matches_the_uniform_baseline(finished) -> None:
+    result, _ = finished
+    assert result.size >= result.uniform_size - 1e-12
+    assert result.size == pytest.approx(float(np.dot(result.problem["weights"], result.eps)))
+
+
+def test_maximality_evidence_matches_the_queries(finished, problem) -> None:
+    result, folder = finished
+    resolution = result.problem["resolution"]
+    eps = np.array(result.eps)
+    asked = {tuple(q["eps"]): q for q in result.queries}
+    for info in result.maximality:
+        layer = info["layer"]
+        assert info["status"] in ("proved_maximal", "not_expandable", "at_range_limit")
+        if info["status"] == "at_range_limit":
+            continue
+        one_step_out = eps.copy()
+        one_step_out[layer] += resolution
+        probe = np.array(info["probe"])
+        assert probe[layer] == pytest.approx(one_step_out[layer]) and np.all(probe <= one_step_out + 1e-12)
+        answers = [q for key, q in asked.items() if np.array_equal(np.array(key), probe)]
+        assert answers and all(a["verdict"] != "ROBUST" for a in answers)
+        if info["status"] == "proved_maximal":
+            point = np.load(folder / info["counterexample"])
+            lower, upper = problem.box(probe)
+            assert np.all(point[0] >= lower) and np.all(point[0] <= upper)
+            assert problem.violated(onnxruntime_logits(problem.network.path, point))[0]
+
+
+def test_outputs_are_written(finished) -> None:
+    _, folder = finished
+    payload = json.loads((folder / "result.json").read_text())
+    assert payload["schema"] == "mlrobust.run/1"
+    for key in ("eps", "size", "verifier", "maximality", "problem", "queries"):
+        assert key in payload
+    for key in ("model", "image", "mask", "target", "k", "range", "model_sha256", "spec_text"):
+        assert key in payload["problem"]
+    assert Path(payload["problem"]["model"]).is_absolute()
+    for picture in ("heatmap.png", "trace.png"):
+        assert (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rerun_answers_everything_from_the_journal(finished) -> None:
+    result, folder = finished
+    again = run(SPEC, out=folder)
+    assert again.new_queries == 0
+    assert again.eps == result.eps
+
+
+def test_a_killed_run_resumes_and_reaches_the_same_eps(finished, tmp_path: Path) -> None:
+    result, _ = finished
+    command = [sys.executable, "-m", "mlrobust", "run", str(SPEC), "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "journal.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 15):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    answered = len(journal.read_text().splitlines())
+    assert 0 < answered < len(result.queries)
+    resumed = run(SPEC, out=tmp_path)
+    assert resumed.eps == result.eps
+    assert resumed.new_queries <= result.new_queries - answered + 1
