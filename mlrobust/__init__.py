@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Spec", "SpecError", "__version__", "format_spec", "load_spec"]
+__all__ = ["Result", "Spec", "SpecError", "__version__", "format_spec", "load_spec", "run"]
 
 if TYPE_CHECKING:
+    from mlrobust.search.run import Result, run
     from mlrobust.spec import Spec, SpecError, format_spec, load_spec
 
 
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from mlrobust import spec
 
         return getattr(spec, name)
+    if name in ("run", "Result"):
+        from mlrobust.search import run as search_run
+
+        return getattr(search_run, name)
     raise AttributeError(f"module 'mlrobust' has no attribute {name!r}")

@@ -20,6 +20,14 @@ def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(array, dtype=like.dtype, device=like.device)
 
 
+def _cached_weight(op: Conv | Linear, like: torch.Tensor) -> torch.Tensor:
+    """The op's weight as a tensor of `like`'s dtype, converted once per dtype."""
+    key = ("w", like.dtype)
+    if key not in op._cache:
+        op._cache[key] = _tensor(op.weight, like)
+    return op._cache[key]
+
+
 @dataclass(frozen=True, eq=False)
 class Conv:
     """2-D convolution, groups = 1. padding = (top, left, bottom, right)."""
@@ -34,10 +42,7 @@ class Conv:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _w(self, like: torch.Tensor) -> torch.Tensor:
-        key = ("w", like.dtype)
-        if key not in self._cache:
-            self._cache[key] = _tensor(self.weight, like)
-        return self._cache[key]
+        return _cached_weight(self, like)
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         top, left, bottom, right = self.padding
@@ -72,10 +77,7 @@ class Linear:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _w(self, like: torch.Tensor) -> torch.Tensor:
-        key = ("w", like.dtype)
-        if key not in self._cache:
-            self._cache[key] = _tensor(self.weight, like)
-        return self._cache[key]
+        return _cached_weight(self, like)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self._w(x).T

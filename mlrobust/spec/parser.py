@@ -147,25 +147,37 @@ class _ToSyntax(Transformer):  # type: ignore[type-arg]
         return s.Block(str(token), tuple(fields), self._span(meta), self._token(token))
 
 
+def _line_parts(line: str) -> tuple[list[bool], int | None]:
+    """Per character, whether it is inside a string's quotes; and the column a comment starts at.
+
+    Strings never span lines, so scanning a line on its own is exact.
+    """
+    inside = [False] * len(line)
+    in_string = escaped = False
+    for column, char in enumerate(line):
+        if in_string:
+            inside[column] = True
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "#":
+            return inside, column
+    return inside, None
+
+
 def scan_comments(text: str) -> tuple[s.Comment, ...]:
-    """Every `#` comment outside a string. Strings never span lines, so a line scan is exact."""
+    """Every `#` comment outside a string."""
     comments = []
     for number, line in enumerate(text.split("\n"), start=1):
-        in_string = escaped = False
-        for column, char in enumerate(line):
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char == "#":
-                trailing = bool(line[:column].strip())
-                comments.append(s.Comment(line[column:].rstrip(), number, column + 1, trailing))
-                break
+        _, column = _line_parts(line)
+        if column is not None:
+            trailing = bool(line[:column].strip())
+            comments.append(s.Comment(line[column:].rstrip(), number, column + 1, trailing))
     return tuple(comments)
 
 
@@ -220,30 +232,13 @@ _GLUED_UNIT = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?
 
 def _blank_strings_and_comments(text: str) -> str:
     """The text with string bodies and comments replaced by spaces (positions unchanged)."""
-    out = list(text)
-    lines = text.split("\n")
-    offset = 0
-    comments = {(c.line, c.column) for c in scan_comments(text)}
-    for number, line in enumerate(lines, start=1):
-        in_string = escaped = False
-        for column, char in enumerate(line):
-            index = offset + column
-            if (number, column + 1) in comments and not in_string:
-                for j in range(index, offset + len(line)):
-                    out[j] = " "
-                break
-            if in_string:
-                out[index] = " "
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-        offset += len(line) + 1
-    return "".join(out)
+    lines = []
+    for line in text.split("\n"):
+        inside, comment = _line_parts(line)
+        lines.append(
+            "".join(" " if inside[i] or (comment is not None and i >= comment) else char for i, char in enumerate(line))
+        )
+    return "\n".join(lines)
 
 
 def _bad_units(file: str, text: str) -> list[Diagnostic]:
