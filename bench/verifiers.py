@@ -116,7 +116,7 @@ def main() -> None:
 
     print(
         f"\nmodel double_mnist_{args.model}, {len(cases)} canvases, uniform ε over all layers; "
-        f"MILP time limit {args.milp_time_limit:g} s; Gurobi: {'yes' if gurobi else gurobi_problem()}"
+        f"MILP time limit {args.milp_time_limit:g} s; Gurobi: {'yes' if gurobi else gurobi_note}"
     )
     print(f"{'verifier':<14}" + "".join(f"{'ε=' + format(e, 'g'):>26}" for e in args.eps))
     print(f"{'':<14}" + "".join(f"{'median s / p90 s / definite':>26}" for _ in args.eps))
