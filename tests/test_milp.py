@@ -198,3 +198,12 @@ def test_gurobi_requested_without_gurobi_falls_back_to_highs_with_the_reason() -
         assert fallback is None and solution.solver == "gurobi"
     else:
         assert solution.solver == "highs" and fallback is not None and solution.status == "Optimal"
+
+
+def test_the_pairwise_baseline_oracle_agrees_with_the_one_model_milp(tmp_path: Path) -> None:
+    problem = _tiny_problem(tmp_path)
+    small, big = np.full(problem.num_layers, 1e-4), np.full(problem.num_layers, 1.0)
+    assert milp.check_pairwise(problem, small, Budget()).status is Status.ROBUST
+    refuted = milp.check_pairwise(problem, big, Budget())
+    assert refuted.status is Status.NOT_ROBUST
+    assert problem.violated(problem.network.logits(refuted.counterexample[None]))[0]

@@ -218,3 +218,24 @@ def search(
     except KeyboardInterrupt:
         best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=np.zeros(layers))
         return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
+
+
+def per_layer_bisection(oracle: Oracle, weights: np.ndarray, resolution: float, budget: Budget) -> np.ndarray:
+    """The thesis's naive algorithm (a baseline): layers in order of weight, each bisected alone
+    with the earlier layers fixed at their found ε and the later ones at 0."""
+    eps = np.zeros(oracle.problem.num_layers)
+    limit = range_limit(oracle)
+    for layer in np.argsort(-weights, kind="stable"):
+        if weights[layer] <= 0 or budget.exhausted():
+            continue
+        low, high = 0.0, float(limit[layer])
+        while high - low > resolution and budget.exhausted() is None:
+            middle = (low + high) / 2
+            trial = eps.copy()
+            trial[layer] = middle
+            if oracle.ask(trial, f"per-layer {layer}").status is Status.ROBUST:
+                low = middle
+            else:
+                high = middle
+        eps[layer] = low
+    return eps

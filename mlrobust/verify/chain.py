@@ -13,8 +13,14 @@ from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify import attack, bounds, milp
 from mlrobust.verify.verdict import Budget, Status, Verdict
 
-# name -> check(problem, eps, budget, **options); the option names are those of verify/options.py
-CHECKS: dict[str, Callable[..., Verdict]] = {"attack": attack.check, "bounds": bounds.check, "milp": milp.check}
+# name -> check(problem, eps, budget, **options); the option names are those of verify/options.py.
+# milp_pairwise is the thesis-style baseline's oracle (bench/search.py), not a spec verifier.
+CHECKS: dict[str, Callable[..., Verdict]] = {
+    "attack": attack.check,
+    "bounds": bounds.check,
+    "milp": milp.check,
+    "milp_pairwise": milp.check_pairwise,
+}
 
 
 @dataclass(frozen=True, eq=False)
