@@ -117,6 +117,38 @@ def _line_search(oracle: Oracle, robust: np.ndarray, direction: np.ndarray, limi
     return robust + low * direction
 
 
+def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
+    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 2δ, 4δ, … then bisection.
+
+    After the expansion most layers cannot take even one δ, so this costs one CROWN call for
+    them where a bisection over the whole range would cost LINE_SEARCH_STEPS + 1.
+    """
+
+    def proved(step: float) -> bool:
+        trial = eps.copy()
+        trial[layer] = eps[layer] + step
+        return margin_bound(oracle.problem, trial).bound < -SAFETY_MARGIN
+
+    room = float(limit[layer] - eps[layer])
+    low, high = 0.0, min(resolution, room)
+    while high > low and proved(high):
+        low = high
+        if high >= room:
+            break
+        high = min(2 * high, room)
+    if high <= low:  # the whole range is proved
+        high = low
+    while high - low > resolution and high > low:
+        middle = (low + high) / 2
+        if proved(middle):
+            low = middle
+        else:
+            high = middle
+    result = eps.copy()
+    result[layer] = eps[layer] + low
+    return result
+
+
 def expand(
     oracle: Oracle,
     start: np.ndarray,
@@ -158,15 +190,20 @@ def maximality(
     eps = eps.copy()
     limit = range_limit(oracle)
     results: dict[int, LayerMaximality] = {}
+    slope: tuple[np.ndarray, float, np.ndarray] | None = None  # (ε, CROWN bound at ε, its gradient)
     for layer in np.argsort(-weights, kind="stable"):  # the most valuable layers first
         layer = int(layer)
         if weights[layer] <= 0:
             results[layer] = LayerMaximality(layer, "zero_weight")
             continue
-        # jump as far along e_d as CROWN proves, confirm it, then probe one δ beyond
-        unit = np.zeros_like(eps)
-        unit[layer] = 1.0
-        jump = _line_search(oracle, eps, unit, limit)
+        # jump as far along e_d as CROWN proves, confirm it, then probe one δ beyond. The bound's
+        # gradient (relaxations held fixed) understates what a step costs, so when even its
+        # linear prediction fails one δ out, CROWN would too: skip the gallop for that layer.
+        if slope is None or not np.array_equal(slope[0], eps):
+            at = margin_bound(oracle.problem, eps, with_gradient=True)
+            slope = (eps.copy(), at.bound, at.gradient if at.gradient is not None else np.zeros_like(eps))
+        predicted = slope[1] + resolution * max(float(slope[2][layer]), 0.0)
+        jump = eps if predicted >= -SAFETY_MARGIN else _gallop(oracle, eps, layer, resolution, limit)
         if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
             query = oracle.ask(jump, f"maximality layer {layer}")
             progress("maximality", jump, query)

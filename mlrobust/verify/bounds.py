@@ -21,7 +21,9 @@ entry). ROBUST needs that bound below -SAFETY_MARGIN.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -256,6 +258,10 @@ class MarginBound:
     unstable: int
 
 
+_MEMO: weakref.WeakKeyDictionary[Problem, OrderedDict[tuple, MarginBound]] = weakref.WeakKeyDictionary()
+MEMO_SIZE = 256
+
+
 def margin_bound(
     problem: Problem,
     eps: np.ndarray,
@@ -263,7 +269,26 @@ def margin_bound(
     alpha_steps: int = 20,
     with_gradient: bool = False,
 ) -> MarginBound:
-    """An upper bound on the top-k margin over N(ε), optionally with its gradient in ε."""
+    """An upper bound on the top-k margin over N(ε), optionally with its gradient in ε.
+
+    Deterministic in (problem, ε, method), so answers are memoised per problem: the search's
+    line searches and the verifier chain often ask the same box twice.
+    """
+    if with_gradient:
+        return _margin_bound(problem, eps, method, alpha_steps, True)
+    key = (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
+    memo = _MEMO.setdefault(problem, OrderedDict())
+    if key in memo:
+        memo.move_to_end(key)
+        return replace(memo[key], seconds=0.0)  # nothing was computed this time
+    result = _margin_bound(problem, eps, method, alpha_steps, False)
+    memo[key] = result
+    if len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)
+    return result
+
+
+def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: int, with_gradient: bool) -> MarginBound:
     started = time.perf_counter()
     ops = problem.network.ops
     eps_tensor = torch.as_tensor(np.asarray(eps, dtype=np.float64)).requires_grad_(with_gradient)
