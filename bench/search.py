@@ -57,7 +57,7 @@ def run_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds:
             eps = per_layer_bisection(oracle, weights, RESOLUTION, budget)
         else:
             cutting = sensitivity_weights(problem) if "sensitivity" in name else fixed_weights(problem.num_layers)
-            eps = search(oracle, weights, cutting, RESOLUTION, budget, lambda *_: None).eps
+            eps = search(oracle, weights, cutting, RESOLUTION, budget).eps
         elapsed = time.perf_counter() - started
         capped = budget.exhausted() is not None
         return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped

@@ -45,9 +45,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-# command name -> (help, issue that brings it) for the ones not built yet
+# command name -> (help, what to do meanwhile) for the ones not built yet
 _PLANNED = {
-    "sweep": ("run a spec over many images and models", 6),
+    "sweep": ("run a spec over many images and models", "run each instance with `mlrobust run SPEC --instance N`"),
 }
 
 
@@ -61,16 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    for name, (help_text, issue) in _PLANNED.items():
+    for name, (help_text, meanwhile) in _PLANNED.items():
         planned = commands.add_parser(name, help=f"{help_text} (not yet implemented)")
         planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
-        planned.set_defaults(handler=None, planned_issue=issue)
+        planned.set_defaults(handler=None, planned_meanwhile=meanwhile)
 
     run = commands.add_parser("run", help="search for the maximal robust layered neighborhood of a spec")
     run.add_argument("spec", help="the .mlr spec")
     run.add_argument("--out", default=None, help="output folder (default: the spec's `output`)")
     run.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
     run.add_argument("--json", action="store_true", help="print the result JSON to stdout")
+    run.add_argument(
+        "--method",
+        choices=("search", "uniform", "per-layer", "thesis-style"),
+        default=None,
+        help="search (default) or a baseline: uniform bisection, per-layer bisection (thesis §3), "
+        "thesis-style (MILP-only oracle, pairwise top-k queries, fixed cutting)",
+    )
     run.set_defaults(handler="mlrobust.commands.run:run")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
     check.add_argument("spec", help="the .mlr spec")
@@ -132,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> ExitCode:
-    if getattr(args, "planned_issue", None) is not None:
-        raise NotYetImplemented(f"`mlrobust {args.command}` is not yet implemented (issue {args.planned_issue})")
+    if getattr(args, "planned_meanwhile", None) is not None:
+        raise NotYetImplemented(
+            f"`mlrobust {args.command}` is not yet implemented; meanwhile, {args.planned_meanwhile}"
+        )
     module_name, function_name = args.handler.split(":")
     handler = getattr(importlib.import_module(module_name), function_name)
     result: ExitCode = handler(args)
@@ -162,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(error.exit_code)
     except KeyboardInterrupt:
         errors.print("interrupted")
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except Exception as error:  # the boundary: anything unexpected is our bug
         if debug:
             traceback.print_exc()

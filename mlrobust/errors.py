@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     OK = 0
     USER_ERROR = 1
     INTERNAL_ERROR = 2
+    INTERRUPTED = 130  # Ctrl-C (the shell's convention); `run` still writes the best proved ε
 
 
 class MlrobustError(Exception):

@@ -111,3 +111,14 @@ def test_a_killed_run_resumes_and_reaches_the_same_eps(finished, tmp_path: Path)
     resumed = run(SPEC, out=tmp_path)
     assert resumed.eps == result.eps
     assert resumed.new_queries <= result.new_queries - answered + 1
+
+
+def test_every_result_field_is_documented(finished) -> None:
+    """docs/result-schema.md is what scripts read: every top-level and problem field is in it."""
+    _, folder = finished
+    payload = json.loads((folder / "result.json").read_text())
+    section = (REPO / "docs" / "result-schema.md").read_text().split("mlrobust.run/1", 1)[1]
+    for key in payload:
+        assert f"`{key}`" in section, key
+    for key in payload["problem"]:
+        assert f"`{key}`" in section, f"problem.{key}"

@@ -4,60 +4,123 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from mlrobust.errors import ExitCode
+
+EVIDENCE = {
+    "proved_maximal": "proved maximal: a counterexample one δ out",
+    "not_expandable": "not expandable by this chain (UNKNOWN one δ out)",
+    "at_range_limit": "at the range limit: the box covers [lo, hi]",
+    "zero_weight": "weight 0: not searched",
+    "not_checked": "not checked (stopped early or a baseline)",
+}
+
+
+class ProgressLine:
+    """One line that redraws on every answer; a plain line is kept when the stage changes, so
+    logs (no terminal) still show how the search went."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = Live(Text(""), console=console, transient=True, refresh_per_second=8)
+        self.stage = ""
+        self.last: Any = None
+
+    def __enter__(self) -> ProgressLine:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+        if self.last is not None:
+            self._stage_done(self.last)
+
+    def _stage_done(self, event: Any) -> None:
+        self.console.print(
+            f"[dim]{event.elapsed:7.1f}s[/] {self.stage} done: best w·ε {event.best_size:.4g}", highlight=False
+        )
+
+    def __call__(self, event: Any) -> None:
+        query = event.query
+        stage = query.purpose.split(" ")[0] or "query"
+        if stage != self.stage:
+            if self.last is not None:
+                self._stage_done(self.last)
+            self.stage = stage
+        self.last = event
+        counts = " ".join(f"{name} {n}" for name, n in sorted(event.queries.items()))
+        line = (
+            f"{event.elapsed:6.1f}s  query {sum(event.queries.values()):>4}  {stage:<10}  "
+            f"best w·ε {event.best_size:.4g}  last {query.status.value} by {query.verifier}  [{counts}]"
+        )
+        self.live.update(Text(line, style="cyan"))
 
 
 def run(args: argparse.Namespace) -> ExitCode:
     from mlrobust.search.run import run as run_search
 
     console = Console(stderr=args.json)
-    started = time.perf_counter()
-    counts: Counter[str] = Counter()
-    best = [0.0]
-
-    def progress(stage, eps, query) -> None:  # type: ignore[no-untyped-def]
-        if query is None:
-            return
-        counts[query.verifier] += 1
-        if query.status.value == "ROBUST":
-            best[0] = max(best[0], float(np.sum(eps)))
-        console.print(
-            f"[dim]{time.perf_counter() - started:7.1f}s[/] {stage:<11} query {sum(counts.values()):>4}: "
-            f"{query.status.value:<10} by {query.verifier:<6} "
-            + " ".join(f"{name}={n}" for name, n in sorted(counts.items())),
-            highlight=False,
+    console.print(f"[bold]mlrobust run[/] {args.spec}" + (f" (method: {args.method})" if args.method else ""))
+    with ProgressLine(console) as progress:
+        result = run_search(
+            args.spec,
+            Path(args.out) if args.out else None,
+            progress,
+            args.instance or 0,
+            args.method or "search",
         )
-
-    console.print(f"[bold]mlrobust run[/] {args.spec}")
-    result = run_search(args.spec, Path(args.out) if args.out else None, progress, args.instance or 0)
+    interrupted = result.stop_reason.startswith("interrupted")
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
-        return ExitCode.OK
+    else:
+        summary(console, result)
+    return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+
+def summary(console: Console, result: Any) -> None:
     problem = result.problem
     console.print(
         f"\n[bold]{Path(problem['model']).name}[/] on {problem['canvas'] or Path(problem['image']).name}: target "
-        f"{problem['target']}, top-{problem['k']}, {problem['layers']} layers"
+        f"{problem['target']}, top-{problem['k']}, {problem['layers']} layers, "
+        f"chain {' -> '.join(step[0] for step in problem['chain'])}"
     )
-    table = Table(title="ε* per layer")
+    table = Table(title=f"ε* per layer (resolution δ = {problem['resolution']:g})")
     for column in ("layer", "weight", "ε*", "maximality"):
         table.add_column(column)
-    for layer, (eps, weight, info) in enumerate(zip(result.eps, problem["weights"], result.maximality, strict=False)):
-        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", info["status"])
+    for layer, (eps, weight, info) in enumerate(zip(result.eps, problem["weights"], result.maximality, strict=True)):
+        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", EVIDENCE.get(info["status"], info["status"]))
     console.print(table)
-    status = "complete" if result.complete else f"incomplete ({result.stop_reason})"
-    console.print(
-        f"w·ε* = [bold]{result.size:.4g}[/] "
-        f"(uniform baseline {result.uniform_size:.4g}, ε = {result.uniform_eps:.4g}); "
-        f"re-proved by {result.verifier}; {len(result.queries)} queries ({result.new_queries} new); "
-        f"{result.seconds:.1f} s; {status}"
+
+    per_verifier: dict[str, list[float]] = defaultdict(list)
+    for query in result.queries:
+        per_verifier["cache" if query["cached"] else query["verifier"]].append(query["seconds"])
+    work = Table(title="queries per verifier")
+    for column in ("verifier", "queries", "seconds"):
+        work.add_column(column)
+    for name, seconds in sorted(per_verifier.items()):
+        work.add_row(name, str(len(seconds)), "-" if name == "cache" else f"{sum(seconds):.1f}")
+    console.print(work)
+
+    status = "complete" if result.complete else f"[yellow]incomplete[/] ({result.stop_reason})"
+    reproof = result.reproof
+    if reproof.get("verdict") == "ROBUST":
+        proof = f"proved by {result.verifier} (re-proved by {reproof['verifier']})"
+    else:
+        proof = f"proved by {result.verifier} (re-proof by {reproof.get('verifier')}: {reproof.get('verdict')})"
+    baseline = (
+        f"uniform baseline {result.uniform_size:.4g} at ε = {result.uniform_eps:.4g}; " if result.uniform_eps else ""
     )
-    console.print(f"wrote {result.folder}/result.json, heatmap.png, trace.png")
-    return ExitCode.OK
+    console.print(
+        f"w·ε* = [bold]{result.size:.4g}[/] ({result.method}); {proof}; {baseline}"
+        f"{len(result.queries)} answers ({result.new_queries} new queries); {result.seconds:.1f} s; {status}",
+        highlight=False,
+    )
+    console.print(f"wrote {result.folder}/result.json, heatmap.png, trace.png", highlight=False)

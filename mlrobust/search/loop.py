@@ -16,17 +16,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from mlrobust.search.cutting import cut
-from mlrobust.search.oracle import Oracle, Query
+from mlrobust.search.oracle import Oracle
 from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
 from mlrobust.verify.verdict import Status
 
-Progress = Callable[[str, np.ndarray, Query | None], None]
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8
 
@@ -53,6 +51,7 @@ class SearchOutcome:
 class Budget:
     def __init__(self, queries: int, seconds: float, oracle: Oracle) -> None:
         self.queries, self.deadline, self.oracle = queries, time.perf_counter() + seconds, oracle
+        oracle.deadline = self.deadline  # no query may run past the search's time budget
 
     def exhausted(self) -> str | None:
         if self.oracle.new_queries >= self.queries:
@@ -156,7 +155,6 @@ def expand(
     cutting: np.ndarray,
     resolution: float,
     budget: Budget,
-    progress: Progress,
 ) -> tuple[np.ndarray, str]:
     """Repeatedly step along the best size-per-margin direction as far as CROWN allows."""
     robust = start.copy()
@@ -173,7 +171,6 @@ def expand(
             return robust, "converged"
         for _ in range(MAX_CUTS + 1):
             query = oracle.ask(proposal, "expand")
-            progress("expand", proposal, query)
             if query.status is Status.ROBUST:
                 robust = proposal
                 break
@@ -183,7 +180,7 @@ def expand(
 
 
 def maximality(
-    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget, progress: Progress
+    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget
 ) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
     """Probe ε* + δ e_d per layer until it is not ROBUST. Growing other layers never makes a
     settled layer expandable again (the boxes only grow), so one pass settles every layer."""
@@ -206,7 +203,6 @@ def maximality(
         jump = eps if predicted >= -SAFETY_MARGIN else _gallop(oracle, eps, layer, resolution, limit)
         if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
             query = oracle.ask(jump, f"maximality layer {layer}")
-            progress("maximality", jump, query)
             if query.status is Status.ROBUST:
                 eps = jump
         settled = None
@@ -222,7 +218,6 @@ def maximality(
             query = oracle.ask(probe, f"maximality layer {layer}")
             if query.status is Status.UNKNOWN:
                 query = oracle.ask(probe, f"maximality layer {layer}", full=True)
-            progress("maximality", probe, query)
             if query.status is Status.ROBUST:
                 eps = probe
             elif query.status is Status.NOT_ROBUST:
@@ -234,22 +229,20 @@ def maximality(
 
 
 def search(
-    oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget, progress: Progress
+    oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget
 ) -> SearchOutcome:
     layers = oracle.problem.num_layers
     zero = oracle.ask(np.zeros(layers), "start")
-    progress("start", np.zeros(layers), zero)
     if zero.status is not Status.ROBUST:
         return SearchOutcome(np.zeros(layers), 0.0, (), False, f"the image itself is {zero.status.value} (ε = 0)")
     try:
         uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
-        progress("uniform", np.full(layers, uniform), None)
         # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary
         # in every direction); from half of it the size-per-margin direction has room to pay off.
-        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution, budget, progress)
+        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution, budget)
         if float(np.dot(weights, eps)) < float(np.dot(weights, np.full(layers, uniform))):
             eps = np.full(layers, uniform)  # both are proved; keep the larger
-        eps, layers_result = maximality(oracle, eps, weights, resolution, budget, progress)
+        eps, layers_result = maximality(oracle, eps, weights, resolution, budget)
         complete = budget.exhausted() is None
         return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else budget.exhausted() or "")
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class Oracle:
     journal: dict[tuple[float, ...], dict] = field(default_factory=dict)
     history: list[Query] = field(default_factory=list)
     new_queries: int = 0
+    listener: Callable[[Query], None] | None = None  # told every answer (progress lines)
+    deadline: float | None = None  # perf_counter time: the search's time budget also caps each query
 
     @property
     def journal_path(self) -> Path:
@@ -115,7 +118,11 @@ class Oracle:
                     purpose,
                 )
             )
-        outcome = run_chain(self.problem, eps, chain, Budget(self.query_seconds))
+        seconds = self.query_seconds
+        if self.deadline is not None:
+            left = max(self.deadline - time.perf_counter(), 0.0)
+            seconds = left if seconds is None else min(seconds, left)
+        outcome = run_chain(self.problem, eps, chain, Budget(seconds))
         verdict = outcome.verdict
         bounds = [v.margin_bound for v in outcome.steps if v.margin_bound is not None]
         counterexample_name = None
@@ -136,12 +143,18 @@ class Oracle:
             counterexample_name,
             purpose,
         )
-        self._append_journal(query, full)
+        cut_short = self.deadline is not None and time.perf_counter() >= self.deadline
+        if not (verdict.status is Status.UNKNOWN and cut_short):
+            # an UNKNOWN the time budget cut short is no answer to the question: a resumed or
+            # longer run must ask it again
+            self._append_journal(query, full)
         self.new_queries += 1
         return self._record(query)
 
     def _record(self, query: Query) -> Query:
         self.history.append(query)
+        if self.listener is not None:
+            self.listener(query)
         return query
 
     def _save(self, point: np.ndarray) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +19,43 @@ from mlrobust import __version__
 from mlrobust.compile import compile_problem
 from mlrobust.errors import UserError
 from mlrobust.report.plots import heatmap, trace
-from mlrobust.search.cutting import cutting_weights
-from mlrobust.search.loop import Budget, Progress, search
-from mlrobust.search.oracle import Oracle
+from mlrobust.search.cutting import cutting_weights, fixed_weights
+from mlrobust.search.loop import (
+    Budget,
+    LayerMaximality,
+    SearchOutcome,
+    per_layer_bisection,
+    range_limit,
+    search,
+    uniform_bisection,
+)
+from mlrobust.search.oracle import Oracle, Query
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
-from mlrobust.spec.ir import Spec
+from mlrobust.spec.ir import Spec, VerifierStep
 from mlrobust.storage import atomic_write_json
 from mlrobust.verify.chain import run_chain
 from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 SCHEMA = "mlrobust.run/1"
+# what `mlrobust run --method` accepts: the search, and the baselines it is measured against
+METHODS = ("search", "uniform", "per-layer", "thesis-style")
+THESIS_MILP_SECONDS = 30.0  # per query when the spec's chain has no milp step to take it from
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One answered query, with what a progress line shows."""
+
+    query: Query
+    size: float  # w·ε of the query
+    best_size: float  # the largest w·ε proved so far
+    queries: dict[str, int]  # answered by each verifier so far ("cache" for free answers)
+    elapsed: float
+
+
+Progress = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,8 @@ class Result:
     seconds: float
     new_queries: int
     folder: str
+    method: str = "search"
+    reproof: dict[str, Any] = field(default_factory=dict)  # the strongest verifier's answer on ε*
 
     def as_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **asdict(self)}
@@ -55,7 +85,6 @@ def _sha256(path: Path | None) -> str | None:
 
 
 def _versions() -> dict[str, str]:
-    import highspy
     import onnxruntime
     import torch
 
@@ -65,14 +94,26 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    try:
-        versions["highs"] = f"{highspy.Highs().versionMajor()}.{highspy.Highs().versionMinor()}"
-    except Exception:
-        versions["highs"] = "unknown"
+    try:  # from the package metadata: constructing a Highs object prints its banner
+        versions["highspy"] = importlib.metadata.version("highspy")
+    except importlib.metadata.PackageNotFoundError:
+        versions["highspy"] = "unknown"
     return versions
 
 
-def run(spec_path: Path | str, out: Path | None = None, progress: Progress | None = None, instance: int = 0) -> Result:
+def run(
+    spec_path: Path | str,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    instance: int = 0,
+    method: str = "search",
+) -> Result:
+    """Check the spec, search (or run a baseline), re-prove ε* and write the results.
+
+    Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
     result = check_spec(spec_path)
     if not result.ok:
         raise SpecError(list(result.diagnostics))
@@ -80,16 +121,74 @@ def run(spec_path: Path | str, out: Path | None = None, progress: Progress | Non
     assert spec is not None
     if not 0 <= instance < len(result.instances):
         raise UserError(f"the spec has {len(result.instances)} instance(s); --instance {instance} is out of range")
-    return run_instance(spec, result.instances[instance], out or spec.output, progress or (lambda *_: None))
+    return run_instance(spec, result.instances[instance], out or spec.output, progress, method)
 
 
-def run_instance(spec: Spec, instance, folder: Path, progress: Progress) -> Result:  # type: ignore[no-untyped-def]
+def _thesis_chain(spec: Spec) -> tuple[VerifierStep, ...]:
+    """The thesis's oracle: MILP only, one model per pair of other classes, the spec's MILP time limit."""
+    limits = [
+        float(value)
+        for step in spec.chain
+        if step.name == "milp"
+        for name, value in step.options
+        if name == "time_limit"
+    ]
+    seconds = limits[0] if limits else THESIS_MILP_SECONDS
+    return (VerifierStep("milp_pairwise", (("time_limit", seconds),)),)
+
+
+def _listen(oracle: Oracle, weights: np.ndarray, progress: Progress) -> None:
+    started = time.perf_counter()
+    counts: Counter[str] = Counter()
+    best = [0.0]
+
+    def listener(query: Query) -> None:
+        size = float(np.dot(weights, query.eps))
+        counts["cache" if query.cached else query.verifier] += 1
+        if query.status is Status.ROBUST:
+            best[0] = max(best[0], size)
+        progress(ProgressEvent(query, size, best[0], dict(counts), time.perf_counter() - started))
+
+    oracle.listener = listener
+
+
+def _baseline(method: str, oracle: Oracle, weights: np.ndarray, resolution: float, budget: Budget) -> SearchOutcome:
+    layers = oracle.problem.num_layers
+    try:
+        if method == "uniform":
+            uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
+            eps = np.full(layers, uniform)
+        else:
+            eps = per_layer_bisection(oracle, weights, resolution, budget)
+            uniform = 0.0
+        reason = budget.exhausted()
+        return SearchOutcome(eps, uniform, (), reason is None, reason or "converged")
+    except KeyboardInterrupt:
+        best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=np.zeros(layers))
+        return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
+
+
+def _proved_by(oracle: Oracle, eps: np.ndarray) -> str:
+    """The verifier of the first real ROBUST answer whose box contains ε."""
+    for query in oracle.history:
+        if query.status is Status.ROBUST and not query.cached and np.all(eps <= np.array(query.eps)):
+            return query.verifier
+    for entry in oracle.journal.values():  # answered by an earlier run of the same question
+        if entry["status"] == Status.ROBUST and np.all(eps <= np.array(entry["eps"])):
+            return str(entry["verifier"])
+    return "cache"
+
+
+def run_instance(  # type: ignore[no-untyped-def]
+    spec: Spec, instance, folder: Path, progress: Progress | None = None, method: str = "search"
+) -> Result:
     started = time.perf_counter()
     problem = compile_problem(spec, instance)
     weights = spec.weights.vector(problem.num_layers)
-    cutting = cutting_weights(spec.cutting, problem)
+    chain = _thesis_chain(spec) if method == "thesis-style" else spec.chain
+    cutting = fixed_weights(problem.num_layers) if method == "thesis-style" else cutting_weights(spec.cutting, problem)
     spec_text = spec.file.read_text()
-    chain_text = [[step.name, list(map(list, step.options))] for step in spec.chain]
+    chain_text = [[step.name, list(map(list, step.options))] for step in chain]
     key_source = json.dumps(
         [
             str(instance.model),
@@ -105,15 +204,34 @@ def run_instance(spec: Spec, instance, folder: Path, progress: Progress) -> Resu
         sort_keys=True,
     )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
-    oracle = Oracle(problem, spec.chain, folder, key)
+    oracle = Oracle(problem, chain, folder, key)
     replayed = oracle.load_journal()
+    if progress is not None:
+        _listen(oracle, weights, progress)
     budget = Budget(spec.search.queries, spec.search.time_limit, oracle)
-    outcome = search(oracle, weights, cutting, spec.search.resolution, budget, progress)
-    strongest = _strongest(spec)
-    reproof = run_chain(problem, outcome.eps, (strongest,))
-    if reproof.status is not Status.ROBUST:
-        # never report an ε* the strongest verifier cannot confirm: fall back to the best proved box
-        raise UserError(f"the strongest verifier ({strongest.name}) did not re-prove ε*: {reproof.status.value}")
+    if method in ("search", "thesis-style"):
+        outcome = search(oracle, weights, cutting, spec.search.resolution, budget)
+    else:
+        outcome = _baseline(method, oracle, weights, spec.search.resolution, budget)
+    maximality = outcome.maximality or tuple(LayerMaximality(d, "not_checked") for d in range(problem.num_layers))
+    strongest = _strongest(chain)
+    first_proof = _proved_by(oracle, outcome.eps) if np.any(outcome.eps > 0) else "start"
+    complete, stop_reason = outcome.complete, outcome.stop_reason
+    try:
+        reproof = run_chain(problem, outcome.eps, (strongest,))
+        reproof_info = {"verifier": strongest.name, "verdict": reproof.status.value, "seconds": reproof.verdict.seconds}
+    except KeyboardInterrupt:
+        reproof = None
+        reproof_info = {"verifier": strongest.name, "verdict": "skipped (Ctrl-C)"}
+        complete, stop_reason = False, "interrupted (Ctrl-C)"
+    if reproof is not None and reproof.status is Status.NOT_ROBUST:
+        # a sound verifier proved this box and another found a confirmed counterexample in it
+        raise RuntimeError(
+            f"soundness check failed: {first_proof} proved ε* but {strongest.name} found a confirmed counterexample"
+        )
+    # ε* was proved by a sound verifier of the chain; the re-proof is extra evidence, and when it
+    # is UNKNOWN (a time limit), the first proof stands and the result says so
+    proved_by = reproof.verdict.verifier if reproof is not None and reproof.status is Status.ROBUST else first_proof
     queries = tuple(
         {
             "eps": list(q.eps),
@@ -132,7 +250,7 @@ def run_instance(spec: Spec, instance, folder: Path, progress: Progress) -> Resu
     result = Result(
         eps=tuple(float(v) for v in outcome.eps),
         size=float(np.dot(weights, outcome.eps)),
-        verifier=reproof.verdict.verifier,
+        verifier=proved_by,
         maximality=tuple(
             {
                 "layer": m.layer,
@@ -140,7 +258,7 @@ def run_instance(spec: Spec, instance, folder: Path, progress: Progress) -> Resu
                 "counterexample": m.counterexample,
                 "probe": list(m.probe) if m.probe else None,
             }
-            for m in outcome.maximality
+            for m in maximality
         ),
         problem={
             "spec": str(spec.file),
@@ -166,21 +284,23 @@ def run_instance(spec: Spec, instance, folder: Path, progress: Progress) -> Resu
             "journal_answers_replayed": replayed,
         },
         queries=queries,
-        complete=outcome.complete,
-        stop_reason=outcome.stop_reason,
+        complete=complete,
+        stop_reason=stop_reason,
         uniform_eps=outcome.uniform_eps,
         uniform_size=float(np.dot(weights, np.full(problem.num_layers, outcome.uniform_eps))),
         seconds=round(time.perf_counter() - started, 3),
         new_queries=oracle.new_queries,
         folder=str(folder.resolve()),
+        method=method,
+        reproof=reproof_info,
     )
     write_outputs(result, problem, instance.mask, folder)
     return result
 
 
-def _strongest(spec: Spec):  # type: ignore[no-untyped-def]
-    sound = [step for step in spec.chain if VERIFIERS[step.name].sound]
-    return next((s for s in sound if s.name == "milp"), sound[-1] if sound else spec.chain[-1])
+def _strongest(chain: tuple[VerifierStep, ...]) -> VerifierStep:
+    sound = [step for step in chain if step.name == "milp_pairwise" or VERIFIERS[step.name].sound]
+    return next((s for s in sound if s.name == "milp"), sound[-1] if sound else chain[-1])
 
 
 def write_outputs(result: Result, problem, mask: np.ndarray, folder: Path) -> None:  # type: ignore[no-untyped-def]
