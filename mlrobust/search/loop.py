@@ -27,6 +27,9 @@ from mlrobust.verify.verdict import Status
 
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8
+WALK_STEPS = 16  # CROWN evaluations (with gradient) per boundary walk
+WALK_PATIENCE = 5  # stop a walk after this many iterations without a better proved point
+WALK_SLACK = 0.05  # the Newton step aims this far (logit units) inside the proved region
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,43 @@ def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limi
     return result
 
 
+def boundary_walk(
+    oracle: Oracle, start: np.ndarray, weights: np.ndarray, limit: np.ndarray, iterations: int = WALK_STEPS
+) -> np.ndarray:
+    """Slide along CROWN's boundary toward larger w·ε; returns the best point CROWN proved.
+
+    The expansion only ever grows ε, so it stops on the first point where the bound is tight.
+    From there the size still grows by trading: a push along w (all layers, by weight) leaves
+    the proved region, a Newton step along the bound's gradient comes back, and the gradient
+    takes most from the layers that cost the most margin. Every iterate's bound is computed,
+    so the best one with a bound below the safety margin is CROWN-proved as it stands.
+    """
+    eps = start.copy()
+    best, best_size = start.copy(), float(np.dot(weights, start))
+    push = float(np.max(start)) * 0.1 or 1e-3  # in ε units, adapted below
+    inside = -WALK_SLACK
+    stale = 0  # iterations since the best point last improved
+    for _ in range(iterations):
+        if stale >= WALK_PATIENCE:
+            break
+        stale += 1
+        result = margin_bound(oracle.problem, eps, with_gradient=True)
+        gradient = result.gradient if result.gradient is not None else np.zeros_like(eps)
+        if result.bound < -SAFETY_MARGIN:
+            size = float(np.dot(weights, eps))
+            if size > best_size:
+                best, best_size, stale = eps.copy(), size, 0
+                push *= 1.5
+            eps = np.clip(eps + push * weights / weights.max(), 0.0, limit)
+        else:
+            push *= 0.7
+            norm = float(np.dot(gradient, gradient))
+            if norm <= 0:
+                break
+            eps = np.clip(eps - (result.bound - inside) / norm * gradient, 0.0, limit)
+    return best
+
+
 def expand(
     oracle: Oracle,
     start: np.ndarray,
@@ -168,7 +208,9 @@ def expand(
             return robust, "no layer can grow"
         proposal = _line_search(oracle, robust, direction / direction.max(), limit)
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
-            return robust, "converged"
+            proposal = boundary_walk(oracle, proposal, weights, limit)
+            if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
+                return robust, "converged"
         for _ in range(MAX_CUTS + 1):
             query = oracle.ask(proposal, "expand")
             if query.status is Status.ROBUST:
