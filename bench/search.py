@@ -1,6 +1,7 @@
 """Search benchmark: the oracle-guided search against its baselines, on test canvases.
 
-Usage: python bench/search.py [--model pgd] [--canvases 20 | --full] [--time-cap 120] [--fast]
+Usage: python bench/search.py [--model pgd] [--canvases 20 | --full] [--time-cap 60] [--fast]
+       [--thesis-query-limit 20] [--query-costs 3] [--methods NAME…]
 
 Per canvas (target: its first digit; perturbed: the other digit; weights exponential(0.8),
 resolution 0.002, each method with a fresh oracle and no shared cache):
@@ -8,9 +9,12 @@ resolution 0.002, each method with a fresh oracle and no shared cache):
 - uniform: the largest uniform ε by bisection;
 - per-layer: the thesis's naive algorithm (layers by weight, one bisection each);
 - thesis-style: the same loop with a MILP-only oracle of pairwise top-2 queries (C(9, 2) =
-  36 MILPs per query) and fixed cutting, stopped at --time-cap per canvas.
-Prints median / p90 time, median queries and median w·ε* per method, with ratios against
-the baselines measured in the same run. --fast drops the MILP from our chain.
+  36 MILPs per query, sharing one network encoding) and fixed cutting, stopped at --time-cap
+  per canvas (a converged thesis-style run takes hours per canvas here; see --query-costs).
+Prints median / p90 time, median queries (per verifier) and median w·ε* per method, with
+ratios against the baselines measured in the same run, and, on the first --query-costs
+canvases, the time of one query of each oracle run to the end at the uniform optimum.
+--fast drops the MILP from our chain.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from mlrobust.search.cutting import fixed_weights, sensitivity_weights
 from mlrobust.search.loop import Budget, per_layer_bisection, range_limit, search, uniform_bisection
 from mlrobust.search.oracle import Oracle
 from mlrobust.spec.ir import VerifierStep
+from mlrobust.verify.chain import run_chain
 from mlrobust.verify.options import VERIFIERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +70,23 @@ def run_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds:
         return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier
 
 
+def query_costs(problem: Problem, ours_chain) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """Seconds of one query by our chain, the one-model MILP and the thesis's pairwise MILPs, each
+    run to the end, at the uniform optimum (a box on the edge of what CROWN proves)."""
+    with tempfile.TemporaryDirectory() as folder:
+        oracle = Oracle(problem, ours_chain, Path(folder), "costs")
+        budget = Budget(100_000, 600.0, oracle)
+        eps = np.full(
+            problem.num_layers, uniform_bisection(oracle, RESOLUTION, budget, float(range_limit(oracle).max()))
+        )
+    seconds = []
+    for chain in (ours_chain, (step("milp", time_limit=600.0),), (step("milp_pairwise", time_limit=3600.0),)):
+        started = time.perf_counter()
+        run_chain(problem, eps, chain)
+        seconds.append(round(time.perf_counter() - started, 3))
+    return seconds[0], seconds[1], seconds[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pgd")
@@ -73,6 +95,15 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per canvas for thesis-style")
     parser.add_argument("--fast", action="store_true", help="our chain without the MILP")
     parser.add_argument("--methods", nargs="+", default=None, help="run only these methods (default: all)")
+    parser.add_argument(
+        "--thesis-query-limit", type=float, default=20.0, help="seconds per thesis-style query (all its MILPs)"
+    )
+    parser.add_argument(
+        "--query-costs",
+        type=int,
+        default=3,
+        help="on this many canvases, time one query of each oracle at the uniform optimum (no limit)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     count = 100 if args.full else args.canvases
@@ -85,12 +116,13 @@ def main() -> None:
         "ours (sensitivity)": ours_chain,
         "uniform": ours_chain,
         "per-layer": ours_chain,
-        "thesis-style": (step("milp_pairwise", time_limit=2.0),),  # the MILP limit of specs/base.mlr
+        "thesis-style": (step("milp_pairwise", time_limit=args.thesis_query_limit),),
     }
     if args.methods:
         methods = {name: chain for name, chain in methods.items() if name in args.methods}
     rows: dict[str, list[tuple[float, float, int, bool, Counter[str]]]] = {name: [] for name in methods}
-    for entry in load_index(REPO / "data" / "double_mnist").canvases[:count]:
+    costs: list[tuple[float, float, float]] = []
+    for number, entry in enumerate(load_index(REPO / "data" / "double_mnist").canvases[:count]):
         target = entry.labels[0]
         image = read_gray_png(entry.image)[None].astype(np.float64)
         mask = read_mask_png(entry.other_object(target).mask)
@@ -100,6 +132,9 @@ def main() -> None:
             seconds = args.time_cap if name == "thesis-style" else 600.0
             rows[name].append(run_method(name, problem, weights, chain, seconds))
         print(f"done {entry.id}: " + ", ".join(f"{n} {r[-1][0]:.3f}" for n, r in rows.items()), flush=True)
+        if number < args.query_costs:
+            costs.append(query_costs(problem, ours_chain))
+            print(f"  one query at the uniform optimum: {costs[-1]}", flush=True)
 
     print(
         f"\nmodel double_mnist_{args.model}, {count} canvases, resolution {RESOLUTION}, weights 0.8^d; "
@@ -117,6 +152,15 @@ def main() -> None:
         print(
             f"{name:<20}{statistics.median(times):>10.2f}{p90:>9.2f}{statistics.median(queries):>9.0f}"
             f"{statistics.median(sizes):>13.4f}{sum(capped):>8}  {per_verifier}"
+        )
+    if costs:
+        ours_s, one_s, pair_s = zip(*costs, strict=True)
+        median = statistics.median
+        print(
+            f"one query at the uniform optimum ({len(costs)} canvases, medians): our chain {median(ours_s):.3f} s,"
+            f" one-model MILP {median(one_s):.2f} s, pairwise MILPs (thesis) {median(pair_s):.2f} s;"
+            f" pairwise / our chain {median(p / o for o, p in zip(ours_s, pair_s, strict=True)):.0f}x,"
+            f" pairwise / one-model {median(p / m for m, p in zip(one_s, pair_s, strict=True)):.1f}x"
         )
     ours = rows.get("ours (fixed)", [])
     for baseline in ("uniform", "per-layer", "thesis-style"):

@@ -243,14 +243,15 @@ def check_pairwise(problem: Problem, eps: np.ndarray, budget: Budget, time_limit
     ROBUST when every subset's dual bound is below -MILP_MARGIN; NOT_ROBUST when a subset's
     incumbent reaches m >= 0 and onnxruntime confirms it; otherwise UNKNOWN.
     """
-    from mlrobust.verify.milp_encoding import selections
+    from mlrobust.verify.milp_encoding import encode_network, selections, with_objective
 
     started = time.perf_counter()
     deadline = started + (time_limit if budget.seconds is None else min(time_limit, budget.seconds))
     worst_bound = -np.inf
     best_found: float | None = None
+    network = encode_network(problem, eps)  # the network part is the same for every subset
     for subset in selections(problem):
-        encoding = encode(problem, eps, subset)
+        encoding = with_objective(problem, network, subset)
         start = start_values(problem, encoding, snap_into_box(problem, eps, problem.image))
         solution = solve_highs(encoding, max(deadline - time.perf_counter(), 0.01), start=start)
         worst_bound = max(worst_bound, solution.dual_bound)

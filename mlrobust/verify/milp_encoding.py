@@ -215,9 +215,26 @@ def _maxpool(builder: Builder, op: o.MaxPool, expr, const, bounds: Interval, cou
     return sp.vstack([_widen(sp.csr_matrix(r), width) for r in rows_out], format="csr"), consts_out
 
 
-def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None = None) -> Encoding:
-    """The MILP for max m over N(ε); with `selection`, the pairwise model max min_{j in S} d_j."""
+@dataclass(frozen=True)
+class NetworkPart:
+    """The network's encoding over N(ε), shared by every objective asked on the same box."""
+
+    builder: Builder
+    diff_expr: sp.csr_matrix  # d_j = F_j - F_t for j != t, as expressions over the variables
+    diff_const: np.ndarray
+    upper_d: np.ndarray  # CROWN bounds on each d_j
+    lower_d: np.ndarray
+    pixel_columns: np.ndarray
+    free: np.ndarray
+    fixed: np.ndarray
+    counts: dict[str, int]
+
+
+def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
+    """Pixels, ReLUs and max-pools of N(ε), and the class differences d_j with their bounds."""
     import torch
+
+    from mlrobust.verify.bounds import backsubstitute
 
     lower, upper = problem.box(eps)
     box = Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
@@ -256,11 +273,35 @@ def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None 
     diff_expr = expr[others] - sp.vstack([expr[target]] * others.size)
     diff_const = const[others] - const[target]
     # bounds on d_j from CROWN on both signs of each row
-    from mlrobust.verify.bounds import backsubstitute
-
     spec = torch.as_tensor(problem.spec_matrix())
     upper_d = backsubstitute(ops, len(ops), spec, bounds, box).numpy()
     lower_d = -backsubstitute(ops, len(ops), -spec, bounds, box).numpy()
+    fixed = np.where(flat_lower < flat_upper, 0.0, flat_lower)
+    return NetworkPart(
+        builder, sp.csr_matrix(diff_expr), diff_const, upper_d, lower_d, pixel_columns, free, fixed, counts
+    )
+
+
+def _copy(builder: Builder) -> Builder:
+    """A builder that can grow without touching the shared one (blocks are never mutated)."""
+    return Builder(
+        list(builder.lower),
+        list(builder.upper),
+        list(builder.integer),
+        list(builder.blocks),
+        list(builder.row_lower),
+        list(builder.row_upper),
+        list(builder.tags),
+    )
+
+
+def with_objective(problem: Problem, part: NetworkPart, selection: tuple[int, ...] | None = None) -> Encoding:
+    """The top-k model (selection None) or the pairwise model max min_{j in S} d_j on `part`."""
+    builder = _copy(part.builder)
+    counts = dict(part.counts)
+    ops = problem.network.ops
+    others = np.array([j for j in range(problem.network.num_classes) if j != problem.target])
+    diff_expr, diff_const, upper_d, lower_d = part.diff_expr, part.diff_const, part.upper_d, part.lower_d
     (mu,) = builder.add_variables(np.array([-INF]), np.array([upper_d.max()]), integer=False)
     builder.tag("mu", len(ops), [0], [mu], None if selection is None else np.array(selection))
     if selection is None:
@@ -286,8 +327,12 @@ def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None 
         )  # μ <= d_j for j in S
     counts["variables"] = builder.count
     counts["binaries"] = int(sum(builder.integer))
-    fixed = np.where(flat_lower < flat_upper, 0.0, flat_lower)
-    return Encoding(builder, int(mu), pixel_columns, free, fixed, counts, upper_d, lower_d)
+    return Encoding(builder, int(mu), part.pixel_columns, part.free, part.fixed, counts, upper_d, lower_d)
+
+
+def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None = None) -> Encoding:
+    """The MILP for max m over N(ε); with `selection`, the pairwise model max min_{j in S} d_j."""
+    return with_objective(problem, encode_network(problem, eps), selection)
 
 
 def selections(problem: Problem) -> list[tuple[int, ...]]:
