@@ -95,8 +95,12 @@ def summary(console: Console, result: Any) -> None:
     table = Table(title=f"ε* per layer (resolution δ = {problem['resolution']:g})")
     for column in ("layer", "weight", "ε*", "maximality"):
         table.add_column(column)
+    has_milp = any(step[0] == "milp" for step in problem["chain"])
     for layer, (eps, weight, info) in enumerate(zip(result.eps, problem["weights"], result.maximality, strict=True)):
-        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", EVIDENCE.get(info["status"], info["status"]))
+        evidence = EVIDENCE.get(info["status"], info["status"])
+        if info["status"] == "not_expandable" and info.get("chain") == "fast" and has_milp:
+            evidence = "not expandable by the chain without its MILP (MILP skipped: it kept timing out)"
+        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", evidence)
     console.print(table)
 
     per_verifier: dict[str, list[float]] = defaultdict(list)

@@ -25,6 +25,10 @@ from mlrobust.search.oracle import Oracle
 from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
 from mlrobust.verify.verdict import Status
 
+# after this many probes in a row that the MILP leaves UNKNOWN (its time limit), the other
+# layers are probed with the fast chain only: on big boxes the MILP rarely finishes, and each
+# try costs its whole time limit
+MILP_PROBE_PATIENCE = 3
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8
 WALK_STEPS = 16  # CROWN evaluations (with gradient) per boundary walk
@@ -40,6 +44,7 @@ class LayerMaximality:
     # the box asked: ε at that moment + δ e_d. Later layers only grow, so it lies inside
     # ε* + δ e_d, and a counterexample in it is one in ε* + δ e_d too.
     probe: tuple[float, ...] | None = None
+    chain: str | None = None  # "full": the whole chain answered the probe; "fast": the chain without its MILP
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,8 @@ def maximality(
     limit = range_limit(oracle)
     results: dict[int, LayerMaximality] = {}
     slope: tuple[np.ndarray, float, np.ndarray] | None = None  # (ε, CROWN bound at ε, its gradient)
+    has_milp = oracle.fast_chain != oracle.chain
+    milp_unknowns = 0  # consecutive probes the full chain (its MILP) left UNKNOWN
     for layer in np.argsort(-weights, kind="stable"):  # the most valuable layers first
         layer = int(layer)
         if weights[layer] <= 0:
@@ -258,14 +265,18 @@ def maximality(
             probe = eps.copy()
             probe[layer] = min(eps[layer] + resolution, limit[layer])
             query = oracle.ask(probe, f"maximality layer {layer}")
-            if query.status is Status.UNKNOWN:
+            asked = "fast" if has_milp else "full"
+            if query.status is Status.UNKNOWN and has_milp and milp_unknowns < MILP_PROBE_PATIENCE:
                 query = oracle.ask(probe, f"maximality layer {layer}", full=True)
+                asked = "full"
+                if not query.cached:
+                    milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.ROBUST:
                 eps = probe
             elif query.status is Status.NOT_ROBUST:
-                settled = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps)
+                settled = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
             else:
-                settled = LayerMaximality(layer, "not_expandable", None, query.eps)
+                settled = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
         results[layer] = settled
     return eps, tuple(results[d] for d in range(len(eps)))
 

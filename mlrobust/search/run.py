@@ -257,6 +257,7 @@ def run_instance(  # type: ignore[no-untyped-def]
                 "status": m.status,
                 "counterexample": m.counterexample,
                 "probe": list(m.probe) if m.probe else None,
+                "chain": m.chain,
             }
             for m in maximality
         ),
