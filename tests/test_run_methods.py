@@ -90,6 +90,8 @@ def test_run_prints_each_stage_and_a_summary_per_verifier(tmp_path: Path) -> Non
     command = [sys.executable, "-m", "mlrobust", "run", str(FAST), "--out", str(tmp_path), "--method", "uniform"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
+    assert "model double_mnist_pgd.onnx, image test/0000" in finished.stdout
+    assert "target 3, top-2, 38 layers, chain attack -> bounds, method uniform" in finished.stdout
     assert "uniform done: best w·ε" in finished.stdout
     assert "queries per verifier" in finished.stdout and "bounds" in finished.stdout
 

@@ -68,7 +68,17 @@ def run(args: argparse.Namespace) -> ExitCode:
     from mlrobust.search.run import run as run_search
 
     console = Console(stderr=args.json)
-    console.print(f"[bold]mlrobust run[/] {args.spec}" + (f" (method: {args.method})" if args.method else ""))
+    console.print(f"[bold]mlrobust run[/] {args.spec}")
+
+    def header(info: dict[str, Any]) -> None:
+        where = f"{info['canvas']} ({Path(info['image']).name})" if info["canvas"] else info["image"]
+        console.print(
+            f"model [bold]{Path(info['model']).name}[/], image {where}, target {info['target']}, "
+            f"top-{info['k']}, {info['layers']} layers, chain {info['chain']}, method {info['method']}"
+            + (f"; {info['journal_answers']} answers in the journal" if info["journal_answers"] else ""),
+            highlight=False,
+        )
+
     with ProgressLine(console) as progress:
         result = run_search(
             args.spec,
@@ -76,6 +86,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             progress,
             args.instance or 0,
             args.method or "search",
+            header,
         )
     interrupted = result.stop_reason.startswith("interrupted")
     if args.json:

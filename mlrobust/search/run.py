@@ -107,6 +107,7 @@ def run(
     progress: Progress | None = None,
     instance: int = 0,
     method: str = "search",
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
@@ -121,7 +122,7 @@ def run(
     assert spec is not None
     if not 0 <= instance < len(result.instances):
         raise UserError(f"the spec has {len(result.instances)} instance(s); --instance {instance} is out of range")
-    return run_instance(spec, result.instances[instance], out or spec.output, progress, method)
+    return run_instance(spec, result.instances[instance], out or spec.output, progress, method, on_start)
 
 
 def _thesis_chain(spec: Spec) -> tuple[VerifierStep, ...]:
@@ -180,8 +181,15 @@ def _proved_by(oracle: Oracle, eps: np.ndarray) -> str:
 
 
 def run_instance(  # type: ignore[no-untyped-def]
-    spec: Spec, instance, folder: Path, progress: Progress | None = None, method: str = "search"
+    spec: Spec,
+    instance,
+    folder: Path,
+    progress: Progress | None = None,
+    method: str = "search",
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> Result:
+    """`on_start` gets what the run is about (model, image, target, k, layers, chain) once the
+    problem is compiled, before the first query."""
     started = time.perf_counter()
     problem = compile_problem(spec, instance)
     weights = spec.weights.vector(problem.num_layers)
@@ -206,6 +214,20 @@ def run_instance(  # type: ignore[no-untyped-def]
     key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
     oracle = Oracle(problem, chain, folder, key)
     replayed = oracle.load_journal()
+    if on_start is not None:
+        on_start(
+            {
+                "model": str(instance.model),
+                "image": str(instance.image_path),
+                "canvas": instance.canvas,
+                "target": instance.target,
+                "k": spec.k,
+                "layers": problem.num_layers,
+                "chain": " -> ".join(step.name for step in chain),
+                "method": method,
+                "journal_answers": replayed,
+            }
+        )
     if progress is not None:
         _listen(oracle, weights, progress)
     budget = Budget(spec.search.queries, spec.search.time_limit, oracle)
