@@ -262,6 +262,11 @@ _MEMO: weakref.WeakKeyDictionary[Problem, OrderedDict[tuple, MarginBound]] = wea
 MEMO_SIZE = 256
 
 
+def forget(problem: Problem) -> None:
+    """Drop the memoised bounds of a problem (benchmarks that time methods one after another)."""
+    _MEMO.pop(problem, None)
+
+
 def margin_bound(
     problem: Problem,
     eps: np.ndarray,
