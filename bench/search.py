@@ -43,7 +43,7 @@ from mlrobust.verify.options import VERIFIERS
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 0.002
-COST_LIMIT = 300.0  # seconds per query in the --query-costs measurement (a capped one is a lower bound)
+COST_LIMIT = 120.0  # seconds per query in the --query-costs measurement (a capped one is a lower bound)
 
 
 def step(name: str, **options) -> VerifierStep:  # type: ignore[no-untyped-def]
