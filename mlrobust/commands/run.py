@@ -45,7 +45,9 @@ class ProgressLine:
 
     def _stage_done(self, event: Any) -> None:
         self.console.print(
-            f"[dim]{event.elapsed:7.1f}s[/] {self.stage} done: best w·ε {event.best_size:.4g}", highlight=False
+            f"[dim]{event.elapsed:7.1f}s[/] {self.stage} done: best w·ε {event.best_size:.4g}",
+            highlight=False,
+            soft_wrap=True,
         )
 
     def __call__(self, event: Any) -> None:
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             f"top-{info['k']}, {info['layers']} layers, chain {info['chain']}, method {info['method']}"
             + (f"; {info['journal_answers']} answers in the journal" if info["journal_answers"] else ""),
             highlight=False,
+            soft_wrap=True,
         )
 
     with ProgressLine(console) as progress:
@@ -101,7 +104,8 @@ def summary(console: Console, result: Any) -> None:
     console.print(
         f"\n[bold]{Path(problem['model']).name}[/] on {problem['canvas'] or Path(problem['image']).name}: target "
         f"{problem['target']}, top-{problem['k']}, {problem['layers']} layers, "
-        f"chain {' -> '.join(step[0] for step in problem['chain'])}"
+        f"chain {' -> '.join(step[0] for step in problem['chain'])}",
+        soft_wrap=True,
     )
     table = Table(title=f"ε* per layer (resolution δ = {problem['resolution']:g})")
     for column in ("layer", "weight", "ε*", "maximality"):
@@ -137,5 +141,6 @@ def summary(console: Console, result: Any) -> None:
         f"w·ε* = [bold]{result.size:.4g}[/] ({result.method}); {proof}; {baseline}"
         f"{len(result.queries)} answers ({result.new_queries} new queries); {result.seconds:.1f} s; {status}",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"wrote {result.folder}/result.json, heatmap.png, trace.png", highlight=False)
+    console.print(f"wrote {result.folder}/result.json, heatmap.png, trace.png", highlight=False, soft_wrap=True)
