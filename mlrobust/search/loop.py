@@ -31,8 +31,8 @@ from mlrobust.verify.verdict import Status
 MILP_PROBE_PATIENCE = 3
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8
-WALK_STEPS = 16  # CROWN evaluations (with gradient) per boundary walk
-WALK_PATIENCE = 5  # stop a walk after this many iterations without a better proved point
+WALK_STEPS = 40  # CROWN evaluations (with gradient) per boundary walk
+WALK_PATIENCE = 10  # stop a walk after this many iterations without a better proved point
 WALK_SLACK = 0.05  # the Newton step aims this far (logit units) inside the proved region
 
 
