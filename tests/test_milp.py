@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
@@ -66,6 +66,7 @@ def brute_force_max_margin(problem, eps) -> float:
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.05, 0.5), st.integers(1, 2))
+@example(756, 0.06655241194424315, 2)  # HiGHS said "Solve error" on its own optimum here (retried now)
 def test_milp_optimum_equals_brute_force_on_tiny_nets(seed: int, radius: float, k: int) -> None:
     network = dense_net(seed, (2, 3, 3, 4), scale=1.5)
     problem = problem_for(network, seed, k=k, layers=2)
