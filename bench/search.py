@@ -34,7 +34,7 @@ from mlrobust.nn.network import load_network
 from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 from mlrobust.search.cutting import fixed_weights, sensitivity_weights
-from mlrobust.search.loop import Budget, per_layer_bisection, range_limit, search, uniform_bisection
+from mlrobust.search.loop import Budget, range_limit, run_method, uniform_bisection
 from mlrobust.search.oracle import Oracle
 from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify.bounds import forget as forget_bounds
@@ -52,21 +52,15 @@ def step(name: str, **options) -> VerifierStep:  # type: ignore[no-untyped-def]
     return VerifierStep(name, tuple({**defaults, **options}.items()))
 
 
-def run_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds: float):  # type: ignore[no-untyped-def]
+def time_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds: float):  # type: ignore[no-untyped-def]
     forget_bounds(problem)  # every method starts cold: no CROWN answer memoised by an earlier one
     with tempfile.TemporaryDirectory() as folder:
         oracle = Oracle(problem, chain, Path(folder), name)
         budget = Budget(100_000, seconds, oracle)
         started = time.perf_counter()
-        if name == "uniform":
-            eps = np.full(
-                problem.num_layers, uniform_bisection(oracle, RESOLUTION, budget, float(range_limit(oracle).max()))
-            )
-        elif name == "per-layer":
-            eps = per_layer_bisection(oracle, weights, RESOLUTION, budget)
-        else:
-            cutting = sensitivity_weights(problem) if "sensitivity" in name else fixed_weights(problem.num_layers)
-            eps = search(oracle, weights, cutting, RESOLUTION, budget).eps
+        cutting = sensitivity_weights(problem) if "sensitivity" in name else fixed_weights(problem.num_layers)
+        method = name if name in ("uniform", "per-layer", "thesis-style") else "search"
+        eps = run_method(method, oracle, weights, cutting, RESOLUTION, budget).eps
         elapsed = time.perf_counter() - started
         capped = budget.exhausted() is not None
         per_verifier = Counter(q.verifier for q in oracle.history if not q.cached)
@@ -137,7 +131,7 @@ def main() -> None:
             continue
         for name, chain in methods.items():
             seconds = args.time_cap if name == "thesis-style" else 600.0
-            rows[name].append(run_method(name, problem, weights, chain, seconds))
+            rows[name].append(time_method(name, problem, weights, chain, seconds))
         print(f"done {entry.id}: " + ", ".join(f"{n} {r[-1][0]:.3f}" for n, r in rows.items()), flush=True)
         if number < args.query_costs:
             costs.append(query_costs(problem, ours_chain))

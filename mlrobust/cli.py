@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     run.add_argument(
         "--method",
-        choices=("search", "uniform", "per-layer", "thesis-style"),
+        choices=("search", "uniform", "per-layer", "thesis-style"),  # search/loop.py METHODS
         default=None,
         help="search (default) or a baseline: uniform bisection, per-layer bisection (thesis §3), "
         "thesis-style (MILP-only oracle, pairwise top-k queries, fixed cutting)",

@@ -110,3 +110,12 @@ def test_maximality_stops_asking_a_milp_that_keeps_timing_out(tmp_path: Path) ->
     assert all(m["chain"] == "fast" for m in probes if m not in full)
     order = np.argsort(-np.array(result.problem["weights"]), kind="stable")
     assert [m["layer"] for m in full] == sorted(int(d) for d in order[:3])
+
+
+def test_the_cli_offers_exactly_the_methods_the_search_runs() -> None:
+    from mlrobust.cli import build_parser
+    from mlrobust.search.loop import METHODS
+
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    method = next(action for action in run_parser._actions if action.dest == "method")
+    assert tuple(method.choices) == METHODS

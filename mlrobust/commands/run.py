@@ -6,7 +6,7 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -14,6 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mlrobust.errors import ExitCode
+
+if TYPE_CHECKING:  # the search module pulls in torch: imported only when `run` runs
+    from mlrobust.search.run import ProgressEvent, Result
 
 EVIDENCE = {
     "proved_maximal": "proved maximal: a counterexample one δ out",
@@ -32,7 +35,7 @@ class ProgressLine:
         self.console = console
         self.live = Live(Text(""), console=console, transient=True, refresh_per_second=8)
         self.stage = ""
-        self.last: Any = None
+        self.last: ProgressEvent | None = None
 
     def __enter__(self) -> ProgressLine:
         self.live.__enter__()
@@ -43,14 +46,14 @@ class ProgressLine:
         if self.last is not None:
             self._stage_done(self.last)
 
-    def _stage_done(self, event: Any) -> None:
+    def _stage_done(self, event: ProgressEvent) -> None:
         self.console.print(
             f"[dim]{event.elapsed:7.1f}s[/] {self.stage} done: best w·ε {event.best_size:.4g}",
             highlight=False,
             soft_wrap=True,
         )
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         query = event.query
         stage = query.purpose.split(" ")[0] or "query"
         if stage != self.stage:
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
 
 
-def summary(console: Console, result: Any) -> None:
+def summary(console: Console, result: Result) -> None:
     problem = result.problem
     console.print(
         f"\n[bold]{Path(problem['model']).name}[/] on {problem['canvas'] or Path(problem['image']).name}: target "

@@ -143,9 +143,7 @@ def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limi
         if high >= room:
             break
         high = min(2 * high, room)
-    if high <= low:  # the whole range is proved
-        high = low
-    while high - low > resolution and high > low:
+    while high - low > resolution:
         middle = (low + high) / 2
         if proved(middle):
             low = middle
@@ -299,8 +297,39 @@ def search(
         complete = budget.exhausted() is None
         return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else budget.exhausted() or "")
     except KeyboardInterrupt:
-        best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=np.zeros(layers))
-        return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
+        return interrupted(oracle, weights)
+
+
+def interrupted(oracle: Oracle, weights: np.ndarray) -> SearchOutcome:
+    """After Ctrl-C: the largest box proved so far (every one the oracle holds is a proof)."""
+    zero = np.zeros(oracle.problem.num_layers)
+    best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=zero)
+    return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
+
+
+METHODS = ("search", "uniform", "per-layer", "thesis-style")
+
+
+def run_method(
+    method: str, oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget
+) -> SearchOutcome:
+    """The search, or a baseline it is measured against. The thesis-style loop is the search
+    itself asked through a pairwise-MILP oracle with fixed cutting: the caller builds those."""
+    if method in ("search", "thesis-style"):
+        return search(oracle, weights, cutting, resolution, budget)
+    layers = oracle.problem.num_layers
+    try:
+        if method == "uniform":
+            uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
+            eps = np.full(layers, uniform)
+        elif method == "per-layer":
+            eps, uniform = per_layer_bisection(oracle, weights, resolution, budget), 0.0
+        else:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        reason = budget.exhausted()
+        return SearchOutcome(eps, uniform, (), reason is None, reason or "converged")
+    except KeyboardInterrupt:
+        return interrupted(oracle, weights)
 
 
 def per_layer_bisection(oracle: Oracle, weights: np.ndarray, resolution: float, budget: Budget) -> np.ndarray:

@@ -20,27 +20,16 @@ from mlrobust.compile import compile_problem
 from mlrobust.errors import UserError
 from mlrobust.report.plots import heatmap, trace
 from mlrobust.search.cutting import cutting_weights, fixed_weights
-from mlrobust.search.loop import (
-    Budget,
-    LayerMaximality,
-    SearchOutcome,
-    per_layer_bisection,
-    range_limit,
-    search,
-    uniform_bisection,
-)
+from mlrobust.search.loop import METHODS, Budget, LayerMaximality, run_method
 from mlrobust.search.oracle import Oracle, Query
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
 from mlrobust.spec.ir import Spec, VerifierStep
 from mlrobust.storage import atomic_write_json
-from mlrobust.verify.chain import run_chain
-from mlrobust.verify.options import VERIFIERS
+from mlrobust.verify.chain import is_sound, run_chain
 from mlrobust.verify.verdict import Status
 
 SCHEMA = "mlrobust.run/1"
-# what `mlrobust run --method` accepts: the search, and the baselines it is measured against
-METHODS = ("search", "uniform", "per-layer", "thesis-style")
 THESIS_MILP_SECONDS = 30.0  # per query when the spec's chain has no milp step to take it from
 
 
@@ -153,22 +142,6 @@ def _listen(oracle: Oracle, weights: np.ndarray, progress: Progress) -> None:
     oracle.listener = listener
 
 
-def _baseline(method: str, oracle: Oracle, weights: np.ndarray, resolution: float, budget: Budget) -> SearchOutcome:
-    layers = oracle.problem.num_layers
-    try:
-        if method == "uniform":
-            uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
-            eps = np.full(layers, uniform)
-        else:
-            eps = per_layer_bisection(oracle, weights, resolution, budget)
-            uniform = 0.0
-        reason = budget.exhausted()
-        return SearchOutcome(eps, uniform, (), reason is None, reason or "converged")
-    except KeyboardInterrupt:
-        best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=np.zeros(layers))
-        return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
-
-
 def _proved_by(oracle: Oracle, eps: np.ndarray) -> str:
     """The verifier of the first real ROBUST answer whose box contains ε."""
     for query in oracle.history:
@@ -231,10 +204,7 @@ def run_instance(  # type: ignore[no-untyped-def]
     if progress is not None:
         _listen(oracle, weights, progress)
     budget = Budget(spec.search.queries, spec.search.time_limit, oracle)
-    if method in ("search", "thesis-style"):
-        outcome = search(oracle, weights, cutting, spec.search.resolution, budget)
-    else:
-        outcome = _baseline(method, oracle, weights, spec.search.resolution, budget)
+    outcome = run_method(method, oracle, weights, cutting, spec.search.resolution, budget)
     maximality = outcome.maximality or tuple(LayerMaximality(d, "not_checked") for d in range(problem.num_layers))
     strongest = _strongest(chain)
     first_proof = _proved_by(oracle, outcome.eps) if np.any(outcome.eps > 0) else "start"
@@ -322,7 +292,7 @@ def run_instance(  # type: ignore[no-untyped-def]
 
 
 def _strongest(chain: tuple[VerifierStep, ...]) -> VerifierStep:
-    sound = [step for step in chain if step.name == "milp_pairwise" or VERIFIERS[step.name].sound]
+    sound = [step for step in chain if is_sound(step.name)]
     return next((s for s in sound if s.name == "milp"), sound[-1] if sound else chain[-1])
 
 

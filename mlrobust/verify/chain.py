@@ -11,6 +11,7 @@ import numpy as np
 from mlrobust.problem.problem import Problem
 from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify import attack, bounds, milp
+from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Budget, Status, Verdict
 
 # name -> check(problem, eps, budget, **options); the option names are those of verify/options.py.
@@ -21,6 +22,11 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "milp": milp.check,
     "milp_pairwise": milp.check_pairwise,
 }
+
+
+def is_sound(name: str) -> bool:
+    """Whether the verifier's ROBUST is a proof (the pairwise MILP is, like the one-model MILP)."""
+    return name == "milp_pairwise" or VERIFIERS[name].sound
 
 
 @dataclass(frozen=True, eq=False)
