@@ -27,10 +27,13 @@ from mlrobust.verify.verdict import Status
 
 # after this many probes in a row that the MILP leaves UNKNOWN (its time limit), the other
 # layers are probed with the fast chain only: on big boxes the MILP rarely finishes, and each
-# try costs its whole time limit
-MILP_PROBE_PATIENCE = 3
+# try costs its whole time limit (on the bundled PGD model, 3 tries cost 6 of 19 s per canvas
+# and none of them ever answered)
+MILP_PROBE_PATIENCE = 1
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
-LINE_SEARCH_STEPS = 8
+LINE_SEARCH_STEPS = 8  # the line search's tolerance: 2^-8 of the ray's length
+FREE_GRADIENT = 0.1  # a layer whose bound gradient is below this fraction of the mean counts as free
+MAX_EDGE_STEPS = 16  # CROWN calls per edge search, at most
 WALK_STEPS = 40  # CROWN evaluations (with gradient) per boundary walk
 WALK_PATIENCE = 10  # stop a walk after this many iterations without a better proved point
 WALK_SLACK = 0.05  # the Newton step aims this far (logit units) inside the proved region
@@ -103,52 +106,89 @@ def _direction(oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.n
     return direction, result.bound
 
 
-def _line_search(oracle: Oracle, robust: np.ndarray, direction: np.ndarray, limit: np.ndarray) -> np.ndarray:
+def _edge(bound_at, low: float, bound_low: float, high: float, bound_high: float, tolerance: float) -> float:
+    """The largest t in [low, high) found with bound_at(t) < -SAFETY_MARGIN, to `tolerance`.
+
+    Needs bound_at(low) proved and bound_at(high) not. Regula falsi on the bound, with a
+    bisection step whenever the last guess did not halve the bracket: along a ray CROWN's
+    bound usually grows smoothly (then interpolation takes a few CROWN calls where bisection
+    takes log2(width / tolerance)), but in a dead zone it stays flat and then rises steeply
+    (then interpolation alone would creep, and the bisection steps keep the bisection's pace).
+    """
+    target = -SAFETY_MARGIN
+    bisect = False
+    for _ in range(MAX_EDGE_STEPS):
+        width = high - low
+        if width <= tolerance:
+            break
+        if bisect:
+            guess = low + width / 2
+        else:
+            guess = low + (target - bound_low) / (bound_high - bound_low) * width
+            guess = min(max(guess, low + 0.05 * width), high - 0.05 * width)
+        value = bound_at(guess)
+        if value < target:
+            low, bound_low = guess, value
+        else:
+            high, bound_high = guess, value
+        bisect = high - low > width / 2
+    return low
+
+
+def _line_search(
+    oracle: Oracle, robust: np.ndarray, bound_robust: float, direction: np.ndarray, limit: np.ndarray
+) -> np.ndarray:
     """The farthest point robust + t·direction (within the range limits) that CROWN still proves.
 
-    CROWN costs tens of milliseconds, so bisecting t on it is far cheaper than letting the
+    CROWN costs tens of milliseconds, so searching t on it is far cheaper than letting the
     verifier chain reject guesses; the chain then confirms the point (CROWN is sound, so it
     normally does).
     """
     positive = direction > 0
     t_max = float(np.min((limit[positive] - robust[positive]) / direction[positive]))
-    low, high = 0.0, t_max
-    if margin_bound(oracle.problem, robust + high * direction).bound < -SAFETY_MARGIN:
-        return robust + high * direction
-    for _ in range(LINE_SEARCH_STEPS):
-        middle = (low + high) / 2
-        if margin_bound(oracle.problem, robust + middle * direction).bound < -SAFETY_MARGIN:
-            low = middle
-        else:
-            high = middle
-    return robust + low * direction
+
+    def bound_at(t: float) -> float:
+        return margin_bound(oracle.problem, robust + t * direction).bound
+
+    at_max = bound_at(t_max)
+    if at_max < -SAFETY_MARGIN:
+        return robust + t_max * direction
+    t = _edge(bound_at, 0.0, bound_robust, t_max, at_max, t_max / 2**LINE_SEARCH_STEPS)
+    return robust + t * direction
 
 
-def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
-    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 2δ, 4δ, … then bisection.
+def _gallop(
+    oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray, slope: float
+) -> np.ndarray:
+    """The farthest ε + t e_d that CROWN proves, to about δ.
 
-    After the expansion most layers cannot take even one δ, so this costs one CROWN call for
-    them where a bisection over the whole range would cost LINE_SEARCH_STEPS + 1.
+    After the expansion most layers cannot take even one δ, so this first asks ε + δ e_d (the
+    box the maximality probe asks next: its CROWN answer is memoised) and stops there for them.
+    Otherwise the bracket's far end comes from the bound's slope (which understates what a step
+    costs, so it usually overshoots), grown 4× while CROWN still proves it, then `_edge`.
     """
 
-    def proved(step: float) -> bool:
+    def bound_at(step: float) -> float:
         trial = eps.copy()
         trial[layer] = eps[layer] + step
-        return margin_bound(oracle.problem, trial).bound < -SAFETY_MARGIN
+        return margin_bound(oracle.problem, trial).bound
 
     room = float(limit[layer] - eps[layer])
-    low, high = 0.0, min(resolution, room)
-    while high > low and proved(high):
-        low = high
-        if high >= room:
-            break
-        high = min(2 * high, room)
-    while high - low > resolution:
-        middle = (low + high) / 2
-        if proved(middle):
-            low = middle
+    low = min(resolution, room)
+    bound_low = bound_at(low)
+    if bound_low >= -SAFETY_MARGIN:
+        low = 0.0
+    elif low < room:
+        high = min(room, max(2 * low, low + (-SAFETY_MARGIN - bound_low) / max(slope, 1e-12)))
+        bound_high = bound_at(high)
+        while bound_high < -SAFETY_MARGIN and high < room:
+            low, bound_low = high, bound_high
+            high = min(room, 4 * high)
+            bound_high = bound_at(high)
+        if bound_high < -SAFETY_MARGIN:
+            low = high
         else:
-            high = middle
+            low = _edge(bound_at, low, bound_low, high, bound_high, resolution)
     result = eps.copy()
     result[layer] = eps[layer] + low
     return result
@@ -206,10 +246,10 @@ def expand(
         reason = budget.exhausted()
         if reason:
             return robust, reason
-        direction, _ = _direction(oracle, robust, weights, limit)
+        direction, bound_robust = _direction(oracle, robust, weights, limit)
         if not np.any(direction > 0):
             return robust, "no layer can grow"
-        proposal = _line_search(oracle, robust, direction / direction.max(), limit)
+        proposal = _line_search(oracle, robust, bound_robust, direction / direction.max(), limit)
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
             proposal = boundary_walk(oracle, proposal, weights, limit)
             if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
@@ -227,42 +267,38 @@ def expand(
 def maximality(
     oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget
 ) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
-    """Probe ε* + δ e_d per layer until it is not ROBUST. Growing other layers never makes a
-    settled layer expandable again (the boxes only grow), so one pass settles every layer."""
+    """Grow every layer as far as CROWN proves, then probe ε* + δ e_d for every layer.
+
+    Growing other layers never makes a settled layer expandable again (the boxes only grow), so
+    one pass settles every layer. The probes of all layers are asked together (one batched
+    attack); a ROBUST probe grows its layer, and that layer is probed again in the next round.
+    """
     eps = eps.copy()
     limit = range_limit(oracle)
-    results: dict[int, LayerMaximality] = {}
-    slope: tuple[np.ndarray, float, np.ndarray] | None = None  # (ε, CROWN bound at ε, its gradient)
+    order = [int(d) for d in np.argsort(-weights, kind="stable")]  # the most valuable layers first
+    results: dict[int, LayerMaximality] = {d: LayerMaximality(d, "zero_weight") for d in order if weights[d] <= 0}
+    valued = [d for d in order if weights[d] > 0]
+    eps = _jumps(oracle, eps, valued, resolution, limit, budget)
     has_milp = oracle.fast_chain != oracle.chain
     milp_unknowns = 0  # consecutive probes the full chain (its MILP) left UNKNOWN
-    for layer in np.argsort(-weights, kind="stable"):  # the most valuable layers first
-        layer = int(layer)
-        if weights[layer] <= 0:
-            results[layer] = LayerMaximality(layer, "zero_weight")
-            continue
-        # jump as far along e_d as CROWN proves, confirm it, then probe one δ beyond. The bound's
-        # gradient (relaxations held fixed) understates what a step costs, so when even its
-        # linear prediction fails one δ out, CROWN would too: skip the gallop for that layer.
-        if slope is None or not np.array_equal(slope[0], eps):
-            at = margin_bound(oracle.problem, eps, with_gradient=True)
-            slope = (eps.copy(), at.bound, at.gradient if at.gradient is not None else np.zeros_like(eps))
-        predicted = slope[1] + resolution * max(float(slope[2][layer]), 0.0)
-        jump = eps if predicted >= -SAFETY_MARGIN else _gallop(oracle, eps, layer, resolution, limit)
-        if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
-            query = oracle.ask(jump, f"maximality layer {layer}")
-            if query.status is Status.ROBUST:
-                eps = jump
-        settled = None
-        while settled is None:
+    pending = valued
+    while pending:
+        batch = []
+        for layer in pending:
             if eps[layer] >= limit[layer]:
-                settled = LayerMaximality(layer, "at_range_limit")
-                break
-            if budget.exhausted():
-                settled = LayerMaximality(layer, "not_checked")
-                break
+                results[layer] = LayerMaximality(layer, "at_range_limit")
+            elif budget.exhausted():
+                results[layer] = LayerMaximality(layer, "not_checked")
+            else:
+                batch.append(layer)
+        probes = []
+        for layer in batch:
             probe = eps.copy()
             probe[layer] = min(eps[layer] + resolution, limit[layer])
-            query = oracle.ask(probe, f"maximality layer {layer}")
+            probes.append(probe)
+        answers = oracle.ask_many(probes, [f"maximality layer {layer}" for layer in batch]) if batch else []
+        pending, grown = [], False
+        for layer, probe, query in zip(batch, probes, answers, strict=True):
             asked = "fast" if has_milp else "full"
             if query.status is Status.UNKNOWN and has_milp and milp_unknowns < MILP_PROBE_PATIENCE:
                 query = oracle.ask(probe, f"maximality layer {layer}", full=True)
@@ -270,13 +306,68 @@ def maximality(
                 if not query.cached:
                     milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.ROBUST:
-                eps = probe
+                # probes of one round are robust one at a time, not together: take the first
+                # (most valuable) and ask the others again from the grown box
+                if not grown:
+                    eps, grown = probe, True
+                pending.append(layer)
             elif query.status is Status.NOT_ROBUST:
-                settled = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
+                results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
             else:
-                settled = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
-        results[layer] = settled
+                # the probe box lies inside ε* + δ e_d (later rounds only grow ε)
+                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
     return eps, tuple(results[d] for d in range(len(eps)))
+
+
+def _joint_jump(
+    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
+) -> np.ndarray:
+    """Grow together every layer whose linear prediction still allows a δ step.
+
+    After the expansion the tight layers block every ray that includes them, while others
+    (often far, low-weight layers in the first convolution's dead zone, where the bound barely
+    moves) still have room. One line search along those layers only costs a few CROWN calls;
+    a gallop per layer costs up to a dozen each.
+    """
+    at = margin_bound(oracle.problem, eps, with_gradient=True)
+    gradient = np.maximum(at.gradient if at.gradient is not None else np.zeros_like(eps), 0.0)
+    free = np.zeros(len(eps), dtype=bool)
+    free[layers] = True
+    free &= (at.bound + resolution * gradient < -SAFETY_MARGIN) & (limit - eps >= resolution)
+    free &= gradient <= FREE_GRADIENT * gradient[layers].mean()
+    if free.sum() < 2 or budget.exhausted():
+        return eps
+    direction = np.where(free, 1.0, 0.0)
+    jump = _line_search(oracle, eps, at.bound, direction, limit)
+    if np.max(jump - eps) >= resolution and oracle.ask(jump, "maximality (free layers)").status is Status.ROBUST:
+        return jump
+    return eps
+
+
+def _jumps(
+    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
+) -> np.ndarray:
+    """Per layer in turn: jump along e_d as far as CROWN proves, and keep it if the chain agrees.
+
+    The bound's gradient (relaxations held fixed) understates what a step costs, so when even
+    its linear prediction fails one δ out, CROWN would too: that layer is left as it is.
+    """
+    eps = _joint_jump(oracle, eps, layers, resolution, limit, budget)
+    slope: tuple[np.ndarray, float, np.ndarray] | None = None  # (ε, CROWN bound at ε, its gradient)
+    for layer in layers:
+        if budget.exhausted():
+            break
+        if slope is None or not np.array_equal(slope[0], eps):
+            at = margin_bound(oracle.problem, eps, with_gradient=True)
+            slope = (eps.copy(), at.bound, at.gradient if at.gradient is not None else np.zeros_like(eps))
+        gradient = max(float(slope[2][layer]), 0.0)
+        if slope[1] + resolution * gradient >= -SAFETY_MARGIN:
+            continue
+        jump = _gallop(oracle, eps, layer, resolution, limit, gradient)
+        if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
+            if oracle.ask(jump, f"maximality layer {layer}").status is Status.ROBUST:
+                eps = jump
+    return eps
 
 
 def search(

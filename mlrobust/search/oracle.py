@@ -23,7 +23,7 @@ import numpy as np
 from mlrobust.problem.problem import Problem
 from mlrobust.spec.ir import VerifierStep
 from mlrobust.storage import atomic_write_bytes
-from mlrobust.verify.chain import run_chain
+from mlrobust.verify.chain import ChainResult, run_chain_many
 from mlrobust.verify.verdict import Budget, Status
 
 
@@ -95,34 +95,51 @@ class Oracle:
 
     def ask(self, eps: np.ndarray, purpose: str = "", full: bool = False) -> Query:
         """ROBUST and NOT_ROBUST are facts whichever chain found them; UNKNOWN only for that chain."""
-        eps = np.maximum(np.asarray(eps, dtype=np.float64), 0.0)
+        return self.ask_many([eps], [purpose], full)[0]
+
+    def ask_many(self, boxes: list[np.ndarray], purposes: list[str], full: bool = False) -> list[Query]:
+        """Several questions at once: answered as `ask` would, one by one, but the boxes that need
+        a verifier go through the chain together (`run_chain_many`: one batched attack)."""
+        boxes = [np.maximum(np.asarray(eps, dtype=np.float64), 0.0) for eps in boxes]
+        answers: list[Query | None] = [
+            self._known(eps, purpose, full) for eps, purpose in zip(boxes, purposes, strict=True)
+        ]
+        asked = [i for i, answer in enumerate(answers) if answer is None]
+        if asked:
+            chain = self.chain if full else self.fast_chain
+            seconds = self.query_seconds
+            if self.deadline is not None:
+                left = max(self.deadline - time.perf_counter(), 0.0)
+                seconds = left if seconds is None else min(seconds, left)
+            outcomes = run_chain_many(self.problem, [boxes[i] for i in asked], chain, Budget(seconds))
+            for i, outcome in zip(asked, outcomes, strict=True):
+                answers[i] = self._answered(boxes[i], outcome, purposes[i], full)
+        return [self._record(answer) for answer in answers if answer is not None]
+
+    def _known(self, eps: np.ndarray, purpose: str, full: bool) -> Query | None:
+        """The answer without a verifier: by monotonicity, a known counterexample or the journal."""
         key = tuple(float(v) for v in eps)
-        chain = self.chain if full else self.fast_chain
         if any(np.all(eps <= proved) for proved in self.robust):
-            return self._record(Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose))
-        hit = self._contains_counterexample(eps)
-        if hit is not None:
-            return self._record(Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, purpose=purpose))
+            return Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
+        if self._contains_counterexample(eps) is not None:
+            return Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
         entry = self.journal.get(key)
         if entry is not None and (entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full):
-            return self._record(
-                Query(
-                    key,
-                    Status(entry["status"]),
-                    entry["verifier"],
-                    entry["margin_bound"],
-                    entry["best_margin"],
-                    entry["seconds"],
-                    True,
-                    entry.get("counterexample"),
-                    purpose,
-                )
+            return Query(
+                key,
+                Status(entry["status"]),
+                entry["verifier"],
+                entry["margin_bound"],
+                entry["best_margin"],
+                entry["seconds"],
+                True,
+                entry.get("counterexample"),
+                purpose,
             )
-        seconds = self.query_seconds
-        if self.deadline is not None:
-            left = max(self.deadline - time.perf_counter(), 0.0)
-            seconds = left if seconds is None else min(seconds, left)
-        outcome = run_chain(self.problem, eps, chain, Budget(seconds))
+        return None
+
+    def _answered(self, eps: np.ndarray, outcome: ChainResult, purpose: str, full: bool) -> Query:
+        """Keep a verifier's answer: in the cache, the counterexample on disk, the journal."""
         verdict = outcome.verdict
         bounds = [v.margin_bound for v in outcome.steps if v.margin_bound is not None]
         counterexample_name = None
@@ -133,7 +150,7 @@ class Oracle:
             self.counterexamples.append(verdict.counterexample)
             counterexample_name = self._save(verdict.counterexample)
         query = Query(
-            key,
+            tuple(float(v) for v in eps),
             verdict.status,
             verdict.verifier,
             min(bounds) if bounds else None,
@@ -149,7 +166,7 @@ class Oracle:
             # longer run must ask it again
             self._append_journal(query, full)
         self.new_queries += 1
-        return self._record(query)
+        return query
 
     def _record(self, query: Query) -> Query:
         self.history.append(query)
