@@ -82,8 +82,8 @@ def test_patch_path_equals_generic_back_substitution(seed: int, radius: float, s
     relu_bounds = B.ibp(network.ops, box)[1]
     size = int(np.prod(network.ops[2].out_shape))
     neurons = torch.arange(size)
-    signs = torch.cat([torch.ones(size), -torch.ones(size)]).double()
-    fast = patches.refine_upper(network.ops, torch.cat([neurons, neurons]), signs, relu_bounds, box)
+    above, below = patches.refine(network.ops, neurons, relu_bounds, box)
+    fast = torch.cat([above, -below])
     rows = torch.zeros(2 * size, size, dtype=torch.float64)
     rows[torch.arange(size), neurons] = 1
     rows[torch.arange(size, 2 * size), neurons] = -1

@@ -231,11 +231,9 @@ def _crown_refine(
     size = int(np.prod(shape))
     lower, upper = current.lower.flatten().clone(), current.upper.flatten().clone()
     if patches.applies(ops, index):
-        signs = torch.cat([torch.ones(neurons.numel()), -torch.ones(neurons.numel())]).to(lower.dtype)
-        result = patches.refine_upper(ops, torch.cat([neurons, neurons]), signs, bounds[1], box)
-        count = neurons.numel()
-        upper[neurons] = torch.minimum(upper[neurons], result[:count])
-        lower[neurons] = torch.maximum(lower[neurons], -result[count:])
+        above, below = patches.refine(ops, neurons, bounds[1], box)
+        upper[neurons] = torch.minimum(upper[neurons], above)
+        lower[neurons] = torch.maximum(lower[neurons], below)
         return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
     for start in range(0, neurons.numel(), chunk):
         part = neurons[start : start + chunk]

@@ -34,12 +34,33 @@ def _patches(
     """(C, H, W) maps -> (S, C, kh, kw): the patch under each requested output position."""
     top, left, bottom, right = pad
     padded = F.pad(maps.unsqueeze(0), (left, right, top, bottom))
-    columns = F.unfold(padded, kernel, stride=stride)[0]  # (C*kh*kw, positions)
-    return columns[:, positions].T.reshape(positions.numel(), maps.shape[0], *kernel)
+    columns = F.unfold(padded, kernel, stride=stride)[0].T  # (positions, C*kh*kw): few rows
+    return columns.index_select(0, positions).view(positions.numel(), maps.shape[0], *kernel)
 
 
-def refine_upper(ops: tuple[o.Op, ...], neurons: torch.Tensor, signs: torch.Tensor, relu_bounds, box) -> torch.Tensor:
-    """Upper bounds of sign * (Conv_b pre-activation at `neurons`), like backsubstitute would give."""
+def _transposed_conv_matrix(conv: o.Conv, patch: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Conv_a's transpose on a (C_a, kb, kb) patch as a dense (C_a·kb·kb, C_in·P·P) matrix.
+
+    One matrix product with it is the same linear map as conv_transpose2d on every row, and
+    faster: PyTorch's CPU conv_transpose2d loops over the batch in float64.
+    """
+    key = ("patch_transpose", patch, dtype)
+    if key not in conv._cache:
+        channels = conv.weight.shape[0]
+        size = channels * patch[0] * patch[1]
+        basis = torch.eye(size, dtype=dtype).view(size, channels, *patch)
+        image = F.conv_transpose2d(basis, torch.as_tensor(conv.weight, dtype=dtype), stride=conv.stride)
+        conv._cache[key] = (image.flatten(1), tuple(image.shape[1:]))
+    return conv._cache[key]
+
+
+def refine(ops: tuple[o.Op, ...], neurons: torch.Tensor, relu_bounds, box) -> tuple[torch.Tensor, torch.Tensor]:
+    """(upper, lower) bounds of Conv_b's pre-activations at `neurons`, as backsubstitute gives them.
+
+    The rows bounding z from above and from below share every gathered patch (ReLU slopes and
+    offsets, the input box), so they are gathered once per neuron; only the rows themselves
+    (W⁺·up + W⁻·low for the upper bound, -(W⁻·up + W⁺·low) for the lower) are doubled.
+    """
     from mlrobust.verify.bounds import _relu_slopes
 
     conv_a, conv_b = ops[0], ops[2]
@@ -48,20 +69,25 @@ def refine_upper(ops: tuple[o.Op, ...], neurons: torch.Tensor, signs: torch.Tens
     kernel_b = (conv_b.weight.shape[2], conv_b.weight.shape[3])
     channel = neurons // (height_b * width_b)
     position = neurons % (height_b * width_b)
+    count = neurons.numel()
     dtype = box.lower.dtype
-    weight_b = torch.as_tensor(conv_b.weight, dtype=dtype)[channel] * signs.view(-1, 1, 1, 1)
-    constant = torch.as_tensor(conv_b.bias, dtype=dtype)[channel] * signs
+    weight_b = torch.as_tensor(conv_b.weight, dtype=dtype)[channel]  # (N, C_a, kb, kb)
+    bias_b = torch.as_tensor(conv_b.bias, dtype=dtype)[channel]
     up_slope, up_offset, low_slope = _relu_slopes(relu_bounds, None)
-    gather = lambda maps: _patches(maps, kernel_b, conv_b.stride, conv_b.padding, position)  # noqa: E731
+    maps = torch.cat([up_slope, up_offset, low_slope])  # one unfold for the three maps
+    gathered = _patches(maps, kernel_b, conv_b.stride, conv_b.padding, position)
+    up, offset, low = gathered.split(up_slope.shape[0], dim=1)
     positive, negative = weight_b.clamp(min=0), weight_b.clamp(max=0)
-    constant = constant + (positive * gather(up_offset)).flatten(1).sum(1)
-    relu_rows = positive * gather(up_slope) + negative * gather(low_slope)  # (S, C_a, kb, kb)
+    constant = torch.cat(
+        [bias_b + (positive * offset).flatten(1).sum(1), -bias_b - (negative * offset).flatten(1).sum(1)]
+    )
+    relu_rows = torch.cat([positive * up + negative * low, -(negative * up + positive * low)])  # (2N, C_a, kb, kb)
     # through Conv_a: its bias on every ReLU of the patch (padding positions carry 0), then Wᵀ
     constant = constant + (relu_rows.sum(dim=(2, 3)) * torch.as_tensor(conv_a.bias, dtype=dtype)).sum(1)
-    weight_a = torch.as_tensor(conv_a.weight, dtype=dtype)
-    input_rows = F.conv_transpose2d(relu_rows, weight_a, stride=conv_a.stride)  # (S, C_in, P, P)
+    matrix, (_, *patch_size) = _transposed_conv_matrix(conv_a, kernel_b, dtype)
+    flat = (relu_rows.flatten(1) @ matrix).view(2, count, -1)  # rows on the (C_in, P, P) input patch
     # the input patch of output position (y, x) starts at (y s_b - pad_b) s_a - pad_a
-    size = (input_rows.shape[2], input_rows.shape[3])
+    size = (patch_size[0], patch_size[1])
     step = (conv_b.stride[0] * conv_a.stride[0], conv_b.stride[1] * conv_a.stride[1])
     top = conv_b.padding[0] * conv_a.stride[0] + conv_a.padding[0]
     left = conv_b.padding[1] * conv_a.stride[1] + conv_a.padding[1]
@@ -69,7 +95,11 @@ def refine_upper(ops: tuple[o.Op, ...], neurons: torch.Tensor, signs: torch.Tens
     bottom = max(0, (height_b - 1) * step[0] - top + size[0] - height)
     right = max(0, (width_b - 1) * step[1] - left + size[1] - width)
     pad = (top, left, bottom, right)
-    lower = _patches(box.lower[0], size, step, pad, position)
-    upper = _patches(box.upper[0], size, step, pad, position)
-    flat = input_rows.flatten(1)
-    return constant + (flat.clamp(min=0) * upper.flatten(1)).sum(1) + (flat.clamp(max=0) * lower.flatten(1)).sum(1)
+    # the box as centre ± radius: max of row·x over it is row·centre + |row|·radius
+    centre = (box.upper[0] + box.lower[0]) / 2
+    radius = (box.upper[0] - box.lower[0]) / 2
+    corners = _patches(torch.cat([centre, radius]), size, step, pad, position).flatten(1)
+    middle, spread = (part.contiguous() for part in corners.chunk(2, dim=1))  # (N, C_in·P·P) each
+    best = (flat * middle).sum(2) + (flat.abs() * spread).sum(2)
+    bounds = constant + best.flatten()
+    return bounds[:count], -bounds[count:]
