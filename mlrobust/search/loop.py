@@ -31,7 +31,8 @@ from mlrobust.verify.verdict import Status
 # and none of them ever answered)
 MILP_PROBE_PATIENCE = 1
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
-LINE_SEARCH_STEPS = 8  # the line search's tolerance: 2^-8 of the ray's length
+LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
+LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
 FREE_GRADIENT = 0.1  # a layer whose bound gradient is below this fraction of the mean counts as free
 MAX_EDGE_STEPS = 16  # CROWN calls per edge search, at most
 WALK_STEPS = 40  # CROWN evaluations (with gradient) per boundary walk
@@ -95,7 +96,10 @@ def uniform_bisection(oracle: Oracle, resolution: float, budget: Budget, limit: 
     return low
 
 
-def _direction(oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, float]:
+def _direction(
+    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """(direction, CROWN bound at ε, its gradient): the size-per-margin direction."""
     result = margin_bound(oracle.problem, eps, "crown", with_gradient=True)
     gradient = np.maximum(result.gradient if result.gradient is not None else 0.0, 0.0)
     room = limit > eps + 1e-12
@@ -103,46 +107,52 @@ def _direction(oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.n
     # (the bound's gradient holds its relaxation fixed and understates what a big step costs)
     gamma = max(float(gradient[room].mean()) if room.any() else 1.0, 1e-9)
     direction = np.where(room, weights / (gradient + gamma), 0.0)
-    return direction, result.bound
+    return direction, result.bound, gradient
 
 
-def _edge(bound_at, low: float, bound_low: float, high: float, bound_high: float, tolerance: float) -> float:
-    """The largest t in [low, high) found with bound_at(t) < -SAFETY_MARGIN, to `tolerance`.
+def _proved(bound: float) -> bool:
+    return bound < -SAFETY_MARGIN
 
-    Needs bound_at(low) proved and bound_at(high) not. Regula falsi on the bound, with a
-    bisection step whenever the last guess did not halve the bracket: along a ray CROWN's
-    bound usually grows smoothly (then interpolation takes a few CROWN calls where bisection
-    takes log2(width / tolerance)), but in a dead zone it stays flat and then rises steeply
-    (then interpolation alone would creep, and the bisection steps keep the bisection's pace).
+
+def _edge(bound_at, low: float, high: float, tolerance: float) -> float:
+    """The largest t in [low, high) proved by bound_at, to `tolerance`, by bisection.
+
+    Needs low proved and high not. (Interpolating on the bound was tried: CROWN's bound along
+    a ray is flat and then steep, the first convolution's dead zone ending, so interpolation
+    crept from the flat side and took more calls than bisection.)
     """
-    target = -SAFETY_MARGIN
-    bisect = False
     for _ in range(MAX_EDGE_STEPS):
-        width = high - low
-        if width <= tolerance:
+        if high - low <= tolerance:
             break
-        if bisect:
-            guess = low + width / 2
+        middle = (low + high) / 2
+        if _proved(bound_at(middle)):
+            low = middle
         else:
-            guess = low + (target - bound_low) / (bound_high - bound_low) * width
-            guess = min(max(guess, low + 0.05 * width), high - 0.05 * width)
-        value = bound_at(guess)
-        if value < target:
-            low, bound_low = guess, value
-        else:
-            high, bound_high = guess, value
-        bisect = high - low > width / 2
+            high = middle
     return low
 
 
+def _grow(bound_at, low: float, first: float, room: float, factor: float) -> tuple[float, float | None]:
+    """From a proved `low`, try first, first·factor, … up to room: (last proved, first not) or (room, None)."""
+    step = min(first, room)
+    while _proved(bound_at(step)):
+        low = step
+        if step >= room:
+            return room, None
+        step = min(step * factor, room)
+    return low, step
+
+
 def _line_search(
-    oracle: Oracle, robust: np.ndarray, bound_robust: float, direction: np.ndarray, limit: np.ndarray
+    oracle: Oracle, robust: np.ndarray, bound_robust: float, slope: float, direction: np.ndarray, limit: np.ndarray
 ) -> np.ndarray:
     """The farthest point robust + t·direction (within the range limits) that CROWN still proves.
 
     CROWN costs tens of milliseconds, so searching t on it is far cheaper than letting the
     verifier chain reject guesses; the chain then confirms the point (CROWN is sound, so it
-    normally does).
+    normally does). The first guess is where the bound's tangent (slope = its derivative along
+    the ray) reaches the safety margin: the tangent understates the bound's growth, so the
+    edge is usually just short of it, and bisection starts from a narrow bracket.
     """
     positive = direction > 0
     t_max = float(np.min((limit[positive] - robust[positive]) / direction[positive]))
@@ -150,22 +160,18 @@ def _line_search(
     def bound_at(t: float) -> float:
         return margin_bound(oracle.problem, robust + t * direction).bound
 
-    at_max = bound_at(t_max)
-    if at_max < -SAFETY_MARGIN:
-        return robust + t_max * direction
-    t = _edge(bound_at, 0.0, bound_robust, t_max, at_max, t_max / 2**LINE_SEARCH_STEPS)
-    return robust + t * direction
+    first = t_max if slope <= 0 else min(t_max, (-SAFETY_MARGIN - bound_robust) / slope)
+    low, high = _grow(bound_at, 0.0, max(first, t_max / 2**LINE_SEARCH_STEPS), t_max, 2.0)
+    if high is not None:
+        low = _edge(bound_at, low, high, high / 2**LINE_SEARCH_PRECISION)
+    return robust + low * direction
 
 
-def _gallop(
-    oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray, slope: float
-) -> np.ndarray:
-    """The farthest ε + t e_d that CROWN proves, to about δ.
+def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
+    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 4δ, 16δ, … then bisection.
 
-    After the expansion most layers cannot take even one δ, so this first asks ε + δ e_d (the
-    box the maximality probe asks next: its CROWN answer is memoised) and stops there for them.
-    Otherwise the bracket's far end comes from the bound's slope (which understates what a step
-    costs, so it usually overshoots), grown 4× while CROWN still proves it, then `_edge`.
+    After the expansion most layers cannot take even one δ, so this costs one CROWN call for
+    them (the box the maximality probe asks next, whose CROWN answer is then memoised).
     """
 
     def bound_at(step: float) -> float:
@@ -174,21 +180,9 @@ def _gallop(
         return margin_bound(oracle.problem, trial).bound
 
     room = float(limit[layer] - eps[layer])
-    low = min(resolution, room)
-    bound_low = bound_at(low)
-    if bound_low >= -SAFETY_MARGIN:
-        low = 0.0
-    elif low < room:
-        high = min(room, max(2 * low, low + (-SAFETY_MARGIN - bound_low) / max(slope, 1e-12)))
-        bound_high = bound_at(high)
-        while bound_high < -SAFETY_MARGIN and high < room:
-            low, bound_low = high, bound_high
-            high = min(room, 4 * high)
-            bound_high = bound_at(high)
-        if bound_high < -SAFETY_MARGIN:
-            low = high
-        else:
-            low = _edge(bound_at, low, bound_low, high, bound_high, resolution)
+    low, high = _grow(bound_at, 0.0, resolution, room, 4.0)
+    if high is not None and low > 0:
+        low = _edge(bound_at, low, high, resolution)
     result = eps.copy()
     result[layer] = eps[layer] + low
     return result
@@ -246,10 +240,11 @@ def expand(
         reason = budget.exhausted()
         if reason:
             return robust, reason
-        direction, bound_robust = _direction(oracle, robust, weights, limit)
+        direction, bound_robust, gradient = _direction(oracle, robust, weights, limit)
         if not np.any(direction > 0):
             return robust, "no layer can grow"
-        proposal = _line_search(oracle, robust, bound_robust, direction / direction.max(), limit)
+        direction = direction / direction.max()
+        proposal = _line_search(oracle, robust, bound_robust, float(gradient @ direction), direction, limit)
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
             proposal = boundary_walk(oracle, proposal, weights, limit)
             if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
@@ -338,7 +333,7 @@ def _joint_jump(
     if free.sum() < 2 or budget.exhausted():
         return eps
     direction = np.where(free, 1.0, 0.0)
-    jump = _line_search(oracle, eps, at.bound, direction, limit)
+    jump = _line_search(oracle, eps, at.bound, float(gradient @ direction), direction, limit)
     if np.max(jump - eps) >= resolution and oracle.ask(jump, "maximality (free layers)").status is Status.ROBUST:
         return jump
     return eps
@@ -363,7 +358,7 @@ def _jumps(
         gradient = max(float(slope[2][layer]), 0.0)
         if slope[1] + resolution * gradient >= -SAFETY_MARGIN:
             continue
-        jump = _gallop(oracle, eps, layer, resolution, limit, gradient)
+        jump = _gallop(oracle, eps, layer, resolution, limit)
         if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
             if oracle.ask(jump, f"maximality layer {layer}").status is Status.ROBUST:
                 eps = jump
