@@ -8,7 +8,8 @@ import pytest
 from mlrobust.compile import compile_problem
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.ir import VerifierStep
-from mlrobust.verify.chain import run_chain
+from mlrobust.verify.attack import pgd_points_many
+from mlrobust.verify.chain import run_chain, run_chain_many
 from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
@@ -55,3 +56,33 @@ def test_unknown_keeps_the_tightest_bound_and_the_strongest_point(problems) -> N
     assert result.verdict.margin_bound == min(bounds)
     assert result.verdict.best_margin <= result.verdict.margin_bound  # the attack never beats a sound bound
     assert result.verdict.counterexample is None
+
+
+def test_a_batched_chain_gives_each_box_the_verdict_it_gets_alone(problems) -> None:
+    problem = problems["pgd"]
+    chain = (step("attack", restarts=3, steps=15), step("bounds"))
+    boxes = [np.full(problem.num_layers, radius) for radius in (0.005, 0.05, 0.3)]
+    batched = run_chain_many(problem, boxes, chain)
+    alone = [run_chain(problem, eps, chain) for eps in boxes]
+    assert [r.status for r in batched] == [r.status for r in alone]
+    assert [[v.verifier for v in r.steps] for r in batched] == [[v.verifier for v in r.steps] for r in alone]
+    for together, single in zip(batched, alone, strict=True):
+        # the same seeded restarts in the same box: the attacks agree up to float32 batching
+        assert together.steps[0].best_margin == pytest.approx(single.steps[0].best_margin, abs=1e-3)
+        if together.verdict.margin_bound is not None:
+            assert together.verdict.margin_bound == pytest.approx(single.verdict.margin_bound, abs=1e-9)
+    assert batched[0].status is Status.ROBUST  # a tiny box is proved; the others are not
+
+
+def test_batched_pgd_points_stay_in_their_own_box_and_report_their_margin(problems) -> None:
+    problem = problems["none"]
+    boxes = [np.full(problem.num_layers, radius) for radius in (0.0, 0.02, 0.2)]
+    points, margins = pgd_points_many(problem, boxes, 10, 4, 0.1, 0, float("inf"))
+    assert points.shape == (3, 4, *problem.image.shape) and margins.shape == (3, 4)
+    for eps, box_points, box_margins in zip(boxes, points, margins, strict=True):
+        lower, upper = problem.box(eps)
+        assert np.all(box_points >= lower - 1e-6) and np.all(box_points <= upper + 1e-6)
+        exact = problem.margin(problem.network.logits(box_points))
+        np.testing.assert_allclose(box_margins, exact, atol=1e-3)
+    assert np.ptp(margins[0]) < 1e-5  # ε = 0: every restart is the image itself
+    assert margins[2].max() > margins[0].max()  # a bigger box lets PGD raise the margin

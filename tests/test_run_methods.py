@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlrobust.compile import compile_problem
+from mlrobust.search.loop import MILP_PROBE_PATIENCE
 from mlrobust.search.run import ProgressEvent, run
 from mlrobust.spec.check import check_spec
 from mlrobust.verify import attack, bounds, milp
@@ -104,12 +105,12 @@ def test_maximality_stops_asking_a_milp_that_keeps_timing_out(tmp_path: Path) ->
     probes = [m for m in result.maximality if m["status"] in ("proved_maximal", "not_expandable")]
     full = [m for m in probes if m["chain"] == "full"]
     milp_unknown = [q for q in result.queries if q["verifier"] == "milp" and q["verdict"] == "UNKNOWN"]
-    # on the 38-layer PGD problem a 0.3 s MILP cannot settle a probe: three tries, then the rest
-    # of the layers are probed without it (and say so)
-    assert len(milp_unknown) == 3 and len(full) == 3
+    # on the 38-layer PGD problem a 0.3 s MILP cannot settle a probe: MILP_PROBE_PATIENCE tries,
+    # then the rest of the layers are probed without it (and say so)
+    assert len(milp_unknown) == MILP_PROBE_PATIENCE and len(full) == MILP_PROBE_PATIENCE
     assert all(m["chain"] == "fast" for m in probes if m not in full)
     order = np.argsort(-np.array(result.problem["weights"]), kind="stable")
-    assert [m["layer"] for m in full] == sorted(int(d) for d in order[:3])
+    assert [m["layer"] for m in full] == sorted(int(d) for d in order[:MILP_PROBE_PATIENCE])
 
 
 def test_the_cli_offers_exactly_the_methods_the_search_runs() -> None:

@@ -3,13 +3,16 @@
 1. Start: uniform bisection (every layer the same ε) with the oracle.
 2. Expand: from a robust ε (half the uniform optimum at first), with CROWN's gradient
    g = ∂bound/∂ε, take the direction Δ_d ∝ w_d / (g_d + γ) (size gained per unit of margin),
-   go as far along it as CROWN still proves (a line search on the bound), and ask the chain.
-   ROBUST: accept and repeat. Otherwise CEGIS: cut toward the robust ε with the cutting
-   weights (at most MAX_CUTS times). Stop when a step gains less than δ, on the query or time
-   budget, or on Ctrl-C.
-3. Maximality: for every layer with weight > 0, ask ε* + δ e_d (fast chain, then the full
-   chain on UNKNOWN). ROBUST: take it and probe again; NOT_ROBUST: proved maximal (the
-   counterexample is one step out); UNKNOWN: not expandable by this chain.
+   go as far along it as CROWN still proves (a line search on the bound, started where the
+   bound's tangent reaches the margin), and ask the chain. ROBUST: accept and repeat.
+   Otherwise CEGIS: cut toward the robust ε with the cutting weights (at most MAX_CUTS
+   times). When a step gains less than δ, a boundary walk slides along CROWN's edge toward
+   larger w·ε. Stop when that gains less than δ too, on the query or time budget, or on Ctrl-C.
+3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
+   as CROWN proves (confirmed by the chain); then ask ε* + δ e_d for every layer with weight
+   > 0, all in one batch (fast chain; the full chain on UNKNOWN until its MILP has timed out
+   MILP_PROBE_PATIENCE times). ROBUST: take it and probe again; NOT_ROBUST: proved maximal
+   (the counterexample is one step out); UNKNOWN: not expandable by this chain.
 4. Re-prove ε* with the strongest verifier of the chain before reporting it.
 """
 
@@ -33,7 +36,7 @@ MILP_PROBE_PATIENCE = 1
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
 LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
-FREE_GRADIENT = 0.1  # a layer whose bound gradient is below this fraction of the mean counts as free
+JOINT_ROOM = 8  # maximality grows together the layers with room for this many δ steps (by the tangent)
 MAX_EDGE_STEPS = 16  # CROWN calls per edge search, at most
 WALK_STEPS = 40  # CROWN evaluations (with gradient) per boundary walk
 WALK_PATIENCE = 10  # stop a walk after this many iterations without a better proved point
@@ -168,7 +171,7 @@ def _line_search(
 
 
 def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
-    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 4δ, 16δ, … then bisection.
+    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 2δ, 4δ, … then bisection.
 
     After the expansion most layers cannot take even one δ, so this costs one CROWN call for
     them (the box the maximality probe asks next, whose CROWN answer is then memoised).
@@ -180,7 +183,7 @@ def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limi
         return margin_bound(oracle.problem, trial).bound
 
     room = float(limit[layer] - eps[layer])
-    low, high = _grow(bound_at, 0.0, resolution, room, 4.0)
+    low, high = _grow(bound_at, 0.0, resolution, room, 2.0)
     if high is not None and low > 0:
         low = _edge(bound_at, low, high, resolution)
     result = eps.copy()
@@ -317,24 +320,27 @@ def maximality(
 def _joint_jump(
     oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
 ) -> np.ndarray:
-    """Grow together every layer whose linear prediction still allows a δ step.
+    """Grow together the layers with room: those where the bound's tangent allows at least
+    JOINT_ROOM steps of δ, each in proportion to its own room.
 
     After the expansion the tight layers block every ray that includes them, while others
-    (often far, low-weight layers in the first convolution's dead zone, where the bound barely
-    moves) still have room. One line search along those layers only costs a few CROWN calls;
-    a gallop per layer costs up to a dozen each.
+    (often far, low-weight layers, some in the first convolution's dead zone) still have room.
+    One line search along those layers costs a few CROWN calls; a gallop per layer costs up
+    to fifteen each.
     """
     at = margin_bound(oracle.problem, eps, with_gradient=True)
     gradient = np.maximum(at.gradient if at.gradient is not None else np.zeros_like(eps), 0.0)
-    free = np.zeros(len(eps), dtype=bool)
-    free[layers] = True
-    free &= (at.bound + resolution * gradient < -SAFETY_MARGIN) & (limit - eps >= resolution)
-    free &= gradient <= FREE_GRADIENT * gradient[layers].mean()
-    if free.sum() < 2 or budget.exhausted():
+    slack = -SAFETY_MARGIN - at.bound
+    room = np.minimum(slack / np.maximum(gradient, 1e-12), limit - eps)
+    chosen = np.zeros(len(eps), dtype=bool)
+    chosen[layers] = True
+    chosen &= room >= JOINT_ROOM * resolution
+    if chosen.sum() < 2 or slack <= 0 or budget.exhausted():
         return eps
-    direction = np.where(free, 1.0, 0.0)
+    direction = np.where(chosen, room, 0.0)
+    direction = direction / direction.max()
     jump = _line_search(oracle, eps, at.bound, float(gradient @ direction), direction, limit)
-    if np.max(jump - eps) >= resolution and oracle.ask(jump, "maximality (free layers)").status is Status.ROBUST:
+    if np.max(jump - eps) >= resolution and oracle.ask(jump, "maximality (layers with room)").status is Status.ROBUST:
         return jump
     return eps
 

@@ -1,0 +1,105 @@
+"""The search's building blocks: edge searches, CROWN line searches, batched oracle questions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlrobust.compile import compile_problem
+from mlrobust.search import loop
+from mlrobust.search.oracle import Oracle
+from mlrobust.spec.check import check_spec
+from mlrobust.spec.ir import VerifierStep
+from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
+from mlrobust.verify.options import VERIFIERS
+from mlrobust.verify.verdict import Status
+
+from .helpers import REPO
+
+
+def step(name: str, **options) -> VerifierStep:
+    return VerifierStep(name, tuple((o.name, options.get(o.name, o.default)) for o in VERIFIERS[name].options))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    result = check_spec(REPO / "specs" / "double_mnist_pgd.mlr")
+    return compile_problem(result.spec, result.instances[0])
+
+
+def threshold_bound(edge: float):
+    """A bound that proves exactly the t below `edge`, counting its calls."""
+    calls = []
+
+    def bound_at(t: float) -> float:
+        calls.append(t)
+        return -1.0 if t < edge else 1.0
+
+    return bound_at, calls
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.001, 0.999), st.floats(1e-4, 0.05))
+def test_edge_brackets_the_threshold_to_the_tolerance(edge: float, tolerance: float) -> None:
+    bound_at, calls = threshold_bound(edge)
+    found = loop._edge(bound_at, 0.0, 1.0, tolerance)
+    assert found < edge  # only a proved t is returned
+    assert edge - found <= tolerance or len(calls) == loop.MAX_EDGE_STEPS
+    assert all(0.0 < t < 1.0 for t in calls)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.0005, 2.0), st.floats(0.001, 0.1))
+def test_grow_returns_a_proved_point_and_a_failed_one_beyond_it(edge: float, first: float) -> None:
+    bound_at, calls = threshold_bound(edge)
+    low, high = loop._grow(bound_at, 0.0, first, 1.0, 4.0)
+    assert low == 0.0 or low < edge  # proved (or the start)
+    if high is None:
+        assert low == 1.0 and edge > 1.0  # the whole room is proved
+    else:
+        assert high >= edge and high <= max(4 * low, first, 1e-12) + 1e-12  # at most one factor beyond
+        assert len(calls) <= 1 + np.ceil(np.log(max(1.0 / first, 1.0)) / np.log(4.0)) + 1
+
+
+def test_line_search_and_gallop_return_boxes_crown_proves(problem, tmp_path: Path) -> None:
+    oracle = Oracle(problem, (step("bounds"),), tmp_path, "steps")
+    limit = loop.range_limit(oracle)
+    start = np.full(problem.num_layers, 0.02)
+    weights = 0.8 ** np.arange(problem.num_layers)
+    direction, bound, gradient = loop._direction(oracle, start, weights, limit)
+    direction = direction / direction.max()
+    far = loop._line_search(oracle, start, bound, float(gradient @ direction), direction, limit)
+    assert margin_bound(problem, far).bound < -SAFETY_MARGIN
+    assert np.all(far >= start) and np.all(far <= limit) and float(weights @ far) > float(weights @ start)
+    # the edge: twice the step along the ray is no longer proved
+    assert margin_bound(problem, start + 2 * (far - start)).bound >= -SAFETY_MARGIN
+    grown = loop._gallop(oracle, far, 0, 0.002, limit)
+    assert margin_bound(problem, grown).bound < -SAFETY_MARGIN
+    assert np.array_equal(np.delete(grown, 0), np.delete(far, 0)) and grown[0] >= far[0]
+
+
+def test_ask_many_answers_and_journals_each_box_as_ask_would(problem, tmp_path: Path) -> None:
+    chain = (step("attack", restarts=2, steps=10), step("bounds"))
+    oracle = Oracle(problem, chain, tmp_path, "batch")
+    small = np.full(problem.num_layers, 0.01)
+    assert oracle.ask(small).status is Status.ROBUST
+    boxes = [small / 2, np.full(problem.num_layers, 0.02), np.full(problem.num_layers, 0.3)]
+    answers = oracle.ask_many(boxes, ["inside", "new", "big"])
+    assert [a.purpose for a in answers] == ["inside", "new", "big"]
+    assert answers[0].cached and answers[0].verifier == "cache"  # inside a proved box: no query
+    assert not answers[1].cached and answers[1].status is Status.ROBUST
+    assert answers[2].status is not Status.ROBUST
+    assert oracle.new_queries == 3
+    lines = [json.loads(line) for line in oracle.journal_path.read_text().splitlines()]
+    assert len(lines) == 3 and [line["status"] for line in lines[1:]] == [a.status.value for a in answers[1:]]
+    # a second oracle on the same folder answers the batch from the journal alone
+    again = Oracle(problem, chain, tmp_path, "batch")
+    again.load_journal()
+    replayed = again.ask_many(boxes, ["inside", "new", "big"])
+    assert again.new_queries == 0 and all(a.cached for a in replayed)
+    assert [a.status for a in replayed] == [a.status for a in answers]
