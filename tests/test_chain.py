@@ -9,6 +9,7 @@ from mlrobust.compile import compile_problem
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify.attack import pgd_points_many
+from mlrobust.verify.bounds import forget, margin_bound
 from mlrobust.verify.chain import run_chain, run_chain_many
 from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
@@ -62,8 +63,12 @@ def test_a_batched_chain_gives_each_box_the_verdict_it_gets_alone(problems) -> N
     problem = problems["pgd"]
     chain = (step("attack", restarts=3, steps=15), step("bounds"))
     boxes = [np.full(problem.num_layers, radius) for radius in (0.005, 0.05, 0.3)]
+    forget(problem)  # cold: a memoised CROWN proof would let a chain skip its attack
     batched = run_chain_many(problem, boxes, chain)
-    alone = [run_chain(problem, eps, chain) for eps in boxes]
+    alone = []
+    for eps in boxes:
+        forget(problem)
+        alone.append(run_chain(problem, eps, chain))
     assert [r.status for r in batched] == [r.status for r in alone]
     assert [[v.verifier for v in r.steps] for r in batched] == [[v.verifier for v in r.steps] for r in alone]
     for together, single in zip(batched, alone, strict=True):
@@ -86,3 +91,18 @@ def test_batched_pgd_points_stay_in_their_own_box_and_report_their_margin(proble
         np.testing.assert_allclose(box_margins, exact, atol=1e-3)
     assert np.ptp(margins[0]) < 1e-5  # ε = 0: every restart is the image itself
     assert margins[2].max() > margins[0].max()  # a bigger box lets PGD raise the margin
+
+
+def test_a_box_crown_already_proved_skips_the_attack_and_nothing_else(problems) -> None:
+    problem = problems["pgd"]
+    chain = (step("attack", restarts=2, steps=5), step("bounds"), step("milp"))
+    proved, unproved = np.full(problem.num_layers, 0.004), np.full(problem.num_layers, 0.1)
+    forget(problem)
+    assert margin_bound(problem, proved).bound < 0 and margin_bound(problem, unproved).bound > 0
+    # the search line-searched on CROWN, then asks the chain about the point: same verdict, no attack
+    result = run_chain(problem, proved, chain)
+    assert result.status is Status.ROBUST and [v.verifier for v in result.steps] == ["bounds"]
+    # a memoised bound that does not prove the box skips nothing
+    batched = run_chain_many(problem, [proved, unproved], (step("attack", restarts=2, steps=5), step("bounds")))
+    assert [v.verifier for v in batched[0].steps] == ["bounds"]
+    assert [v.verifier for v in batched[1].steps] == ["attack", "bounds"]

@@ -265,6 +265,13 @@ def forget(problem: Problem) -> None:
     _MEMO.pop(problem, None)
 
 
+def proved_before(problem: Problem, eps: np.ndarray, method: str = "crown", alpha_steps: int = 20) -> bool:
+    """Whether a memoised bound of this very box already proves it (no computation)."""
+    key = (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
+    known = _MEMO.get(problem, {}).get(key)
+    return known is not None and known.bound < -SAFETY_MARGIN
+
+
 def margin_bound(
     problem: Problem,
     eps: np.ndarray,
@@ -277,15 +284,14 @@ def margin_bound(
     Deterministic in (problem, ε, method), so answers are memoised per problem: the search's
     line searches and the verifier chain often ask the same box twice.
     """
-    if with_gradient:
-        return _margin_bound(problem, eps, method, alpha_steps, True)
     key = (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
     memo = _MEMO.setdefault(problem, OrderedDict())
-    if key in memo:
+    known = memo.get(key)
+    if known is not None and (known.gradient is not None or not with_gradient):
         memo.move_to_end(key)
-        return replace(memo[key], seconds=0.0)  # nothing was computed this time
-    result = _margin_bound(problem, eps, method, alpha_steps, False)
-    memo[key] = result
+        return replace(known, seconds=0.0)  # nothing was computed this time
+    result = _margin_bound(problem, eps, method, alpha_steps, with_gradient)
+    memo[key] = result  # with its gradient, if asked: it answers later questions with or without
     if len(memo) > MEMO_SIZE:
         memo.popitem(last=False)
     return result
