@@ -146,6 +146,27 @@ def _grow(bound_at, low: float, first: float, room: float, factor: float) -> tup
     return low, step
 
 
+def _ray_edge(
+    oracle: Oracle,
+    start: np.ndarray,
+    direction: np.ndarray,
+    t_max: float,
+    first: float,
+    absolute: float = 0.0,
+    relative: float = 0.0,
+) -> np.ndarray:
+    """The farthest start + t·direction (t <= t_max) that CROWN proves: t = first, 2·first, …
+    until it fails, then bisection to max(absolute, relative × the failed t)."""
+
+    def bound_at(t: float) -> float:
+        return margin_bound(oracle.problem, start + t * direction).bound
+
+    low, high = _grow(bound_at, 0.0, first, t_max, 2.0)
+    if high is not None:
+        low = _edge(bound_at, low, high, max(absolute, relative * high))
+    return start + low * direction
+
+
 def _line_search(
     oracle: Oracle, robust: np.ndarray, bound_robust: float, slope: float, direction: np.ndarray, limit: np.ndarray
 ) -> np.ndarray:
@@ -159,15 +180,9 @@ def _line_search(
     """
     positive = direction > 0
     t_max = float(np.min((limit[positive] - robust[positive]) / direction[positive]))
-
-    def bound_at(t: float) -> float:
-        return margin_bound(oracle.problem, robust + t * direction).bound
-
     first = t_max if slope <= 0 else min(t_max, (-SAFETY_MARGIN - bound_robust) / slope)
-    low, high = _grow(bound_at, 0.0, max(first, t_max / 2**LINE_SEARCH_STEPS), t_max, 2.0)
-    if high is not None:
-        low = _edge(bound_at, low, high, high / 2**LINE_SEARCH_PRECISION)
-    return robust + low * direction
+    first = max(first, t_max / 2**LINE_SEARCH_STEPS)
+    return _ray_edge(oracle, robust, direction, t_max, first, relative=2.0**-LINE_SEARCH_PRECISION)
 
 
 def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
@@ -176,19 +191,10 @@ def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limi
     After the expansion most layers cannot take even one δ, so this costs one CROWN call for
     them (the box the maximality probe asks next, whose CROWN answer is then memoised).
     """
-
-    def bound_at(step: float) -> float:
-        trial = eps.copy()
-        trial[layer] = eps[layer] + step
-        return margin_bound(oracle.problem, trial).bound
-
+    axis = np.zeros_like(eps)
+    axis[layer] = 1.0
     room = float(limit[layer] - eps[layer])
-    low, high = _grow(bound_at, 0.0, resolution, room, 2.0)
-    if high is not None and low > 0:
-        low = _edge(bound_at, low, high, resolution)
-    result = eps.copy()
-    result[layer] = eps[layer] + low
-    return result
+    return _ray_edge(oracle, eps, axis, room, resolution, absolute=resolution)
 
 
 def boundary_walk(

@@ -265,10 +265,14 @@ def forget(problem: Problem) -> None:
     _MEMO.pop(problem, None)
 
 
+def _memo_key(eps: np.ndarray, method: str, alpha_steps: int) -> tuple:
+    return (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
+
+
 def proved_before(problem: Problem, eps: np.ndarray, method: str = "crown", alpha_steps: int = 20) -> bool:
-    """Whether a memoised bound of this very box already proves it (no computation)."""
-    key = (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
-    known = _MEMO.get(problem, {}).get(key)
+    """Whether a memoised bound of this very box already proves it (no computation). Takes the
+    options of `check`, so a chain step's options can be passed as they are."""
+    known = _MEMO.get(problem, {}).get(_memo_key(eps, method, alpha_steps))
     return known is not None and known.bound < -SAFETY_MARGIN
 
 
@@ -284,7 +288,7 @@ def margin_bound(
     Deterministic in (problem, ε, method), so answers are memoised per problem: the search's
     line searches and the verifier chain often ask the same box twice.
     """
-    key = (method, alpha_steps, np.asarray(eps, dtype=np.float64).tobytes())
+    key = _memo_key(eps, method, alpha_steps)
     memo = _MEMO.setdefault(problem, OrderedDict())
     known = memo.get(key)
     if known is not None and (known.gradient is not None or not with_gradient):

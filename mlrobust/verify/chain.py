@@ -53,10 +53,7 @@ def _first_useful_step(problem: Problem, eps: np.ndarray, chain: tuple[VerifierS
     margin covers onnxruntime's float32 tolerance), and the verdict is the same ROBUST.
     """
     for index, step in enumerate(chain):
-        options = dict(step.options)
-        if step.name == "bounds" and bounds.proved_before(
-            problem, eps, options.get("method", "crown"), options.get("alpha_steps", 20)
-        ):
+        if step.name == "bounds" and bounds.proved_before(problem, eps, **dict(step.options)):
             return index
     return 0
 
@@ -64,15 +61,7 @@ def _first_useful_step(problem: Problem, eps: np.ndarray, chain: tuple[VerifierS
 def run_chain(
     problem: Problem, eps: np.ndarray, chain: tuple[VerifierStep, ...], budget: Budget = NO_LIMIT
 ) -> ChainResult:
-    started = time.perf_counter()
-    steps: list[Verdict] = []
-    for step in chain[_first_useful_step(problem, eps, chain) :]:
-        remaining = None if budget.seconds is None else max(0.0, budget.seconds - (time.perf_counter() - started))
-        verdict = CHECKS[step.name](problem, eps, Budget(remaining), **dict(step.options))
-        steps.append(verdict)
-        if verdict.definite:
-            return ChainResult(verdict, tuple(steps))
-    return ChainResult(merge_unknown(steps, time.perf_counter() - started), tuple(steps))
+    return run_chain_many(problem, [eps], chain, budget)[0]
 
 
 def run_chain_many(
