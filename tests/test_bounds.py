@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds as B
 from mlrobust.verify import patches
 
@@ -72,8 +73,8 @@ def test_intermediate_bounds_contain_sampled_activations(seed: int, radius: floa
 
 
 @settings(max_examples=25, deadline=None)
-@given(seeds, radii, st.sampled_from([1, 2]))
-def test_patch_path_equals_generic_back_substitution(seed: int, radius: float, stride: int) -> None:
+@given(seeds, radii, st.sampled_from([1, 2]), st.sampled_from([7, 256]))
+def test_patch_path_equals_generic_back_substitution(seed: int, radius: float, stride: int, chunk: int) -> None:
     network = conv_net(seed, stride=stride, size=6 if stride == 1 else 8)
     assert patches.applies(network.ops, 3)
     problem = problem_for(network, seed)
@@ -81,16 +82,25 @@ def test_patch_path_equals_generic_back_substitution(seed: int, radius: float, s
     box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
     relu_bounds = B.ibp(network.ops, box)[1]
     size = int(np.prod(network.ops[2].out_shape))
-    neurons = torch.arange(size)
-    above, below = patches.refine(network.ops, neurons, relu_bounds, box)
+    # any subset, in any order, in chunks that split positions: the per-position tables must
+    # follow each neuron
+    neurons = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[: max(1, size * 2 // 3)]
+    count = neurons.numel()
+    above, below = patches.refine(network.ops, neurons, relu_bounds, box, chunk=chunk, precision="float64")
     fast = torch.cat([above, -below])
-    rows = torch.zeros(2 * size, size, dtype=torch.float64)
-    rows[torch.arange(size), neurons] = 1
-    rows[torch.arange(size, 2 * size), neurons] = -1
+    rows = torch.zeros(2 * count, size, dtype=torch.float64)
+    rows[torch.arange(count), neurons] = 1
+    rows[torch.arange(count, 2 * count), neurons] = -1
     bounds: list = [None] * len(network.ops)
     bounds[1] = relu_bounds
-    generic = B.backsubstitute(network.ops, 3, rows.reshape(2 * size, *network.ops[2].out_shape), bounds, box)
+    generic = B.backsubstitute(network.ops, 3, rows.reshape(2 * count, *network.ops[2].out_shape), bounds, box)
     np.testing.assert_allclose(fast.numpy(), generic.numpy(), atol=1e-10)
+    # the float32 product with its error bound added: never tighter than the exact numbers
+    # (so still sound), and looser only by rounding
+    above32, below32 = patches.refine(network.ops, neurons, relu_bounds, box, chunk=chunk)
+    assert torch.all(above32 >= above) and torch.all(below32 <= below)
+    np.testing.assert_allclose(above32.numpy(), above.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(below32.numpy(), below.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_zero_eps_bound_is_the_margin_itself() -> None:
@@ -116,3 +126,70 @@ def test_bound_gradient_matches_finite_differences_with_relaxations_fixed() -> N
         assert abs(numeric - result.gradient[d]) < 1e-4 * max(1.0, abs(numeric))
     crown = B.margin_bound(problem, eps, "crown", with_gradient=True)
     assert crown.gradient is not None and np.all(crown.gradient >= -1e-12)  # a bigger box never lowers the bound
+
+
+@settings(max_examples=25, deadline=None)
+@given(seeds, radii, st.sampled_from([1, 2]))
+def test_skipping_outclassed_pool_inputs_changes_no_bound(seed: int, radius: float, stride: int) -> None:
+    """CROWN rows are spent only on max-pool inputs that can matter; refining all of them
+    gives the same bounds (the skipped ones are never a window's maximum nor its i*)."""
+    network = conv_net(seed, stride=stride, size=6 if stride == 1 else 8)
+    problem = problem_for(network, seed)
+    eps = np.random.default_rng(seed).uniform(0, radius, problem.num_layers)
+    lower, upper = problem.box(eps)
+    box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+    spec = torch.as_tensor(problem.spec_matrix())
+    skipped = B.crown_intermediate(network.ops, box)
+    original = B._outclassed
+    try:
+        B._outclassed = lambda op, bounds: torch.zeros(bounds.upper.numel(), dtype=torch.bool)
+        full = B.crown_intermediate(network.ops, box)
+    finally:
+        B._outclassed = original
+    with_skip = B.backsubstitute(network.ops, len(network.ops), spec, skipped, box)
+    without = B.backsubstitute(network.ops, len(network.ops), spec, full, box)
+    np.testing.assert_allclose(with_skip.numpy(), without.numpy(), atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeds, radii, st.sampled_from([1, 2]))
+def test_refine_reuses_unchanged_patches_exactly(seed: int, radius: float, stride: int) -> None:
+    """Steps that change one layer reuse the bounds of the patches they leave alone: every
+    answer equals a fresh computation, whatever the history."""
+    network = conv_net(seed, stride=stride, size=12)
+    random = problem_for(network, seed)
+    # layers in bands of columns, like distance rings: a step in one layer leaves far patches alone
+    bands = np.repeat(np.arange(4), 3)[None, :].repeat(12, axis=0)
+    problem = Problem(network, random.image, bands, random.target, 2, (0.0, 1.0))
+    rng = np.random.default_rng(seed)
+    eps = rng.uniform(0, radius, problem.num_layers)
+    size = int(np.prod(network.ops[2].out_shape))
+    patches._ANSWERS.pop(network.ops[2], None)
+    computed: list[int] = []  # neurons computed afresh, per refine
+    fresh = patches._refine_fresh
+
+    def counted(ops, asked, *args, **options):  # type: ignore[no-untyped-def]
+        computed.append(asked.numel())
+        return fresh(ops, asked, *args, **options)
+
+    partial = 0
+    patches._refine_fresh = counted
+    try:
+        for _ in range(6):
+            lower, upper = problem.box(eps)
+            box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+            relu_bounds = B.ibp(network.ops, box)[1]
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
+            neurons = order[: size // 2]
+            expected = fresh(network.ops, neurons, relu_bounds, box, precision="float64")
+            computed.clear()
+            answer = patches.refine(network.ops, neurons, relu_bounds, box, precision="float64")
+            partial += sum(computed) < neurons.numel()
+            for got, want in zip(answer, expected, strict=True):
+                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
+            layer = int(rng.integers(problem.num_layers))  # the next box: one layer moved
+            eps = eps.copy()
+            eps[layer] = rng.uniform(0, radius)
+    finally:
+        patches._refine_fresh = fresh
+    assert partial >= 3  # most steps computed only part of the neurons afresh

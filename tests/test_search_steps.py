@@ -47,9 +47,10 @@ def threshold_bound(edge: float):
 @given(st.floats(0.001, 0.999), st.floats(1e-4, 0.05))
 def test_edge_brackets_the_threshold_to_the_tolerance(edge: float, tolerance: float) -> None:
     bound_at, calls = threshold_bound(edge)
-    found = loop._edge(bound_at, 0.0, 1.0, tolerance)
-    assert found < edge  # only a proved t is returned
-    assert edge - found <= tolerance or len(calls) == loop.MAX_EDGE_STEPS
+    found, failed = loop._edge(bound_at, 0.0, 1.0, tolerance)
+    assert found < edge <= failed  # a proved t, and a failed one beyond the threshold
+    assert failed - found <= tolerance or len(calls) == loop.MAX_EDGE_STEPS
+    assert failed == 1.0 or failed in calls  # the failed t was asked, not guessed
     assert all(0.0 < t < 1.0 for t in calls)
 
 
@@ -78,9 +79,13 @@ def test_line_search_and_gallop_return_boxes_crown_proves(problem, tmp_path: Pat
     assert np.all(far >= start) and np.all(far <= limit) and float(weights @ far) > float(weights @ start)
     # the edge: twice the step along the ray is no longer proved
     assert margin_bound(problem, start + 2 * (far - start)).bound >= -SAFETY_MARGIN
-    grown = loop._gallop(oracle, far, 0, 0.002, limit)
+    grown, beyond = loop._gallop(oracle, far, 0, 0.002, limit)
     assert margin_bound(problem, grown).bound < -SAFETY_MARGIN
     assert np.array_equal(np.delete(grown, 0), np.delete(far, 0)) and grown[0] >= far[0]
+    # the box beyond the edge: CROWN did not prove it, and it lies within δ of the edge along e_0,
+    # so inside grown + δ e_0 (the maximality probe's claim)
+    assert beyond is not None and margin_bound(problem, beyond).bound >= -SAFETY_MARGIN
+    assert np.array_equal(np.delete(beyond, 0), np.delete(grown, 0)) and 0 < beyond[0] - grown[0] <= 0.002 + 1e-12
 
 
 def test_ask_many_answers_and_journals_each_box_as_ask_would(problem, tmp_path: Path) -> None:

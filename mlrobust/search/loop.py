@@ -117,8 +117,9 @@ def _proved(bound: float) -> bool:
     return bound < -SAFETY_MARGIN
 
 
-def _edge(bound_at, low: float, high: float, tolerance: float) -> float:
-    """The largest t in [low, high) proved by bound_at, to `tolerance`, by bisection.
+def _edge(bound_at, low: float, high: float, tolerance: float) -> tuple[float, float]:
+    """(The largest t in [low, high) proved by bound_at, the nearest t above it that is not), to
+    `tolerance`, by bisection.
 
     Needs low proved and high not. (Interpolating on the bound was tried: CROWN's bound along
     a ray is flat and then steep, the first convolution's dead zone ending, so interpolation
@@ -132,7 +133,7 @@ def _edge(bound_at, low: float, high: float, tolerance: float) -> float:
             low = middle
         else:
             high = middle
-    return low
+    return low, high
 
 
 def _grow(bound_at, low: float, first: float, room: float, factor: float) -> tuple[float, float | None]:
@@ -154,17 +155,19 @@ def _ray_edge(
     first: float,
     absolute: float = 0.0,
     relative: float = 0.0,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The farthest start + t·direction (t <= t_max) that CROWN proves: t = first, 2·first, …
-    until it fails, then bisection to max(absolute, relative × the failed t)."""
+    until it fails, then bisection to max(absolute, relative × the failed t); and the nearest
+    point beyond it where CROWN failed (None when t_max itself is proved)."""
 
     def bound_at(t: float) -> float:
         return margin_bound(oracle.problem, start + t * direction).bound
 
     low, high = _grow(bound_at, 0.0, first, t_max, 2.0)
-    if high is not None:
-        low = _edge(bound_at, low, high, max(absolute, relative * high))
-    return start + low * direction
+    if high is None:
+        return start + low * direction, None
+    low, high = _edge(bound_at, low, high, max(absolute, relative * high))
+    return start + low * direction, start + high * direction
 
 
 def _line_search(
@@ -182,14 +185,17 @@ def _line_search(
     t_max = float(np.min((limit[positive] - robust[positive]) / direction[positive]))
     first = t_max if slope <= 0 else min(t_max, (-SAFETY_MARGIN - bound_robust) / slope)
     first = max(first, t_max / 2**LINE_SEARCH_STEPS)
-    return _ray_edge(oracle, robust, direction, t_max, first, relative=2.0**-LINE_SEARCH_PRECISION)
+    return _ray_edge(oracle, robust, direction, t_max, first, relative=2.0**-LINE_SEARCH_PRECISION)[0]
 
 
-def _gallop(oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray) -> np.ndarray:
-    """The farthest ε + t e_d that CROWN proves, to about δ: steps δ, 2δ, 4δ, … then bisection.
+def _gallop(
+    oracle: Oracle, eps: np.ndarray, layer: int, resolution: float, limit: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The farthest ε + t e_d that CROWN proves, to about δ (steps δ, 2δ, 4δ, … then bisection),
+    and the nearest box beyond it that CROWN did not prove (None: the range limit is proved).
 
-    After the expansion most layers cannot take even one δ, so this costs one CROWN call for
-    them (the box the maximality probe asks next, whose CROWN answer is then memoised).
+    That box lies within δ of the proved one along e_d; after the expansion it is usually
+    ε + δ e_d itself (most layers cannot take one δ), which is what the maximality probe asks.
     """
     axis = np.zeros_like(eps)
     axis[layer] = 1.0
@@ -271,18 +277,21 @@ def expand(
 def maximality(
     oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget
 ) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
-    """Grow every layer as far as CROWN proves, then probe ε* + δ e_d for every layer.
+    """Grow every layer as far as CROWN proves, then probe every layer one δ beyond.
 
     Growing other layers never makes a settled layer expandable again (the boxes only grow), so
-    one pass settles every layer. The probes of all layers are asked together (one batched
-    attack); a ROBUST probe grows its layer, and that layer is probed again in the next round.
+    one pass settles every layer. Each layer's gallop ends at a box CROWN did not prove, within
+    δ of where the layer stopped and so inside ε* + δ e_d: that box is the layer's probe, and
+    the chain asks it with CROWN's answer already memoised (only the batched attack, and the
+    MILP for the first UNKNOWN, do new work). A probe that comes back ROBUST grows its layer,
+    and that layer is probed again, one δ beyond ε, in the next round.
     """
     eps = eps.copy()
     limit = range_limit(oracle)
     order = [int(d) for d in np.argsort(-weights, kind="stable")]  # the most valuable layers first
     results: dict[int, LayerMaximality] = {d: LayerMaximality(d, "zero_weight") for d in order if weights[d] <= 0}
     valued = [d for d in order if weights[d] > 0]
-    eps = _jumps(oracle, eps, valued, resolution, limit, budget)
+    eps, beyond = _jumps(oracle, eps, valued, resolution, limit, budget)
     has_milp = oracle.fast_chain != oracle.chain
     milp_unknowns = 0  # consecutive probes the full chain (its MILP) left UNKNOWN
     pending = valued
@@ -297,8 +306,10 @@ def maximality(
                 batch.append(layer)
         probes = []
         for layer in batch:
-            probe = eps.copy()
-            probe[layer] = min(eps[layer] + resolution, limit[layer])
+            probe = beyond.pop(layer, None)
+            if probe is None:
+                probe = eps.copy()
+                probe[layer] = min(eps[layer] + resolution, limit[layer])
             probes.append(probe)
         answers = oracle.ask_many(probes, [f"maximality layer {layer}" for layer in batch]) if batch else []
         pending, grown = [], False
@@ -311,16 +322,40 @@ def maximality(
                     milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.ROBUST:
                 # probes of one round are robust one at a time, not together: take the first
-                # (most valuable) and ask the others again from the grown box
-                if not grown:
+                # (most valuable) that contains ε and ask the others again from the grown box
+                if not grown and np.all(probe >= eps):
                     eps, grown = probe, True
                 pending.append(layer)
             elif query.status is Status.NOT_ROBUST:
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
             else:
-                # the probe box lies inside ε* + δ e_d (later rounds only grow ε)
+                # the probe box lies inside ε* + δ e_d (ε only grows from here)
                 results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
     return eps, tuple(results[d] for d in range(len(eps)))
+
+
+def _jumps(
+    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Per layer in turn: jump along e_d as far as CROWN proves, and keep it if the chain agrees.
+
+    Returns the grown ε and, per layer, the box beyond its edge that CROWN did not prove (its
+    maximality probe). A layer whose jump the chain refuses gets no such box: its edge box may
+    lie more than δ beyond ε.
+    """
+    eps = _joint_jump(oracle, eps, layers, resolution, limit, budget)
+    beyond: dict[int, np.ndarray] = {}
+    for layer in layers:
+        if budget.exhausted():
+            break
+        jump, failed = _gallop(oracle, eps, layer, resolution, limit)
+        if jump[layer] > eps[layer]:
+            if budget.exhausted() or oracle.ask(jump, f"maximality layer {layer}").status is not Status.ROBUST:
+                continue
+            eps = jump
+        if failed is not None and failed[layer] - eps[layer] <= resolution * (1 + 1e-9):
+            beyond[layer] = failed
+    return eps, beyond
 
 
 def _joint_jump(
@@ -348,32 +383,6 @@ def _joint_jump(
     jump = _line_search(oracle, eps, at.bound, float(gradient @ direction), direction, limit)
     if np.max(jump - eps) >= resolution and oracle.ask(jump, "maximality (layers with room)").status is Status.ROBUST:
         return jump
-    return eps
-
-
-def _jumps(
-    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
-) -> np.ndarray:
-    """Per layer in turn: jump along e_d as far as CROWN proves, and keep it if the chain agrees.
-
-    The bound's gradient (relaxations held fixed) understates what a step costs, so when even
-    its linear prediction fails one δ out, CROWN would too: that layer is left as it is.
-    """
-    eps = _joint_jump(oracle, eps, layers, resolution, limit, budget)
-    slope: tuple[np.ndarray, float, np.ndarray] | None = None  # (ε, CROWN bound at ε, its gradient)
-    for layer in layers:
-        if budget.exhausted():
-            break
-        if slope is None or not np.array_equal(slope[0], eps):
-            at = margin_bound(oracle.problem, eps, with_gradient=True)
-            slope = (eps.copy(), at.bound, at.gradient if at.gradient is not None else np.zeros_like(eps))
-        gradient = max(float(slope[2][layer]), 0.0)
-        if slope[1] + resolution * gradient >= -SAFETY_MARGIN:
-            continue
-        jump = _gallop(oracle, eps, layer, resolution, limit)
-        if jump[layer] - eps[layer] >= resolution and budget.exhausted() is None:
-            if oracle.ask(jump, f"maximality layer {layer}").status is Status.ROBUST:
-                eps = jump
     return eps
 
 

@@ -161,13 +161,36 @@ def _undecided(op: o.Op, bounds: Interval) -> torch.Tensor:
 def _neurons_to_refine(ops: tuple[o.Op, ...], index: int, current: Interval) -> torch.Tensor:
     """Neurons whose bounds shape a relaxation: undecided ReLUs, and for a ReLU that feeds a
     max-pool, every member of a window that the current bounds leave undecided (even stable
-    ReLUs: the max-pool's relaxation is built from their bounds)."""
+    ReLUs: the max-pool's relaxation is built from their bounds), except the members that
+    cannot matter there (`_outclassed`)."""
     neurons = _undecided(ops[index], current)
     following = ops[index + 1] if index + 1 < len(ops) else None
     if isinstance(ops[index], o.Relu) and isinstance(following, o.MaxPool):
         after_relu = Interval(current.lower.clamp(min=0), current.upper.clamp(min=0))
         neurons = torch.unique(torch.cat([neurons, _undecided(following, after_relu)]))
+        neurons = neurons[~_outclassed(following, after_relu)[neurons]]
     return neurons
+
+
+def _outclassed(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
+    """Per input of the max-pool: True when tighter bounds on it cannot change the bound.
+
+    An input whose upper bound is at most its window's largest lower bound (in every window
+    it belongs to) is never the window's maximum and never its i*: the relaxation takes the
+    window's largest upper bound, which is not its own, and routes rows only to i*. Tightening
+    other inputs keeps it so (lower bounds only rise), so CROWN rows spent on it are wasted;
+    a dead ReLU in an undecided window is the common case. Its IBP bounds stay, still sound.
+    """
+    relaxation = relax_maxpool(op, bounds)
+    windows = torch.as_tensor(op.windows)
+    safe = windows.clamp(min=0)
+    best_lower = bounds.lower.flatten()[relaxation.argmax_lower]
+    matters = (windows >= 0) & (
+        (bounds.upper.flatten()[safe] > best_lower[:, None]) | (safe == relaxation.argmax_lower[:, None])
+    )
+    outclassed = torch.ones(bounds.upper.numel(), dtype=torch.bool)
+    outclassed[safe[matters]] = False
+    return outclassed
 
 
 def _only_one_affine_before(ops: tuple[o.Op, ...], index: int) -> bool:
@@ -177,9 +200,13 @@ def _only_one_affine_before(ops: tuple[o.Op, ...], index: int) -> bool:
     )
 
 
-def crown_intermediate(ops: tuple[o.Op, ...], box: Interval, chunk: int = 2048) -> list[Interval | None]:
-    """Bounds of the input of every ReLU and max-pool: IBP, tightened by CROWN where undecided."""
-    ibp_bounds = ibp(ops, box)
+def crown_intermediate(
+    ops: tuple[o.Op, ...], box: Interval, chunk: int = 2048, ibp_bounds: list[Interval] | None = None
+) -> list[Interval | None]:
+    """Bounds of the input of every ReLU and max-pool: IBP, tightened by CROWN where undecided.
+    `ibp_bounds`: IBP of the same box, when the caller has it already."""
+    if ibp_bounds is None:
+        ibp_bounds = ibp(ops, box)
     bounds: list[Interval | None] = [None] * len(ops)
     for index, op in enumerate(ops):
         if isinstance(op, AFFINE):
@@ -310,12 +337,9 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
     spec = torch.as_tensor(problem.spec_matrix())
     with torch.no_grad():
         frozen = Interval(box.lower.detach(), box.upper.detach())
-        if method == "ibp":
-            logits = ibp(ops, frozen)[-1]
-            intermediate = None
-        else:
-            intermediate = crown_intermediate(ops, frozen)
-            logits = ibp(ops, frozen)[-1]
+        plain = ibp(ops, frozen)
+        logits = plain[-1]
+        intermediate = None if method == "ibp" else crown_intermediate(ops, frozen, ibp_bounds=plain)
     # IBP bound on every row: (e_j - e_t) over the logit box
     ibp_rows = (spec.clamp(min=0) * logits.upper).sum(1) + (spec.clamp(max=0) * logits.lower).sum(1)
     if intermediate is None:

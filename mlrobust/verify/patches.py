@@ -6,14 +6,39 @@ ReLU outputs, and then to a ((k_b - 1) s_a + k_a)-wide patch of input pixels. Do
 arithmetic on those patches instead of on full feature maps gives exactly the numbers of the
 generic back-substitution (a test holds the two equal), for a fraction of the work: here 676
 input pixels per row instead of 4,096, and 432 ReLUs instead of 3,072.
+
+The one large product, the rows through Conv_a's transpose for the |row|·radius term, runs
+in float32 with a rigorous bound on its rounding error added (`_deviation`): 2.4× faster on
+this machine's CPU, and the bounds it gives contain the float64 ones (a test checks it).
 """
 
 from __future__ import annotations
+
+import weakref
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mlrobust.nn import ops as o
+
+CHUNK = 256  # neurons per chunk: their (rows × input patch) products stay in cache
+UNIT = 2.0**-24  # float32's unit roundoff
+# far above anything denormals (flushed to zero or not) can contribute to one bound here
+DENORMAL_SLACK = 1e-30
+
+
+def _gamma(terms: int) -> float:
+    """Higham's γ_n: |fl(x·y) - x·y| <= γ_n |x|·|y| for an n-term float32 dot product, in any
+    summation order, with or without fused multiply-adds (so for any BLAS)."""
+    return terms * UNIT / (1 - terms * UNIT)
+
+
+def float32_allowed() -> bool:
+    """float32 products keep the error bound only at full precision: 'high' or 'medium' lets
+    PyTorch use bfloat16 or TF32 arithmetic, whose rounding the bound does not cover."""
+    return torch.get_float32_matmul_precision() == "highest"
 
 
 def applies(ops: tuple[o.Op, ...], index: int) -> bool:
@@ -54,12 +79,109 @@ def _transposed_conv_matrix(conv: o.Conv, patch: tuple[int, int], dtype: torch.d
     return conv._cache[key]
 
 
-def refine(ops: tuple[o.Op, ...], neurons: torch.Tensor, relu_bounds, box) -> tuple[torch.Tensor, torch.Tensor]:
+def _input_patches(conv_a: o.Conv, conv_b: o.Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    """(size, stride, padding (top, left, bottom, right)) of the input patches under Conv_b's
+    output positions: the patch of position (y, x) starts at (y s_b - pad_b) s_a - pad_a."""
+    kernel_b = (conv_b.weight.shape[2], conv_b.weight.shape[3])
+    size = (
+        (kernel_b[0] - 1) * conv_a.stride[0] + conv_a.weight.shape[2],
+        (kernel_b[1] - 1) * conv_a.stride[1] + conv_a.weight.shape[3],
+    )
+    step = (conv_b.stride[0] * conv_a.stride[0], conv_b.stride[1] * conv_a.stride[1])
+    top = conv_b.padding[0] * conv_a.stride[0] + conv_a.padding[0]
+    left = conv_b.padding[1] * conv_a.stride[1] + conv_a.padding[1]
+    _, height, width = conv_a.in_shape
+    _, height_b, width_b = conv_b.out_shape
+    bottom = max(0, (height_b - 1) * step[0] - top + size[0] - height)
+    right = max(0, (width_b - 1) * step[1] - left + size[1] - width)
+    return size, step, (top, left, bottom, right)
+
+
+@dataclass(frozen=True, eq=False)
+class _Answer:
+    """One earlier refine: its inputs, and the bounds it holds (NaN where it has none)."""
+
+    inputs: tuple[torch.Tensor, ...]  # box lower, upper, ReLU bounds lower, upper: flat
+    precision: str
+    upper: torch.Tensor  # (C_b·H_b·W_b,)
+    lower: torch.Tensor
+
+
+_ANSWERS: weakref.WeakKeyDictionary[o.Conv, deque[_Answer]] = weakref.WeakKeyDictionary()
+REMEMBERED = 6  # earlier refines kept per network
+
+
+def _stale_positions(conv_a: o.Conv, conv_b: o.Conv, old: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]):
+    """(H_b·W_b,) bool: Conv_b's output positions whose input patch or ReLU patch differs."""
+    size, step, (top, left, bottom, right) = _input_patches(conv_a, conv_b)
+    _, height_b, width_b = conv_b.out_shape
+    pixels = ((old[0] != new[0]) | (old[1] != new[1])).view(conv_a.in_shape).any(dim=0).to(torch.float32)
+    relus = ((old[2] != new[2]) | (old[3] != new[3])).view(conv_a.out_shape).any(dim=0).to(torch.float32)
+    by_pixels = F.max_pool2d(F.pad(pixels[None, None], (left, right, top, bottom)), size, step)
+    b_top, b_left, b_bottom, b_right = conv_b.padding
+    kernel_b = (conv_b.weight.shape[2], conv_b.weight.shape[3])
+    by_relus = F.max_pool2d(F.pad(relus[None, None], (b_left, b_right, b_top, b_bottom)), kernel_b, conv_b.stride)
+    stale = by_pixels[0, 0, :height_b, :width_b] + by_relus[0, 0, :height_b, :width_b]
+    return (stale > 0).flatten()
+
+
+def refine(
+    ops: tuple[o.Op, ...],
+    neurons: torch.Tensor,
+    relu_bounds,
+    box,
+    chunk: int = CHUNK,
+    precision: str = "float32",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(upper, lower) bounds of Conv_b's pre-activations at `neurons`, as backsubstitute gives them.
 
-    The rows bounding z from above and from below share every gathered patch (ReLU slopes and
-    offsets, the input box), so they are gathered once per neuron; only the rows themselves
-    (W⁺·up + W⁻·low for the upper bound, -(W⁻·up + W⁺·low) for the lower) are doubled.
+    A neuron's bounds depend only on the box over its input patch (and the ReLU bounds over its
+    ReLU patch, which depend on nothing else). The search's per-layer steps change one layer
+    of pixels, which leaves about half of the patches as they were: bounds of those are taken
+    from the earlier refine with the fewest changed patches, and only the rest are computed.
+    """
+    conv_a, conv_b = ops[0], ops[2]
+    assert isinstance(conv_a, o.Conv) and isinstance(conv_b, o.Conv)
+    inputs = tuple(t.flatten() for t in (box.lower, box.upper, relu_bounds.lower, relu_bounds.upper))
+    history = _ANSWERS.setdefault(conv_b, deque(maxlen=REMEMBERED))
+    earlier, stale = None, None
+    for answer in history:
+        if answer.precision != precision or answer.upper.dtype != box.lower.dtype:
+            continue
+        changed = _stale_positions(conv_a, conv_b, answer.inputs, inputs)
+        if stale is None or int(changed.sum()) < int(stale.sum()):
+            earlier, stale = answer, changed
+    size = int(torch.Size(conv_b.out_shape).numel())
+    dtype = box.lower.dtype
+    upper = torch.full((size,), torch.nan, dtype=dtype)
+    lower = torch.full((size,), torch.nan, dtype=dtype)
+    if earlier is not None and stale is not None:
+        kept = ~stale.repeat(conv_b.out_shape[0])  # per neuron: its position is unchanged
+        upper[kept], lower[kept] = earlier.upper[kept], earlier.lower[kept]
+    fresh = neurons[torch.isnan(upper[neurons])]
+    if fresh.numel():
+        upper[fresh], lower[fresh] = _refine_fresh(ops, fresh, relu_bounds, box, chunk, precision)
+    history.append(_Answer(inputs, precision, upper, lower))
+    return upper[neurons], lower[neurons]
+
+
+def _refine_fresh(
+    ops: tuple[o.Op, ...],
+    neurons: torch.Tensor,
+    relu_bounds,
+    box,
+    chunk: int = CHUNK,
+    precision: str = "float32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`refine` computed afresh.
+
+    Everything that depends only on a neuron's position is computed once per position: the
+    gathered ReLU slopes and offsets, the input patch's radius, and the linear part of the
+    bound (Conv_a applied to the box centre, with Conv_a's bias). Per neuron only the rows
+    themselves remain (W⁺·up + W⁻·low bounds z from above, W⁻·up + W⁺·low from below), pushed
+    through Conv_a's transpose for the |row|·radius term. Neurons go in chunks so that the
+    (rows × input patch) products stay in cache. precision "float64" computes that product in
+    float64 too (the exact numbers of the generic back-substitution, for tests).
     """
     from mlrobust.verify.bounds import _relu_slopes
 
@@ -67,39 +189,84 @@ def refine(ops: tuple[o.Op, ...], neurons: torch.Tensor, relu_bounds, box) -> tu
     assert isinstance(conv_a, o.Conv) and isinstance(conv_b, o.Conv)
     _, height_b, width_b = conv_b.out_shape
     kernel_b = (conv_b.weight.shape[2], conv_b.weight.shape[3])
-    channel = neurons // (height_b * width_b)
-    position = neurons % (height_b * width_b)
-    count = neurons.numel()
     dtype = box.lower.dtype
-    weight_b = torch.as_tensor(conv_b.weight, dtype=dtype)[channel]  # (N, C_a, kb, kb)
-    bias_b = torch.as_tensor(conv_b.bias, dtype=dtype)[channel]
+    channel = neurons // (height_b * width_b)
+    positions, inverse = torch.unique(neurons % (height_b * width_b), return_inverse=True)
     up_slope, up_offset, low_slope = _relu_slopes(relu_bounds, None)
     maps = torch.cat([up_slope, up_offset, low_slope])  # one unfold for the three maps
-    gathered = _patches(maps, kernel_b, conv_b.stride, conv_b.padding, position)
-    up, offset, low = gathered.split(up_slope.shape[0], dim=1)
-    positive, negative = weight_b.clamp(min=0), weight_b.clamp(max=0)
-    constant = torch.cat(
-        [bias_b + (positive * offset).flatten(1).sum(1), -bias_b - (negative * offset).flatten(1).sum(1)]
-    )
-    relu_rows = torch.cat([positive * up + negative * low, -(negative * up + positive * low)])  # (2N, C_a, kb, kb)
-    # through Conv_a: its bias on every ReLU of the patch (padding positions carry 0), then Wᵀ
-    constant = constant + (relu_rows.sum(dim=(2, 3)) * torch.as_tensor(conv_a.bias, dtype=dtype)).sum(1)
-    matrix, (_, *patch_size) = _transposed_conv_matrix(conv_a, kernel_b, dtype)
-    flat = (relu_rows.flatten(1) @ matrix).view(2, count, -1)  # rows on the (C_in, P, P) input patch
-    # the input patch of output position (y, x) starts at (y s_b - pad_b) s_a - pad_a
-    size = (patch_size[0], patch_size[1])
-    step = (conv_b.stride[0] * conv_a.stride[0], conv_b.stride[1] * conv_a.stride[1])
-    top = conv_b.padding[0] * conv_a.stride[0] + conv_a.padding[0]
-    left = conv_b.padding[1] * conv_a.stride[1] + conv_a.padding[1]
-    _, height, width = conv_a.in_shape
-    bottom = max(0, (height_b - 1) * step[0] - top + size[0] - height)
-    right = max(0, (width_b - 1) * step[1] - left + size[1] - width)
-    pad = (top, left, bottom, right)
+    slopes = _patches(maps, kernel_b, conv_b.stride, conv_b.padding, positions).flatten(1)  # (U, 3·R)
+    matrix, _ = _transposed_conv_matrix(conv_a, kernel_b, dtype)  # (R, C_in·P·P)
+    size, step, pad = _input_patches(conv_a, conv_b)
     # the box as centre ± radius: max of row·x over it is row·centre + |row|·radius
     centre = (box.upper[0] + box.lower[0]) / 2
     radius = (box.upper[0] - box.lower[0]) / 2
-    corners = _patches(torch.cat([centre, radius]), size, step, pad, position).flatten(1)
-    middle, spread = (part.contiguous() for part in corners.chunk(2, dim=1))  # (N, C_in·P·P) each
-    best = (flat * middle).sum(2) + (flat.abs() * spread).sum(2)
-    bounds = constant + best.flatten()
-    return bounds[:count], -bounds[count:]
+    corners = _patches(torch.cat([centre, radius]), size, step, pad, positions).flatten(1)
+    middle, spread = (part.contiguous() for part in corners.chunk(2, dim=1))  # (U, C_in·P·P) each
+    # Conv_a's pre-activations at the box centre on every ReLU of the patch (padding positions
+    # carry slope 0, so the bias they get does not matter)
+    bias_a = torch.as_tensor(conv_a.bias, dtype=dtype).repeat_interleave(kernel_b[0] * kernel_b[1])
+    at_centre = middle @ matrix.T + bias_a  # (U, R)
+    float32 = _Float32Terms.build(conv_a, matrix, spread) if precision == "float32" and float32_allowed() else None
+    weight_b = torch.as_tensor(conv_b.weight, dtype=dtype).flatten(1)  # (C_b, R)
+    positive, negative = weight_b.clamp(min=0), weight_b.clamp(max=0)
+    bias_b = torch.as_tensor(conv_b.bias, dtype=dtype)
+    relus = weight_b.shape[1]
+    count = neurons.numel()
+    above, below = torch.empty(count, dtype=dtype), torch.empty(count, dtype=dtype)
+    for start in range(0, count, chunk):
+        part = slice(start, start + chunk)
+        where, channels = inverse[part], channel[part]
+        up, offset, low = slopes[where].split(relus, dim=1)
+        plus, minus = positive[channels], negative[channels]
+        rows = torch.cat([plus * up + minus * low, minus * up + plus * low])  # (2n, R): z's upper, lower rows
+        deviation = _deviation(rows, matrix, spread, where, float32).view(2, -1)  # max of |rows·M|·radius
+        linear = torch.einsum("bnr,nr->bn", rows.view(2, -1, relus), at_centre[where])
+        bias = bias_b[channels]
+        above[part] = bias + (plus * offset).sum(1) + linear[0] + deviation[0]
+        below[part] = bias + (minus * offset).sum(1) + linear[1] - deviation[1]
+    return above, below
+
+
+@dataclass(frozen=True)
+class _Float32Terms:
+    """What the float32 product needs, per call: the operands in float32, and the error terms."""
+
+    matrix: torch.Tensor  # (R, P) Conv_a's transpose, float32
+    spread: torch.Tensor  # (U, P) the input patches' radius, float32
+    error_weight: torch.Tensor  # (U, R) |M|·radius per patch position, float64: the error's scale
+
+    @staticmethod
+    def build(conv: o.Conv, matrix: torch.Tensor, spread: torch.Tensor) -> _Float32Terms:
+        key = ("patch_transpose_float32", tuple(matrix.shape))
+        if key not in conv._cache:  # the same matrix on every call: convert it once
+            conv._cache[key] = (matrix.float(), matrix.abs().T.contiguous())
+        single, magnitude = conv._cache[key]
+        return _Float32Terms(single, spread.float(), spread @ magnitude)
+
+
+def _deviation(
+    rows: torch.Tensor, matrix: torch.Tensor, spread: torch.Tensor, where: torch.Tensor, float32: _Float32Terms | None
+) -> torch.Tensor:
+    """An upper bound on Σ_p |(rows·M)_p| radius_p for every row (float64).
+
+    In float32, with R = rows per patch and P = pixels per patch, f = fl(fl(rows)·fl(M))
+    differs from rows·M by at most c₁ (|rows|·|M|) entrywise, c₁ = (1+u)²(1+γ_R) - 1 (both
+    operands rounded once, then an R-term dot product); so |rows·M|·radius is at most
+    |f|·radius + c₁ |rows|·(|M|·radius). The float32 sum |f|·fl(radius) of P non-negative terms
+    is within γ_P of its exact value, and fl(radius) >= radius (1 - u), so dividing it by
+    (1 - γ_P)(1 - u) bounds |f|·radius from above. Every term is non-negative, and the float64
+    arithmetic of the error term is as exact as the rest of the bound engine.
+    """
+    if float32 is None:
+        spread_rows = (rows @ matrix).abs().view(2, -1, matrix.shape[1])
+        return torch.einsum("bnp,np->bn", spread_rows, spread[where]).flatten()
+    relus, pixels = float32.matrix.shape
+    product = (rows.float() @ float32.matrix).abs_().view(2, -1, pixels)
+    rounded = torch.einsum("bnp,np->bn", product, float32.spread[where]).double().flatten()
+    if not bool(torch.isfinite(rounded).all()):  # out of float32's range: the bound needs float64
+        return _deviation(rows, matrix, spread, where, None)
+    grown = rounded / ((1 - _gamma(pixels)) * (1 - UNIT))
+    error = ((1 + UNIT) ** 2 * (1 + _gamma(relus)) - 1) * torch.einsum(
+        "bnr,nr->bn", rows.abs().view(2, -1, relus), float32.error_weight[where]
+    ).flatten()
+    return grown + error + DENORMAL_SLACK
