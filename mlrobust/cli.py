@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from mlrobust import __version__
 from mlrobust.errors import ExitCode, MlrobustError, NotYetImplemented, UserError, exit_code_for
+from mlrobust.search.methods import DESCRIPTION, METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,10 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     run.add_argument(
         "--method",
-        choices=("search", "uniform", "per-layer", "thesis-style"),  # search/loop.py METHODS
+        choices=METHODS,
         default=None,
-        help="search (default) or a baseline: uniform bisection, per-layer bisection (thesis §3), "
-        "thesis-style (MILP-only oracle, pairwise top-k queries, fixed cutting)",
+        help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }}",
     )
     run.set_defaults(handler="mlrobust.commands.run:run")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")

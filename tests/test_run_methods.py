@@ -120,3 +120,26 @@ def test_the_cli_offers_exactly_the_methods_the_search_runs() -> None:
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     method = next(action for action in run_parser._actions if action.dest == "method")
     assert tuple(method.choices) == METHODS
+
+
+def test_a_spec_chooses_its_method_and_the_cli_flag_overrides_it(tmp_path: Path) -> None:
+    spec = tmp_path / "uniform.mlr"
+    text = FAST.read_text().replace('"../../../', f'"{REPO}/')
+    spec.write_text(text.replace("search {", "search {\n  method = uniform"))
+    chosen = run(spec, out=tmp_path / "spec")
+    assert chosen.method == "uniform" and len(set(chosen.eps)) == 1
+    assert all(m["status"] == "not_checked" for m in chosen.maximality)
+    overridden = run(spec, out=tmp_path / "flag", method="per-layer")
+    assert overridden.method == "per-layer" and len(set(overridden.eps)) > 1
+
+
+def test_an_unknown_method_in_a_spec_is_a_diagnostic_with_its_place(tmp_path: Path) -> None:
+    spec = tmp_path / "typo.mlr"
+    text = FAST.read_text().replace('"../../../', f'"{REPO}/')
+    spec.write_text(text.replace("search {", "search {\n  method = unifrom"))
+    finished = subprocess.run(
+        [sys.executable, "-m", "mlrobust", "lint", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 1
+    assert f"{spec}:11:12: error[bad-value] unknown search method `unifrom`" in finished.stdout
+    assert "did you mean `uniform`?" in finished.stdout

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             Path(args.out) if args.out else None,
             progress,
             args.instance or 0,
-            args.method or "search",
+            args.method,
             header,
         )
     interrupted = result.stop_reason.startswith("interrupted")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlrobust.search.cutting import cut
+from mlrobust.search.methods import METHODS
 from mlrobust.search.oracle import Oracle
 from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
 from mlrobust.verify.verdict import Status
@@ -412,9 +413,6 @@ def interrupted(oracle: Oracle, weights: np.ndarray) -> SearchOutcome:
     zero = np.zeros(oracle.problem.num_layers)
     best = max(oracle.robust, key=lambda e: float(np.dot(weights, e)), default=zero)
     return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
-
-
-METHODS = ("search", "uniform", "per-layer", "thesis-style")
 
 
 def run_method(

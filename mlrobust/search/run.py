@@ -20,7 +20,8 @@ from mlrobust.compile import compile_problem
 from mlrobust.errors import UserError
 from mlrobust.report.plots import heatmap, trace
 from mlrobust.search.cutting import cutting_weights, fixed_weights
-from mlrobust.search.loop import METHODS, Budget, LayerMaximality, run_method
+from mlrobust.search.loop import Budget, LayerMaximality, run_method
+from mlrobust.search.methods import METHODS
 from mlrobust.search.oracle import Oracle, Query
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
@@ -95,14 +96,15 @@ def run(
     out: Path | None = None,
     progress: Progress | None = None,
     instance: int = 0,
-    method: str = "search",
+    method: str | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
+    `method` overrides the spec's `search { method = … }` (default: the search itself).
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
     result = check_spec(spec_path)
     if not result.ok:
@@ -111,7 +113,9 @@ def run(
     assert spec is not None
     if not 0 <= instance < len(result.instances):
         raise UserError(f"the spec has {len(result.instances)} instance(s); --instance {instance} is out of range")
-    return run_instance(spec, result.instances[instance], out or spec.output, progress, method, on_start)
+    return run_instance(
+        spec, result.instances[instance], out or spec.output, progress, method or spec.search.method, on_start
+    )
 
 
 def _thesis_chain(spec: Spec) -> tuple[VerifierStep, ...]:

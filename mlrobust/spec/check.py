@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlrobust.search.methods import SPEC_NAMES
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
 from mlrobust.spec.convert import Converter, unknown_name
@@ -40,6 +41,7 @@ BLOCK_FIELDS: dict[str, dict[str, str]] = {
         "queries": "query budget",
         "time_limit": "time budget",
         "seed": "random seed",
+        "method": "search, or a baseline: uniform, per_layer, thesis_style",
     },
     "sweep": {
         "models": "several models",
@@ -123,6 +125,7 @@ def _search(merged: Merged, conv: Converter) -> ir.SearchOptions | None:
     if "resolution" in fields and values["resolution"] == 0:
         conv.report("bad-value", "search resolution must be positive", fields["resolution"].value.span)
         return None
+    values["method"] = _method(fields["method"].value, conv) if "method" in fields else defaults.method
     if any(v is None for v in values.values()):
         return None
     return ir.SearchOptions(
@@ -130,8 +133,25 @@ def _search(merged: Merged, conv: Converter) -> ir.SearchOptions | None:
         int(values["queries"]),  # type: ignore[arg-type]
         float(values["time_limit"]),
         int(values["seed"]),
+        str(values["method"]),
         span,
     )  # type: ignore[arg-type]
+
+
+def _method(value: s.Value, conv: Converter) -> str | None:
+    """A method name as a spec writes it (`per_layer`) -> its name in METHODS (`per-layer`)."""
+    if isinstance(value, s.Name) and value.value in SPEC_NAMES:
+        return SPEC_NAMES[value.value]
+    if isinstance(value, s.Name):
+        conv.report(
+            "bad-value",
+            f"unknown search method `{value.value}`",
+            value.span,
+            unknown_name("methods", value.value, list(SPEC_NAMES)),
+        )
+        return None
+    conv.wrong_type("search method", "a name (" + ", ".join(SPEC_NAMES) + ")", value)
+    return None
 
 
 def _sweep(merged: Merged, conv: Converter, dataset: ir.FileRef | None) -> ir.Sweep | None:

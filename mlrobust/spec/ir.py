@@ -203,6 +203,7 @@ class SearchOptions:
     queries: int = 1000
     time_limit: float = 600.0
     seed: int = 0
+    method: str = "search"  # one of search/methods.py METHODS
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
 
 

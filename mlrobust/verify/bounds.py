@@ -284,7 +284,7 @@ class MarginBound:
 
 
 _MEMO: weakref.WeakKeyDictionary[Problem, OrderedDict[tuple, MarginBound]] = weakref.WeakKeyDictionary()
-MEMO_SIZE = 256
+MEMO_SIZE = 1024  # a search asks a few hundred boxes per problem; its probes reuse the gallops
 
 
 def forget(problem: Problem) -> None:
