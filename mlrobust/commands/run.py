@@ -134,7 +134,8 @@ def summary(console: Console, result: Result) -> None:
     status = "complete" if result.complete else f"[yellow]incomplete[/] ({result.stop_reason})"
     reproof = result.reproof
     if reproof.get("verdict") == "ROBUST":
-        proof = f"proved by {result.verifier} (re-proved by {reproof['verifier']})"
+        how = f": its {reproof['proof']}" if reproof.get("proof") else ""
+        proof = f"proved by {result.verifier} (re-proved by {reproof['verifier']}{how})"
     else:
         proof = f"proved by {result.verifier} (re-proof by {reproof.get('verifier')}: {reproof.get('verdict')})"
     baseline = (

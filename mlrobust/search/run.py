@@ -216,6 +216,8 @@ def run_instance(  # type: ignore[no-untyped-def]
     try:
         reproof = run_chain(problem, outcome.eps, (strongest,))
         reproof_info = {"verifier": strongest.name, "verdict": reproof.status.value, "seconds": reproof.verdict.seconds}
+        if "proof" in reproof.verdict.stats:
+            reproof_info["proof"] = reproof.verdict.stats["proof"]
     except KeyboardInterrupt:
         reproof = None
         reproof_info = {"verifier": strongest.name, "verdict": "skipped (Ctrl-C)"}

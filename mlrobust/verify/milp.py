@@ -275,6 +275,8 @@ def check(
     stats["crown_bound"] = crown
     bound = min(solution.dual_bound, crown)
     proved = solution.dual_bound < -MILP_MARGIN or crown < -SAFETY_MARGIN
+    if proved:  # which bound proved it: the solver's, or (when it ran out of time) the encoding's
+        stats["proof"] = "solver dual bound" if solution.dual_bound < -MILP_MARGIN else "CROWN bound of the encoding"
     status = Status.ROBUST if proved else Status.UNKNOWN
     return Verdict(status, "milp", bound, best, None, weakest, time.perf_counter() - started, stats)
 
