@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -193,3 +194,32 @@ def test_refine_reuses_unchanged_patches_exactly(seed: int, radius: float, strid
     finally:
         patches._refine_fresh = fresh
     assert partial >= 3  # most steps computed only part of the neurons afresh
+
+
+def test_intersect_takes_the_hull_where_sound_bounds_cross_by_rounding() -> None:
+    value = torch.tensor([0.8486390566284402, 1.0, -2.0], dtype=torch.float64)
+    ulp = torch.nextafter(value, torch.full_like(value, np.inf)) - value
+    # IBP says [v, v], CROWN [v + 1 ulp, v + 1 ulp] for the first; the others do not cross
+    lower, upper = B.intersect(value, value, value + torch.tensor([1.0, 0, 0]) * ulp, value + 1.0)
+    assert torch.all(lower <= upper)
+    assert lower[0] == value[0] and upper[0] == value[0] + ulp[0]
+    assert torch.equal(lower[1:], value[1:]) and torch.equal(upper[1:], value[1:])
+    with pytest.raises(RuntimeError, match="unsound bounds"):
+        B.intersect(value, value, value + 1e-3, value + 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, radii, st.sampled_from([1, 2]))
+def test_intermediate_bounds_never_cross_when_layers_are_fixed(seed: int, radius: float, stride: int) -> None:
+    """With some layers at ε = 0, neurons the box fixes exactly sit in undecided max-pool
+    windows; IBP and CROWN reach their value by different arithmetic, and lower <= upper must
+    still hold (a MILP's max-pool encoding needs it)."""
+    network = conv_net(seed, stride=stride, size=6 if stride == 1 else 8)
+    problem = problem_for(network, seed, layers=4)
+    eps = np.random.default_rng(seed).uniform(0, radius, problem.num_layers)
+    eps[np.random.default_rng(seed + 1).random(problem.num_layers) < 0.5] = 0.0
+    lower, upper = problem.box(eps)
+    box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+    for interval in B.crown_intermediate(network.ops, box):
+        if interval is not None:
+            assert torch.all(interval.lower <= interval.upper)

@@ -208,3 +208,35 @@ def test_the_pairwise_baseline_oracle_agrees_with_the_one_model_milp(tmp_path: P
     refuted = milp.check_pairwise(problem, big, Budget())
     assert refuted.status is Status.NOT_ROBUST
     assert problem.violated(problem.network.logits(refuted.counterexample[None]))[0]
+
+
+def test_the_encoding_holds_on_boxes_that_fix_far_layers() -> None:
+    """Regression: with the far layers at ε = 0, second-conv neurons fixed by the box sit in
+    undecided max-pool windows; IBP and CROWN reach their value by different arithmetic and
+    crossed by one ulp, and the max-pool encoding found no candidate (ValueError, seen on the
+    bundled models in bench/search.py). Every interval must stay ordered, and the MILP must
+    encode and answer soundly."""
+    from mlrobust.data.index import load_index, read_gray_png, read_mask_png
+    from mlrobust.nn.network import load_network
+    from mlrobust.problem.layers import layer_map
+    from mlrobust.problem.problem import Problem
+
+    from .helpers import DATA, MODELS
+
+    network, _ = load_network(MODELS / "double_mnist_pgd.onnx")
+    entry = load_index(DATA).canvases[16]
+    target = entry.labels[0]
+    image = read_gray_png(entry.image)[None].astype(np.float64)
+    problem = Problem(network, image, layer_map(read_mask_png(entry.other_object(target).mask)), target, 2, (0.0, 1.0))
+    eps = np.zeros(problem.num_layers)
+    eps[:4] = 0.05 * 0.8 ** np.arange(4)
+    lower, upper = problem.box(eps)
+    box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+    for interval in B.crown_intermediate(network.ops, box):
+        if interval is not None:
+            assert torch.all(interval.lower <= interval.upper)
+    verdict = milp.check(problem, eps, Budget(), time_limit=1.0)
+    crown = B.margin_bound(problem, eps).bound
+    found = attack.check(problem, eps, Budget(), steps=20, restarts=2).best_margin
+    assert verdict.margin_bound is not None and verdict.margin_bound <= crown + 1e-9
+    assert found is not None and found <= verdict.margin_bound + 1e-6

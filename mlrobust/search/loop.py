@@ -9,10 +9,12 @@
    times). When a step gains less than δ, a boundary walk slides along CROWN's edge toward
    larger w·ε. Stop when that gains less than δ too, on the query or time budget, or on Ctrl-C.
 3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
-   as CROWN proves (confirmed by the chain); then ask ε* + δ e_d for every layer with weight
-   > 0, all in one batch (fast chain; the full chain on UNKNOWN until its MILP has timed out
-   MILP_PROBE_PATIENCE times). ROBUST: take it and probe again; NOT_ROBUST: proved maximal
-   (the counterexample is one step out); UNKNOWN: not expandable by this chain.
+   as CROWN proves (confirmed by the chain); then probe every layer with weight > 0 one δ
+   beyond, all in one batch (fast chain; the full chain on UNKNOWN until its MILP has timed
+   out MILP_PROBE_PATIENCE times). A layer's first probe is the box where its gallop found
+   CROWN failing, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d);
+   NOT_ROBUST: proved maximal (the counterexample is one step out); UNKNOWN: not expandable by
+   this chain.
 4. Re-prove ε* with the strongest verifier of the chain before reporting it.
 """
 

@@ -242,7 +242,33 @@ def _tighten_ibp_from_previous(
     start = bounds[last]
     assert start is not None
     propagated = ibp(ops[last:index], start)[-1]
-    return Interval(torch.maximum(current.lower, propagated.lower), torch.minimum(current.upper, propagated.upper))
+    lower, upper = intersect(current.lower, current.upper, propagated.lower, propagated.upper)
+    return Interval(lower, upper)
+
+
+# Two sound bounds of a value that the box fixes exactly (every input of it fixed, every ReLU
+# on its way stable) can cross by rounding: IBP and CROWN reach it by different arithmetic.
+# More than this, relative to the value, would be a bug, not rounding.
+ROUNDING_CROSS = 1e-9
+
+
+def intersect(
+    lower_a: torch.Tensor, upper_a: torch.Tensor, lower_b: torch.Tensor, upper_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The intersection of two sound intervals; where they cross by rounding, their hull.
+
+    Downstream code (a max-pool's candidates, a MILP's big-Ms) relies on lower <= upper; the
+    hull of the two crossed ends still holds the value up to the rounding of either.
+    """
+    lower, upper = torch.maximum(lower_a, lower_b), torch.minimum(upper_a, upper_b)
+    crossed = lower > upper
+    if bool(crossed.any()):
+        gap = (lower - upper)[crossed]
+        scale = 1 + torch.maximum(lower[crossed].abs(), upper[crossed].abs())
+        if bool((gap > ROUNDING_CROSS * scale).any()):
+            raise RuntimeError(f"unsound bounds: two intervals cross by {float(gap.max()):.3g}, far beyond rounding")
+        lower, upper = torch.where(crossed, upper, lower), torch.where(crossed, lower, upper)
+    return lower, upper
 
 
 def _crown_refine(
@@ -259,8 +285,7 @@ def _crown_refine(
     lower, upper = current.lower.flatten().clone(), current.upper.flatten().clone()
     if patches.applies(ops, index):
         above, below = patches.refine(ops, neurons, bounds[1], box)
-        upper[neurons] = torch.minimum(upper[neurons], above)
-        lower[neurons] = torch.maximum(lower[neurons], below)
+        lower[neurons], upper[neurons] = intersect(lower[neurons], upper[neurons], below, above)
         return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
     for start in range(0, neurons.numel(), chunk):
         part = neurons[start : start + chunk]
@@ -269,8 +294,7 @@ def _crown_refine(
         rows[torch.arange(count), part] = 1.0
         rows[torch.arange(count, 2 * count), part] = -1.0
         result = backsubstitute(ops, index, rows.reshape(2 * count, *shape), bounds, box)
-        upper[part] = torch.minimum(upper[part], result[:count])
-        lower[part] = torch.maximum(lower[part], -result[count:])
+        lower[part], upper[part] = intersect(lower[part], upper[part], -result[count:], result[:count])
     return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
 
 
@@ -288,8 +312,10 @@ MEMO_SIZE = 1024  # a search asks a few hundred boxes per problem; its probes re
 
 
 def forget(problem: Problem) -> None:
-    """Drop the memoised bounds of a problem (benchmarks that time methods one after another)."""
+    """Drop the memoised bounds of a problem, and the patch path's remembered answers for its
+    network (benchmarks that time methods one after another)."""
     _MEMO.pop(problem, None)
+    patches.forget(problem.network.ops)
 
 
 def _memo_key(eps: np.ndarray, method: str, alpha_steps: int) -> tuple:

@@ -125,6 +125,13 @@ def _stale_positions(conv_a: o.Conv, conv_b: o.Conv, old: tuple[torch.Tensor, ..
     return (stale > 0).flatten()
 
 
+def forget(ops: tuple[o.Op, ...]) -> None:
+    """Drop the remembered answers of a network (they stay correct, but a benchmark that times
+    one method after another must start each cold)."""
+    if len(ops) > 2 and isinstance(ops[2], o.Conv):
+        _ANSWERS.pop(ops[2], None)
+
+
 def refine(
     ops: tuple[o.Op, ...],
     neurons: torch.Tensor,
