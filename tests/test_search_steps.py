@@ -108,3 +108,18 @@ def test_ask_many_answers_and_journals_each_box_as_ask_would(problem, tmp_path: 
     replayed = again.ask_many(boxes, ["inside", "new", "big"])
     assert again.new_queries == 0 and all(a.cached for a in replayed)
     assert [a.status for a in replayed] == [a.status for a in answers]
+
+
+def test_the_corner_is_the_heaviest_layer_alone_at_crowns_edge(problem, tmp_path: Path) -> None:
+    oracle = Oracle(problem, (step("attack", restarts=2, steps=10), step("bounds")), tmp_path, "corner")
+    limit = loop.range_limit(oracle)
+    weights = 0.8 ** np.arange(problem.num_layers)
+    weights[[0, 3]] = weights[[3, 0]]  # the heaviest layer is 3
+    budget = loop.Budget(1000, 600.0, oracle)
+    box = loop.corner(oracle, weights, 0.002, limit, budget)
+    assert box[3] > 0 and np.all(np.delete(box, 3) == 0)
+    assert margin_bound(problem, box).bound < -SAFETY_MARGIN
+    assert any(q.status is Status.ROBUST and np.array_equal(q.eps, box) for q in oracle.history)  # the chain agreed
+    beyond = box.copy()
+    beyond[3] += 0.002
+    assert margin_bound(problem, beyond).bound >= -SAFETY_MARGIN or beyond[3] > limit[3]
