@@ -149,7 +149,8 @@ def refine(
     """
     conv_a, conv_b = ops[0], ops[2]
     assert isinstance(conv_a, o.Conv) and isinstance(conv_b, o.Conv)
-    inputs = tuple(t.flatten() for t in (box.lower, box.upper, relu_bounds.lower, relu_bounds.upper))
+    # copies: a caller may reuse its tensors, and a remembered answer must keep what it answered
+    inputs = tuple(t.flatten().clone() for t in (box.lower, box.upper, relu_bounds.lower, relu_bounds.upper))
     history = _ANSWERS.setdefault(conv_b, deque(maxlen=REMEMBERED))
     earlier, stale = None, None
     for answer in history:
