@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mlrobust import __version__
-from mlrobust.errors import ExitCode, MlrobustError, NotYetImplemented, UserError, exit_code_for
+from mlrobust.errors import ExitCode, MlrobustError, UserError, exit_code_for
 from mlrobust.search.methods import DESCRIPTION, METHODS
 
 
@@ -46,12 +46,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-# command name -> (help, what to do meanwhile) for the ones not built yet
-_PLANNED = {
-    "sweep": ("run a spec over many images and models", "run each instance with `mlrobust run SPEC --instance N`"),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlrobust",
@@ -61,11 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlrobust {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    for name, (help_text, meanwhile) in _PLANNED.items():
-        planned = commands.add_parser(name, help=f"{help_text} (not yet implemented)")
-        planned.add_argument("args", nargs="*", help=argparse.SUPPRESS)
-        planned.set_defaults(handler=None, planned_meanwhile=meanwhile)
 
     run = commands.add_parser("run", help="search for the maximal robust layered neighborhood of a spec")
     run.add_argument("spec", help="the .mlr spec")
@@ -79,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }}",
     )
     run.set_defaults(handler="mlrobust.commands.run:run")
+    sweep = commands.add_parser(
+        "sweep", help="run every instance of a spec (models × images) in parallel; a rerun resumes"
+    )
+    sweep.add_argument("spec", help="the .mlr spec (its `sweep { … }` block lists the models and images)")
+    sweep.add_argument("--out", default=None, help="output folder (default: the spec's `output`)")
+    sweep.add_argument(
+        "--executor", choices=("process", "dask"), default="process", help="a local process pool, or Dask"
+    )
+    sweep.add_argument("--workers", type=positive_int, default=None, help="parallel runs (default: the CPU count)")
+    sweep.add_argument(
+        "--scheduler", default=None, help="a Dask scheduler address (tcp://host:8786); default: a LocalCluster"
+    )
+    sweep.add_argument("--method", choices=METHODS, default=None, help="as for `run`: the search or a baseline")
+    sweep.add_argument("--json", action="store_true", help="print the manifest (sweep.json) to stdout")
+    sweep.set_defaults(handler="mlrobust.commands.sweep:sweep")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
     check.add_argument("spec", help="the .mlr spec")
     check.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")
@@ -139,10 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> ExitCode:
-    if getattr(args, "planned_meanwhile", None) is not None:
-        raise NotYetImplemented(
-            f"`mlrobust {args.command}` is not yet implemented; meanwhile, {args.planned_meanwhile}"
-        )
     module_name, function_name = args.handler.split(":")
     handler = getattr(importlib.import_module(module_name), function_name)
     result: ExitCode = handler(args)

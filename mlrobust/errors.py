@@ -35,6 +35,11 @@ class UserError(MlrobustError):
     exit_code = ExitCode.USER_ERROR
 
 
+class TargetNotInTopK(UserError):
+    """The model misses the target on the unperturbed image: no neighborhood can be robust, so
+    there is nothing to search (a sweep records the instance as skipped). Exit code 1."""
+
+
 class NotYetImplemented(MlrobustError):
     """A subcommand whose issue has not landed. Exit code 2 (our gap, not the user's)."""
 

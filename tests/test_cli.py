@@ -27,13 +27,6 @@ def test_version() -> None:
     assert result.stdout.strip() == f"mlrobust {__version__}"
 
 
-@pytest.mark.parametrize("command", ["sweep"])
-def test_planned_commands_say_not_yet_implemented_with_exit_2(command: str) -> None:
-    result = run_cli(command, "specs/double_mnist_pgd.mlr")
-    assert result.code == 2
-    assert "not yet implemented" in result.stderr
-
-
 @pytest.mark.parametrize(
     "args",
     [["no-such-command"], ["data"], ["models", "train", "--recipe", "fancy"], ["data", "build", "--bogus"]],

@@ -55,3 +55,18 @@ def trace(path: Path, sizes: list[float], statuses: list[str], title: str) -> No
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     _save(figure, path)
+
+
+def sweep_sizes(path: Path, sizes: dict[str, list[float]], title: str) -> None:
+    """w·ε* of every instance a sweep finished, one box (and its points) per model."""
+    names = list(sizes)
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.8 * len(names) + 1.5), 4))
+    axis.boxplot([sizes[n] for n in names], showfliers=False)
+    axis.set_xticks(range(1, len(names) + 1), names)
+    jitter = np.random.default_rng(0)
+    for position, name in enumerate(names, start=1):
+        values = np.asarray(sizes[name])
+        axis.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.6, color="tab:blue")
+    axis.set_ylabel("w·ε* (proved)")
+    axis.set_title(title, fontsize=10)
+    _save(figure, path)

@@ -17,7 +17,8 @@ import numpy as np
 
 from mlrobust import __version__
 from mlrobust.compile import compile_problem
-from mlrobust.errors import UserError
+from mlrobust.nn.network import onnxruntime_logits
+from mlrobust.errors import TargetNotInTopK, UserError
 from mlrobust.report.plots import heatmap, trace
 from mlrobust.search.cutting import cutting_weights, fixed_weights
 from mlrobust.search.loop import Budget, LayerMaximality, run_method
@@ -157,6 +158,22 @@ def _proved_by(oracle: Oracle, eps: np.ndarray) -> str:
     return "cache"
 
 
+def _require_target_in_top_k(problem, instance) -> None:  # type: ignore[no-untyped-def]
+    """Refuse an image on which the model (onnxruntime, the user's file) already misses the
+    target: even ε = 0 is not robust, so no ε* exists (the search would report an empty box
+    that its own re-proof refutes)."""
+    logits = onnxruntime_logits(instance.model, problem.image[None])
+    if not problem.violated(logits)[0]:
+        return
+    top = [int(c) for c in np.argsort(-logits[0], kind="stable")[: problem.k]]
+    where = instance.canvas or instance.image_path.name
+    raise TargetNotInTopK(
+        f"{instance.model.name} does not put target {problem.target} in its top {problem.k} on {where} itself "
+        f"(its top {problem.k}: {', '.join(map(str, top))}): no neighborhood can be robust",
+        hint="choose an image the model gets right, or another target",
+    )
+
+
 def run_instance(  # type: ignore[no-untyped-def]
     spec: Spec,
     instance,
@@ -169,6 +186,7 @@ def run_instance(  # type: ignore[no-untyped-def]
     problem is compiled, before the first query."""
     started = time.perf_counter()
     problem = compile_problem(spec, instance)
+    _require_target_in_top_k(problem, instance)
     weights = spec.weights.vector(problem.num_layers)
     chain = _thesis_chain(spec) if method == "thesis-style" else spec.chain
     cutting = fixed_weights(problem.num_layers) if method == "thesis-style" else cutting_weights(spec.cutting, problem)

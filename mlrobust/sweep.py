@@ -1,0 +1,495 @@
+"""`mlrobust sweep SPEC`: every instance of a spec (models × images), through an Executor, resumable.
+
+Each instance is one `mlrobust run` in its own folder (`OUT/<model>/<canvas or image>/`), with
+its own result.json, plots and query journal. The sweep adds a manifest, `OUT/sweep.json`,
+rewritten atomically each time an instance finishes, and a `results.csv` and `sizes.png` over
+all of them.
+
+Resuming: an instance is skipped when the manifest holds it as done for the same question (a
+hash of the model, image and mask files and of everything in the spec that changes the answer)
+and its result.json is still there and was not interrupted. (An instance its search budget
+stopped is done: the budget is part of the question.) Anything else runs again; an instance that was
+killed part-way replays its own journal, so it asks again only what was never answered.
+
+The work goes through a `concurrent.futures.Executor`: a process pool by default, a Dask
+cluster when asked (a LocalCluster of this machine, or the scheduler at an address). Workers
+get the compiled spec and instance (plain dataclasses and arrays), not a path to re-check.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import signal
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
+from mlrobust.search.methods import METHODS
+from mlrobust.spec.check import check_spec
+from mlrobust.spec.diagnostics import SpecError
+from mlrobust.spec.instances import Instance
+from mlrobust.spec.ir import Spec
+from mlrobust.storage import atomic_write_json, atomic_write_text
+
+SCHEMA = "mlrobust.sweep/1"
+MANIFEST = "sweep.json"
+EXECUTORS = ("process", "dask")
+INTERRUPT_GRACE = 60.0  # seconds the running instances get, after Ctrl-C, to write their results
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs for one instance; pickled to the worker."""
+
+    index: int
+    spec: Spec
+    instance: Instance
+    folder: Path
+    method: str
+    threads: int  # torch threads in the worker (the machine's cores shared among the workers)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One instance's line in the manifest."""
+
+    index: int
+    model: str
+    image: str
+    canvas: str | None
+    target: int
+    folder: str  # relative to the sweep's output folder
+    question: str  # sha256 of what decides the answer: a done row with this question is reused
+    status: str  # "pending" | "done" | "skipped" (target not in the top k at ε = 0) | "incomplete" | "failed"
+    complete: bool | None = None  # done without a budget stopping it (a budget stop is done, not complete)
+    stop_reason: str | None = None
+    size: float | None = None
+    uniform_size: float | None = None
+    verifier: str | None = None
+    proved_maximal: int | None = None  # layers with a counterexample one δ out
+    seconds: float | None = None
+    new_queries: int | None = None
+    error: str | None = None
+    error_kind: str | None = None  # "user" | "internal"
+    reused: bool = False  # taken from an earlier sweep without running
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    folder: Path
+    rows: tuple[Row, ...]
+    executor: str
+    workers: int
+    seconds: float
+    interrupted: bool
+
+    def count(self, status: str) -> int:
+        return sum(row.status == status for row in self.rows)
+
+    def as_json(self, spec_path: Path, method: str) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "spec": str(spec_path),
+            "method": method,
+            "executor": self.executor,
+            "workers": self.workers,
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+            "counts": {s: self.count(s) for s in ("done", "skipped", "incomplete", "failed", "pending")},
+            "models": summarise(self.rows),
+            "instances": [asdict(row) for row in self.rows],
+        }
+
+
+def _sha256(path: Path | None) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.exists() else None
+
+
+def question(spec: Spec, instance: Instance, method: str) -> str:
+    """A hash of everything that decides an instance's answer (the IR reprs leave out spans, so
+    moving a line or a comment does not count; the search budget does not either: a complete
+    answer stands whatever budget it had)."""
+    decisive = [
+        _sha256(instance.model),
+        _sha256(instance.image_path),
+        _sha256(instance.mask_path) if instance.mask_path else instance.mask.tobytes().hex(),
+        instance.target,
+        instance.canvas,
+        repr((spec.k, spec.weights, spec.cutting, spec.chain, spec.value_range)),
+        repr((spec.search.resolution, spec.search.seed)),
+        method,
+    ]
+    return hashlib.sha256(json.dumps(decisive).encode()).hexdigest()[:24]
+
+
+def instance_folders(instances: list[Instance]) -> list[str]:
+    """`<model stem>/<canvas id or image stem>`, unique: a repeated instance gets `-<index>`."""
+    seen: set[str] = set()
+    names = []
+    for index, instance in enumerate(instances):
+        name = f"{instance.model.stem}/{instance.canvas or instance.image_path.stem}"
+        if name in seen:
+            name = f"{name}-{index}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+# --- the worker side -----------------------------------------------------------------------
+
+_TASK_RUNNING = False
+
+
+def _interrupt_only_while_running(signum: int, frame: object) -> None:
+    """Ctrl-C reaches every process of the terminal's group: a worker in the middle of a run
+    stops it (the run writes its best proved ε, marked incomplete); an idle one stays quiet."""
+    if _TASK_RUNNING:
+        raise KeyboardInterrupt
+
+
+def _worker_setup() -> None:
+    signal.signal(signal.SIGINT, _interrupt_only_while_running)
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """One instance in a worker: a run, or the error it ended with (a sweep goes on past it)."""
+    global _TASK_RUNNING
+    import torch
+
+    from mlrobust.search.run import run_instance
+
+    torch.set_num_threads(task.threads)
+    _TASK_RUNNING = True
+    try:
+        result = run_instance(task.spec, task.instance, task.folder, method=task.method)
+    except TargetNotInTopK as error:  # a misclassified image: nothing to prove, not a failure
+        return {"status": "skipped", "error": error.message}
+    except MlrobustError as error:
+        kind = "user" if isinstance(error, UserError) else "internal"
+        return {"status": "failed", "error": error.message, "error_kind": kind}
+    except OSError as error:  # the instance's folder cannot be written (a file in its place, no space)
+        where = f" {error.filename}" if error.filename else ""
+        return {"status": "failed", "error": f"cannot write{where}: {error.strerror or error}", "error_kind": "user"}
+    except KeyboardInterrupt:
+        return {"status": "incomplete", "error": "interrupted (Ctrl-C) before a result was written"}
+    except Exception as error:  # a bug in one instance must not take the sweep down
+        text = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return {"status": "failed", "error": text, "error_kind": "internal", "traceback": traceback.format_exc()}
+    finally:
+        _TASK_RUNNING = False
+    proved = sum(m["status"] == "proved_maximal" for m in result.maximality)
+    return {
+        # a budget that stopped the search is part of the question: rerunning would not change
+        # the answer (only Ctrl-C leaves an instance to resume)
+        "status": "incomplete" if result.stop_reason.startswith("interrupted") else "done",
+        "complete": result.complete,
+        "stop_reason": result.stop_reason,
+        "size": result.size,
+        "uniform_size": result.uniform_size,
+        "verifier": result.verifier,
+        "proved_maximal": proved,
+        "seconds": result.seconds,
+        "new_queries": result.new_queries,
+    }
+
+
+# --- the parent side -----------------------------------------------------------------------
+
+
+def _previous_rows(folder: Path) -> dict[str, dict[str, Any]]:
+    """The earlier manifest's rows by instance folder (nothing if it is missing or unreadable)."""
+    try:
+        payload = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    if payload.get("schema") != SCHEMA:
+        return {}
+    return {row["folder"]: row for row in payload.get("instances", []) if isinstance(row, dict) and "folder" in row}
+
+
+def _still_done(previous: dict[str, Any] | None, row: Row, root: Path) -> bool:
+    if previous is None or previous.get("question") != row.question:
+        return False
+    if previous.get("status") == "skipped":
+        return True  # the model and image are the same (the question hashes them): still misclassified
+    if previous.get("status") != "done":
+        return False
+    try:
+        result = json.loads((root / row.folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return not str(result.get("stop_reason", "interrupted")).startswith("interrupted")
+
+
+def plan(spec: Spec, instances: list[Instance], root: Path, method: str) -> list[Row]:
+    """Every instance's row: reused from the last manifest when still done, else pending."""
+    previous = _previous_rows(root)
+    rows = []
+    for index, (instance, name) in enumerate(zip(instances, instance_folders(instances), strict=True)):
+        row = Row(
+            index=index,
+            model=str(instance.model),
+            image=str(instance.image_path),
+            canvas=instance.canvas,
+            target=instance.target,
+            folder=name,
+            question=question(spec, instance, method),
+            status="pending",
+        )
+        old = previous.get(name)
+        if _still_done(old, row, root):
+            assert old is not None
+            kept = ("size", "uniform_size", "verifier", "proved_maximal", "seconds", "complete", "stop_reason", "error")
+            fields = {key: old.get(key) for key in kept}
+            row = replace(row, status=old["status"], reused=True, new_queries=0, **fields)
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def open_executor(kind: str, workers: int, scheduler: str | None) -> Iterator[tuple[Executor, int]]:
+    """(executor, how many tasks it runs at once): a process pool, or a Dask client's executor
+    (a LocalCluster of `workers` processes unless `scheduler` names a running cluster)."""
+    if kind == "process":
+        import multiprocessing
+
+        # spawn: a forked child would inherit torch's thread pool state and can hang in it
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup)
+        try:
+            yield pool, workers
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    if kind != "dask":
+        raise UserError(f"unknown executor {kind!r}", hint=f"choose one of: {', '.join(EXECUTORS)}")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UserError(
+            "the dask executor needs the `distributed` package, which is not installed",
+            hint='install it with `pip install -e ".[dask]"`, or use --executor process',
+        ) from None
+    import dask
+
+    if scheduler is None:
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which also turns off glibc's
+        # adaptive mmap threshold: every large torch buffer is then mmapped and faulted in
+        # afresh, and a run took twice as long (most of it system time). Unset it.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+    else:
+        cluster = None
+    try:
+        try:
+            client = Client(cluster if cluster is not None else scheduler, timeout="10s")
+        except (OSError, TimeoutError) as error:
+            raise UserError(
+                f"cannot reach the Dask scheduler at {scheduler}: {error}",
+                hint="start one with `dask scheduler` and `dask worker ADDRESS`, or leave out --scheduler",
+            ) from None
+        slots = workers if cluster is not None else max(1, sum(client.nthreads().values()))
+        try:
+            yield client.get_executor(pure=False), slots
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+Listener = Callable[[Row, "SweepProgress"], None]
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    finished: int
+    total: int
+    running: int
+    elapsed: float
+
+
+def sweep(
+    spec_path: Path | str,
+    out: Path | None = None,
+    executor: str = "process",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    method: str | None = None,
+    listener: Listener | None = None,
+    on_plan: Callable[[list[Row], int], None] | None = None,
+) -> SweepResult:
+    """Run every instance not already done; the manifest is rewritten as each one finishes."""
+    started = time.perf_counter()
+    if method is not None and method not in METHODS:
+        raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
+    checked = check_spec(spec_path)
+    if not checked.ok:
+        raise SpecError(list(checked.diagnostics))
+    spec = checked.spec
+    assert spec is not None
+    chosen = method or spec.search.method
+    root = (out or spec.output).resolve()
+    instances = list(checked.instances)
+    rows = plan(spec, instances, root, chosen)
+    todo = [row for row in rows if not row.reused]
+    cores = os.cpu_count() or 1
+    count = max(1, min(workers or cores, len(todo) or 1))
+    # torch threads per run: this machine's cores shared by the local workers (a remote
+    # cluster's tasks take one thread each, the threads its workers were started with)
+    threads = 1 if scheduler else max(1, cores // count)
+    if on_plan is not None:
+        on_plan(rows, count)
+    _write_manifest(root, rows, spec_path, chosen, executor, count, time.perf_counter() - started, False)
+    interrupted = False
+
+    def record(row: Row, future: Future[dict[str, Any]], running: int) -> None:
+        finished = _finished_row(row, future)
+        rows[finished.index] = finished
+        elapsed = time.perf_counter() - started
+        _write_manifest(root, rows, spec_path, chosen, executor, count, elapsed, False)
+        if listener is not None:
+            listener(finished, SweepProgress(sum(r.finished for r in rows), len(rows), running, elapsed))
+
+    if todo:
+        with open_executor(executor, count, scheduler) as (pool, slots):
+            count = slots
+            # at most `slots` instances in flight: after Ctrl-C nothing queued is left to start
+            queue = iter(todo)
+            in_flight: dict[Future[dict[str, Any]], Row] = {}
+
+            def submit_next() -> None:
+                row = next(queue, None)
+                if row is None:
+                    return
+                task = Task(row.index, spec, instances[row.index], root / row.folder, chosen, threads)
+                try:
+                    in_flight[pool.submit(run_task, task)] = row
+                except BrokenExecutor:  # a worker died (killed, out of memory): the rest stay pending
+                    for _ in queue:
+                        pass
+
+            for _ in range(slots):
+                submit_next()
+            try:
+                while in_flight:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(in_flight.pop(future), future, len(in_flight))
+                        submit_next()
+            except KeyboardInterrupt:
+                interrupted = True
+                # the running instances got Ctrl-C too: each ends soon and writes what it proved
+                try:
+                    done, _ = wait(in_flight, timeout=INTERRUPT_GRACE)
+                    for future in done:
+                        record(in_flight.pop(future), future, 0)
+                except KeyboardInterrupt:
+                    pass
+    result = SweepResult(root, tuple(rows), executor, count, time.perf_counter() - started, interrupted)
+    _write_manifest(root, rows, spec_path, chosen, executor, count, result.seconds, interrupted)
+    write_tables(result)
+    return result
+
+
+def _finished_row(row: Row, future: Future[dict[str, Any]]) -> Row:
+    try:
+        outcome = future.result()
+    except Exception as error:  # the worker itself died (killed, out of memory) or could not unpickle
+        outcome = {
+            "status": "failed",
+            "error": f"worker lost: {type(error).__name__}: {error}",
+            "error_kind": "internal",
+        }
+    outcome.pop("traceback", None)
+    return replace(row, **outcome)
+
+
+def _write_manifest(
+    root: Path,
+    rows: list[Row],
+    spec_path: Path | str,
+    method: str,
+    executor: str,
+    workers: int,
+    seconds: float,
+    stop: bool,
+) -> None:
+    result = SweepResult(root, tuple(rows), executor, workers, seconds, stop)
+    atomic_write_json(root / MANIFEST, result.as_json(Path(spec_path).resolve(), method))
+
+
+def summarise(rows: tuple[Row, ...] | list[Row]) -> list[dict[str, Any]]:
+    """Per model: how many instances ended how, and medians over the done ones."""
+    models: dict[str, list[Row]] = {}
+    for row in rows:
+        models.setdefault(row.model, []).append(row)
+    summary = []
+    for model, group in models.items():
+        done = [r for r in group if r.status == "done"]
+        sizes = [r.size for r in done if r.size is not None]
+        ratios = [r.size / r.uniform_size for r in done if r.size is not None and r.uniform_size]
+        times = sorted(r.seconds for r in done if r.seconds is not None)
+        summary.append(
+            {
+                "model": model,
+                "instances": len(group),
+                "done": len(done),
+                "skipped": sum(r.status == "skipped" for r in group),
+                "failed": sum(r.status == "failed" for r in group),
+                "incomplete": sum(r.status == "incomplete" for r in group),
+                "median_size": statistics.median(sizes) if sizes else None,
+                "median_size_over_uniform": statistics.median(ratios) if ratios else None,
+                "median_seconds": statistics.median(times) if times else None,
+                "p90_seconds": times[min(len(times) - 1, math.floor(0.9 * len(times)))] if times else None,
+                "proved_maximal_layers": sum(r.proved_maximal or 0 for r in done),
+            }
+        )
+    return summary
+
+
+CSV_COLUMNS = ("index", "model", "canvas", "image", "target", "status", "size", "uniform_size", "verifier",
+               "proved_maximal", "seconds", "new_queries", "reused", "error", "folder")  # fmt: skip
+
+
+def write_tables(result: SweepResult) -> None:
+    """results.csv (one line per instance, for spreadsheets) and sizes.png (w·ε* per model)."""
+    from mlrobust.report.plots import sweep_sizes
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in result.rows:
+        values = asdict(row)
+        values["model"] = Path(row.model).name
+        values["image"] = Path(row.image).name
+        writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+    atomic_write_text(result.folder / "results.csv", buffer.getvalue())
+    groups: dict[str, list[float]] = {}
+    for row in result.rows:
+        if row.status == "done" and row.size is not None:
+            groups.setdefault(Path(row.model).stem, []).append(row.size)
+    if groups:
+        sweep_sizes(result.folder / "sizes.png", groups, f"{sum(map(len, groups.values()))} instances done")
