@@ -17,8 +17,8 @@ import numpy as np
 
 from mlrobust import __version__
 from mlrobust.compile import compile_problem
-from mlrobust.nn.network import onnxruntime_logits
 from mlrobust.errors import TargetNotInTopK, UserError
+from mlrobust.nn.network import onnxruntime_logits
 from mlrobust.report.plots import heatmap, trace
 from mlrobust.search.cutting import cutting_weights, fixed_weights
 from mlrobust.search.loop import Budget, LayerMaximality, run_method
