@@ -208,8 +208,10 @@ def test_a_misclassified_image_is_skipped_with_the_reason_and_stays_skipped(tmp_
     (row,) = manifest(tmp_path)["instances"]
     assert row["status"] == "skipped" and "top 2" in row["error"] and row["size"] is None
     assert not (tmp_path / row["folder"] / "result.json").exists()  # no ε* is claimed
-    again = sweep(spec, tmp_path)
-    assert again.rows[0].status == "skipped" and again.rows[0].reused
+    again = run_cli("sweep", str(spec), "--out", str(tmp_path), "--json")
+    payload = json.loads(again.stdout)  # --json: the manifest alone on stdout, the rest on stderr
+    assert payload == manifest(tmp_path)
+    assert payload["instances"][0]["status"] == "skipped" and payload["instances"][0]["reused"]
 
 
 def test_run_refuses_a_misclassified_image_with_a_user_error(tmp_path: Path) -> None:
