@@ -37,9 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
-from mlrobust.search.methods import METHODS
-from mlrobust.spec.check import check_spec
-from mlrobust.spec.diagnostics import SpecError
+from mlrobust.search.run import checked_spec, run_instance
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
 from mlrobust.storage import atomic_write_json, atomic_write_text
@@ -172,8 +170,6 @@ def run_task(task: Task) -> dict[str, Any]:
     """One instance in a worker: a run, or the error it ended with (a sweep goes on past it)."""
     global _TASK_RUNNING
     import torch
-
-    from mlrobust.search.run import run_instance
 
     torch.set_num_threads(task.threads)
     _TASK_RUNNING = True
@@ -343,16 +339,8 @@ def sweep(
 ) -> SweepResult:
     """Run every instance not already done; the manifest is rewritten as each one finishes."""
     started = time.perf_counter()
-    if method is not None and method not in METHODS:
-        raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
-    checked = check_spec(spec_path)
-    if not checked.ok:
-        raise SpecError(list(checked.diagnostics))
-    spec = checked.spec
-    assert spec is not None
-    chosen = method or spec.search.method
+    spec, instances, chosen = checked_spec(spec_path, method)
     root = (out or spec.output).resolve()
-    instances = list(checked.instances)
     rows = plan(spec, instances, root, chosen)
     todo = [row for row in rows if not row.reused]
     cores = os.cpu_count() or 1

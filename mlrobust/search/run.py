@@ -26,6 +26,7 @@ from mlrobust.search.methods import METHODS
 from mlrobust.search.oracle import Oracle, Query
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
+from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec, VerifierStep
 from mlrobust.storage import atomic_write_json
 from mlrobust.verify.chain import is_sound, run_chain
@@ -105,18 +106,22 @@ def run(
     `method` overrides the spec's `search { method = … }` (default: the search itself).
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
     """
+    spec, instances, chosen = checked_spec(spec_path, method)
+    if not 0 <= instance < len(instances):
+        raise UserError(f"the spec has {len(instances)} instance(s); --instance {instance} is out of range")
+    return run_instance(spec, instances[instance], out or spec.output, progress, chosen, on_start)
+
+
+def checked_spec(spec_path: Path | str, method: str | None) -> tuple[Spec, list[Instance], str]:
+    """(spec, its instances, the method to run): a bad spec raises with every diagnostic, as
+    `lint` prints them, before any work; `method` (from the CLI) overrides the spec's."""
     if method is not None and method not in METHODS:
         raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
     result = check_spec(spec_path)
     if not result.ok:
         raise SpecError(list(result.diagnostics))
-    spec = result.spec
-    assert spec is not None
-    if not 0 <= instance < len(result.instances):
-        raise UserError(f"the spec has {len(result.instances)} instance(s); --instance {instance} is out of range")
-    return run_instance(
-        spec, result.instances[instance], out or spec.output, progress, method or spec.search.method, on_start
-    )
+    assert result.spec is not None
+    return result.spec, list(result.instances), method or result.spec.search.method
 
 
 def _thesis_chain(spec: Spec) -> tuple[VerifierStep, ...]:
