@@ -172,9 +172,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted")
         return int(ExitCode.INTERRUPTED)
+    except OSError as error:
+        if error.filename is None:
+            return _internal(errors, error, debug)
+        # a path the machine refuses (no such folder, no permission, a full disk): the user's to mend
+        where, reason = escape(str(error.filename)), escape(error.strerror or str(error))
+        errors.print(f"[bold red]error:[/] cannot write or read {where}: {reason}", soft_wrap=True)
+        errors.print("[bold]hint:[/] check the path and its permissions (`--out DIR` chooses where results go)")
+        return int(ExitCode.USER_ERROR)
     except Exception as error:  # the boundary: anything unexpected is our bug
-        if debug:
-            traceback.print_exc()
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}", soft_wrap=True)
-        errors.print("this is a bug in mlrobust; rerun with --debug for the traceback and report it")
-        return int(exit_code_for(error))
+        return _internal(errors, error, debug)
+
+
+def _internal(errors: Console, error: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}", soft_wrap=True)
+    errors.print("this is a bug in mlrobust; rerun with --debug for the traceback and report it")
+    return int(exit_code_for(error))

@@ -67,3 +67,12 @@ def test_an_unexpected_exception_is_exit_2_without_traceback(monkeypatch, capsys
     err = capsys.readouterr().err
     assert "internal error" in err and "boom [not markup]" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_output_folder_that_cannot_be_made_is_a_user_error(command: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli(command, "tests/specs/run/fast.mlr", "--out", str(blocker / "out"))
+    assert result.code == 1, result.stderr
+    assert f"cannot write or read {blocker}" in result.stderr and "Traceback" not in result.stderr

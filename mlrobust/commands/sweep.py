@@ -44,7 +44,7 @@ def sweep(args: argparse.Namespace) -> ExitCode:
 
     def listener(row: Row, progress: SweepProgress) -> None:
         where = f"{Path(row.model).stem} {row.canvas or Path(row.image).name}"
-        head = f"[dim]{progress.elapsed:7.1f}s[/] [{progress.finished}/{progress.total}]"
+        head = f"[dim]{progress.elapsed:7.1f}s[/] [{progress.finished}/{progress.total}, {progress.running} running]"
         if row.status == "failed":
             console.print(f"{head} [red]failed[/] {where}: {escape(row.error or '')}", soft_wrap=True)
             return
