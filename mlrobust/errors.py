@@ -40,12 +40,6 @@ class TargetNotInTopK(UserError):
     there is nothing to search (a sweep records the instance as skipped). Exit code 1."""
 
 
-class NotYetImplemented(MlrobustError):
-    """A subcommand whose issue has not landed. Exit code 2 (our gap, not the user's)."""
-
-    exit_code = ExitCode.INTERNAL_ERROR
-
-
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code for an exception escaping a command."""
     if isinstance(error, MlrobustError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -31,3 +32,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Stable JSON (sorted keys, 2-space indent, trailing newline) written atomically."""
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """The file's sha256 (hex), for provenance and for telling whether an input changed; None
+    when there is no such file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.exists() else None

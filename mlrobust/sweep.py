@@ -40,7 +40,7 @@ from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
 from mlrobust.search.run import checked_spec, run_instance
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
-from mlrobust.storage import atomic_write_json, atomic_write_text
+from mlrobust.storage import atomic_write_json, atomic_write_text, file_sha256
 
 SCHEMA = "mlrobust.sweep/1"
 MANIFEST = "sweep.json"
@@ -116,18 +116,14 @@ class SweepResult:
         }
 
 
-def _sha256(path: Path | None) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.exists() else None
-
-
 def question(spec: Spec, instance: Instance, method: str) -> str:
     """A hash of everything that decides an instance's answer (the IR reprs leave out spans, so
     moving a line or a comment does not count; the search budget does not either: a complete
     answer stands whatever budget it had)."""
     decisive = [
-        _sha256(instance.model),
-        _sha256(instance.image_path),
-        _sha256(instance.mask_path) if instance.mask_path else instance.mask.tobytes().hex(),
+        file_sha256(instance.model),
+        file_sha256(instance.image_path),
+        file_sha256(instance.mask_path) if instance.mask_path else instance.mask.tobytes().hex(),
         instance.target,
         instance.canvas,
         repr((spec.k, spec.weights, spec.cutting, spec.chain, spec.value_range)),
@@ -220,7 +216,7 @@ def _previous_rows(folder: Path) -> dict[str, dict[str, Any]]:
     return {row["folder"]: row for row in payload.get("instances", []) if isinstance(row, dict) and "folder" in row}
 
 
-def _still_done(previous: dict[str, Any] | None, row: Row, root: Path) -> bool:
+def _still_answered(previous: dict[str, Any] | None, row: Row, root: Path) -> bool:
     if previous is None or previous.get("question") != row.question:
         return False
     if previous.get("status") == "skipped":
@@ -250,7 +246,7 @@ def plan(spec: Spec, instances: list[Instance], root: Path, method: str) -> list
             status="pending",
         )
         old = previous.get(name)
-        if _still_done(old, row, root):
+        if _still_answered(old, row, root):
             assert old is not None
             kept = ("size", "uniform_size", "verifier", "proved_maximal", "seconds", "complete", "stop_reason", "error")
             fields = {key: old.get(key) for key in kept}

@@ -28,7 +28,7 @@ from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec, VerifierStep
-from mlrobust.storage import atomic_write_json
+from mlrobust.storage import atomic_write_json, file_sha256
 from mlrobust.verify.chain import is_sound, run_chain
 from mlrobust.verify.verdict import Status
 
@@ -70,10 +70,6 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **asdict(self)}
-
-
-def _sha256(path: Path | None) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.exists() else None
 
 
 def _versions() -> dict[str, str]:
@@ -200,9 +196,9 @@ def run_instance(  # type: ignore[no-untyped-def]
     key_source = json.dumps(
         [
             str(instance.model),
-            _sha256(instance.model),
+            file_sha256(instance.model),
             str(instance.image_path),
-            _sha256(instance.image_path),
+            file_sha256(instance.image_path),
             instance.target,
             spec.k,
             list(spec.value_range),
@@ -287,11 +283,11 @@ def run_instance(  # type: ignore[no-untyped-def]
             "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
             "spec_text": spec_text,
             "model": str(instance.model),
-            "model_sha256": _sha256(instance.model),
+            "model_sha256": file_sha256(instance.model),
             "image": str(instance.image_path.resolve()),
-            "image_sha256": _sha256(instance.image_path),
+            "image_sha256": file_sha256(instance.image_path),
             "mask": str(instance.mask_path.resolve()) if instance.mask_path else None,
-            "mask_sha256": _sha256(instance.mask_path),
+            "mask_sha256": file_sha256(instance.mask_path),
             "canvas": instance.canvas,
             "target": instance.target,
             "k": spec.k,
