@@ -223,3 +223,38 @@ def test_intermediate_bounds_never_cross_when_layers_are_fixed(seed: int, radius
     for interval in B.crown_intermediate(network.ops, box):
         if interval is not None:
             assert torch.all(interval.lower <= interval.upper)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.sampled_from([(0, 0, 0, 0), (1, 1, 0, 0), (0, 0, 1, 1)]), st.floats(0.0, 1.0))
+def test_maxpool_plane_holds_at_every_vertex_and_touches_one(seed: int, padding, dominance: float) -> None:
+    """Per window: x_i* <= max x <= c·x + d on every vertex of the box (the extremes of both
+    linear gaps), c on the simplex with no weight on padding, and d no larger than needed
+    (some vertex meets the plane), whether or not an input dominates its window."""
+    from mlrobust.nn import ops as o
+
+    in_shape = (2, 5, 5)
+    windows, out_shape = o.maxpool_windows(in_shape, (2, 2), (2, 2), padding, (1, 1))
+    op = o.MaxPool((2, 2), (2, 2), padding, (1, 1), in_shape, out_shape, windows)
+    rng = np.random.default_rng(seed)
+    lower = rng.normal(size=int(np.prod(in_shape)))
+    lower[rng.random(lower.size) < dominance / 2] += 3.0  # some inputs dominate their window
+    upper = lower + rng.exponential(size=lower.size) * (rng.random(lower.size) < 0.8)
+    bounds = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
+    relaxation = B.relax_maxpool(op, bounds)
+    weights, offset = relaxation.weights.numpy(), relaxation.offset.numpy()
+    for out, window in enumerate(windows):
+        valid = window >= 0
+        members = window[valid]
+        c = weights[out][valid]
+        assert np.all(weights[out][~valid] == 0) and np.all(c >= 0) and abs(c.sum() - 1) < 1e-12
+        corners = np.array(np.meshgrid(*[(lower[m], upper[m]) for m in members], indexing="ij"))
+        corners = corners.reshape(len(members), -1).T  # every vertex of the window's box
+        peak = corners.max(axis=1)
+        floor = corners[:, list(members).index(int(relaxation.argmax_lower[out]))]
+        gap = peak - corners @ c
+        assert np.all(floor <= peak + 1e-12)
+        assert np.all(gap <= offset[out] + 1e-9)
+        assert gap.max() >= offset[out] - 1e-9
+        if bool(relaxation.decided[out]):
+            assert offset[out] == 0.0

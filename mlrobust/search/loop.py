@@ -13,8 +13,8 @@
 3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
    as CROWN proves (confirmed by the chain); then probe every layer with weight > 0 one δ
    beyond, all in one batch (fast chain; the full chain on UNKNOWN until its MILP has timed
-   out MILP_PROBE_PATIENCE times). A layer's first probe is the box where its gallop found
-   CROWN failing, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d);
+   out MILP_PROBE_PATIENCE times). A layer's first probe is one δ beyond where its gallop
+   stopped, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d);
    NOT_ROBUST: proved maximal (the counterexample is one step out); UNKNOWN: not expandable by
    this chain.
 4. Re-prove ε* with the strongest verifier of the chain before reporting it.
@@ -199,13 +199,18 @@ def _gallop(
     """The farthest ε + t e_d that CROWN proves, to about δ (steps δ, 2δ, 4δ, … then bisection),
     and the nearest box beyond it that CROWN did not prove (None: the range limit is proved).
 
-    That box lies within δ of the proved one along e_d; after the expansion it is usually
-    ε + δ e_d itself (most layers cannot take one δ), which is what the maximality probe asks.
+    The bisection stops within δ, so the failing box is moved out to exactly δ beyond the
+    proved one (CROWN failed nearer, so it almost surely fails there too; the chain asks it
+    afresh): that is the box ε* + δ e_d that the maximality probe is defined on.
     """
     axis = np.zeros_like(eps)
     axis[layer] = 1.0
     room = float(limit[layer] - eps[layer])
-    return _ray_edge(oracle, eps, axis, room, resolution, absolute=resolution)
+    jump, failed = _ray_edge(oracle, eps, axis, room, resolution, absolute=resolution)
+    if failed is not None:
+        failed = jump.copy()
+        failed[layer] = min(jump[layer] + resolution, float(limit[layer]))
+    return jump, failed
 
 
 def boundary_walk(
@@ -285,11 +290,10 @@ def maximality(
     """Grow every layer as far as CROWN proves, then probe every layer one δ beyond.
 
     Growing other layers never makes a settled layer expandable again (the boxes only grow), so
-    one pass settles every layer. Each layer's gallop ends at a box CROWN did not prove, within
-    δ of where the layer stopped and so inside ε* + δ e_d: that box is the layer's probe, and
-    the chain asks it with CROWN's answer already memoised (only the batched attack, and the
-    MILP for the first UNKNOWN, do new work). A probe that comes back ROBUST grows its layer,
-    and that layer is probed again, one δ beyond ε, in the next round.
+    one pass settles every layer. Each layer's gallop ends one δ beyond where the layer
+    stopped, at a box inside ε* + δ e_d: that box is the layer's probe, and the whole batch
+    of probes goes through the chain at once (one batched attack). A probe that comes back
+    ROBUST grows its layer, and that layer is probed again, one δ beyond ε, in the next round.
     """
     eps = eps.copy()
     limit = range_limit(oracle)
@@ -344,9 +348,9 @@ def _jumps(
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Per layer in turn: jump along e_d as far as CROWN proves, and keep it if the chain agrees.
 
-    Returns the grown ε and, per layer, the box beyond its edge that CROWN did not prove (its
-    maximality probe). A layer whose jump the chain refuses gets no such box: its edge box may
-    lie more than δ beyond ε.
+    Returns the grown ε and, per layer, the box one δ beyond its edge (its maximality probe).
+    A layer whose jump the chain refuses gets no such box: its edge may lie more than δ
+    beyond ε.
     """
     eps = _joint_jump(oracle, eps, layers, resolution, limit, budget)
     beyond: dict[int, np.ndarray] = {}

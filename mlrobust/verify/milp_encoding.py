@@ -7,11 +7,12 @@ and each undecided max-pool window (y, and a binary per candidate i: y >= x_i,
 y <= x_i + (u_max - l_i)(1 - δ_i), Σ δ = 1). Stable ReLUs and decided windows are substituted.
 Bounds l, u come from CROWN (the tighter, the smaller every big-M).
 
-The top-k margin is one model: maximise μ subject to μ <= d_j + M_j (1 - s_j) for every
-class j != t, Σ s_j = k, s binary, with d_j = F_j - F_t. At an optimum μ is the k-th largest
-d_j: choosing s as the top-k set makes μ <= every selected d_j tight at the k-th largest.
-The pairwise form (one model per k-subset S: maximise μ <= d_j for j in S) is kept for tests
-and baselines.
+Two objectives on the same network part. The subset form (one model per k-subset S:
+maximise μ <= d_j for j in S, with d_j = F_j - F_t) is what `milp.check` solves, for the
+subsets CROWN leaves live. The one-model top-k form (maximise μ subject to
+μ <= d_j + M_j (1 - s_j) for every class j != t, Σ s_j = k, s binary) has the k-th largest
+d_j as its optimum, but its LP relaxation is weak (the big-Ms relax to nothing); it is kept
+for tests (it must equal the best subset) and as the bench's baseline.
 """
 
 from __future__ import annotations
