@@ -12,11 +12,12 @@
    alone, as far as CROWN proves).
 3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
    as CROWN proves (confirmed by the chain); then probe every layer with weight > 0 one δ
-   beyond, all in one batch (fast chain; the full chain on UNKNOWN until its MILP has timed
-   out MILP_PROBE_PATIENCE times). A layer's first probe is one δ beyond where its gallop
-   stopped, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d);
-   NOT_ROBUST: proved maximal (the counterexample is one step out); UNKNOWN: not expandable by
-   this chain.
+   beyond, all in one batch with the fast chain. A layer's first probe is one δ beyond where
+   its gallop stopped, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at
+   ε + δ e_d); NOT_ROBUST: proved maximal (the counterexample is one step out); UNKNOWN: the
+   full chain gallops that layer (most valuable first; step ×2 after ROBUST, ÷2 after a
+   failure, settled by a failure at exactly δ), until its MILP has left MILP_PROBE_PATIENCE
+   δ-probes in a row UNKNOWN; a layer still UNKNOWN is not expandable by this chain.
 4. Re-prove ε* with the strongest verifier of the chain before reporting it.
 """
 
@@ -301,8 +302,8 @@ def maximality(
     results: dict[int, LayerMaximality] = {d: LayerMaximality(d, "zero_weight") for d in order if weights[d] <= 0}
     valued = [d for d in order if weights[d] > 0]
     eps, beyond = _jumps(oracle, eps, valued, resolution, limit, budget)
-    has_milp = oracle.fast_chain != oracle.chain
-    milp_unknowns = 0  # consecutive probes the full chain (its MILP) left UNKNOWN
+    unknown: list[int] = []  # layers whose probe the fast chain left UNKNOWN, for the full chain
+    asked = "fast" if oracle.fast_chain != oracle.chain else "full"
     pending = valued
     while pending:
         batch = []
@@ -323,12 +324,6 @@ def maximality(
         answers = oracle.ask_many(probes, [f"maximality layer {layer}" for layer in batch]) if batch else []
         pending, grown = [], False
         for layer, probe, query in zip(batch, probes, answers, strict=True):
-            asked = "fast" if has_milp else "full"
-            if query.status is Status.UNKNOWN and has_milp and milp_unknowns < MILP_PROBE_PATIENCE:
-                query = oracle.ask(probe, f"maximality layer {layer}", full=True)
-                asked = "full"
-                if not query.cached:
-                    milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.ROBUST:
                 # probes of one round are robust one at a time, not together: take the first
                 # (most valuable) that contains ε and ask the others again from the grown box
@@ -340,7 +335,59 @@ def maximality(
             else:
                 # the probe box lies inside ε* + δ e_d (ε only grows from here)
                 results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
+                unknown.append(layer)
+    if asked == "fast":
+        eps = _full_chain_gallops(oracle, eps, sorted(unknown, key=order.index), resolution, limit, budget, results)
     return eps, tuple(results[d] for d in range(len(eps)))
+
+
+def _full_chain_gallops(
+    oracle: Oracle,
+    eps: np.ndarray,
+    layers: list[int],
+    resolution: float,
+    limit: np.ndarray,
+    budget: Budget,
+    results: dict[int, LayerMaximality],
+) -> np.ndarray:
+    """Layers the fast chain could not grow, most valuable first: grow each with the full chain.
+
+    The MILP proves boxes past CROWN's edge (bench/relaxations.py: 24 of 36 boxes 5–20% past
+    it), but one δ at a time that is a MILP per δ. So each layer gallops: after a ROBUST the
+    step doubles, after a failure it halves, and the layer is settled only by a failure at
+    exactly δ beyond ε (its evidence, as in the fast rounds). After MILP_PROBE_PATIENCE such
+    δ-probes in a row that the MILP leaves UNKNOWN, the remaining layers keep their fast-chain
+    answers: on big boxes the MILP rarely finishes, and each try costs its whole time limit.
+    """
+    milp_unknowns = 0  # consecutive δ-probes the full chain (its MILP) left UNKNOWN
+    for layer in layers:
+        if milp_unknowns >= MILP_PROBE_PATIENCE or budget.exhausted():
+            break
+        step = resolution
+        while True:
+            if eps[layer] >= limit[layer]:
+                results[layer] = LayerMaximality(layer, "at_range_limit")
+                break
+            if budget.exhausted():
+                results[layer] = LayerMaximality(layer, "not_checked")
+                break
+            probe = eps.copy()
+            probe[layer] = min(eps[layer] + step, limit[layer])
+            query = oracle.ask(probe, f"maximality layer {layer}", full=True)
+            if query.status is Status.ROBUST:
+                eps, step = probe, step * 2
+                continue
+            if step > resolution * (1 + 1e-9):
+                step = max(step / 2, resolution)  # δ·2^n halves back to δ exactly
+                continue
+            if not query.cached:
+                milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
+            if query.status is Status.NOT_ROBUST:
+                results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, "full")
+            else:
+                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, "full")
+            break
+    return eps
 
 
 def _jumps(
