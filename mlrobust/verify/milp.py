@@ -270,18 +270,17 @@ def _incumbent_point(
     return point, checked
 
 
-def live_subsets(problem: Problem, upper_d: np.ndarray) -> list[tuple[int, ...]]:
+def live_subsets(crown_of: dict[int, float], k: int) -> list[tuple[int, ...]]:
     """The k-subsets of classes that could all beat the target, most dangerous first.
 
-    m >= 0 needs k classes j with d_j >= 0, and a class whose CROWN bound U_j is below
-    -SAFETY_MARGIN can be in no such set. Order: by the subset's smallest U_j, largest first,
-    so that a counterexample, if there is one, is most likely met early.
+    `crown_of`: each class j != t and its CROWN bound U_j on d_j. m >= 0 needs k classes
+    with d_j >= 0, and a class whose U_j is below -SAFETY_MARGIN can be in no such set.
+    Order: by the subset's smallest U_j, largest first, so that a counterexample, if there
+    is one, is most likely met early.
     """
-    others = [j for j in range(problem.network.num_classes) if j != problem.target]
-    live = [j for j, bound in zip(others, upper_d, strict=True) if bound >= -SAFETY_MARGIN]
-    by_class = dict(zip(others, upper_d, strict=True))
-    subsets = list(combinations(live, problem.k))
-    return sorted(subsets, key=lambda subset: -min(by_class[j] for j in subset))
+    live = [j for j, bound in crown_of.items() if bound >= -SAFETY_MARGIN]
+    subsets = list(combinations(live, k))
+    return sorted(subsets, key=lambda subset: -min(crown_of[j] for j in subset))
 
 
 def check(
@@ -313,7 +312,7 @@ def check(
     point = snap_into_box(problem, eps, problem.image if start_point is None else start_point)
     others = [j for j in range(problem.network.num_classes) if j != problem.target]
     crown_of = dict(zip(others, part.upper_d, strict=True))
-    subsets = live_subsets(problem, part.upper_d)
+    subsets = live_subsets(crown_of, problem.k)
     crown = float(np.sort(part.upper_d)[::-1][problem.k - 1])
     stats: dict = {
         "milp_margin": MILP_MARGIN,
