@@ -27,20 +27,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from canvases import bundled_model, problems
 
-from mlrobust.data.index import load_index, read_gray_png, read_mask_png
-from mlrobust.nn.network import load_network
-from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds, milp
 from mlrobust.verify.attack import pgd_points_many
 from mlrobust.verify.verdict import Budget
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHT_BASE = 0.8  # the bundled specs' weights: exponential(base = 0.8)
 GREEDY_LAYERS = 12  # the heaviest layers hold 93% of the weight at base 0.8
 SEARCH_ATTACK = (60, 8)  # PGD steps, restarts per box for the ceilings
@@ -162,20 +158,16 @@ def main() -> None:
     parser.add_argument("--milp-seconds", type=float, default=30.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    network, _ = load_network(REPO / "models" / f"double_mnist_{args.model}.onnx")
+    network = bundled_model(args.model)
     wake = wake_thresholds(network)
     print(f"first conv: ε that wakes each channel on black pixels: {np.round(np.sort(wake[wake > 0]), 4).tolist()}")
     ratios: dict[str, list[float]] = {"S_a / S_u": [], "S_g / S_u": []}
     fates: list[str] = []
-    for entry in load_index(REPO / "data" / "double_mnist").canvases[: args.canvases]:
-        target = entry.labels[0]
-        image = read_gray_png(entry.image)[None].astype(np.float64)
-        mask = read_mask_png(entry.other_object(target).mask)
-        problem = Problem(network, image, layer_map(mask), target, 2, (0.0, 1.0))
-        if problem.violated(network.logits(image[None]))[0]:
-            print(f"{entry.id}: misclassified, skipped")
+    for name, problem in problems(network, args.canvases):
+        if problem is None:
+            print(f"{name}: misclassified, skipped")
             continue
-        s_u, s_a, s_g, fate = measure(entry.id, problem, args.milp_seconds)
+        s_u, s_a, s_g, fate = measure(name, problem, args.milp_seconds)
         if s_u <= 0:
             continue  # CROWN proves no uniform ε: no ratio
         ratios["S_a / S_u"].append(s_a / s_u)

@@ -20,20 +20,16 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
+from canvases import bundled_model, problems
 
-from mlrobust.data.index import load_index, read_gray_png, read_mask_png
-from mlrobust.nn.network import load_network
-from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds, milp
 from mlrobust.verify.milp_encoding import encode, start_values
 from mlrobust.verify.verdict import Budget, Status
 
-REPO = Path(__file__).resolve().parents[1]
 PLANE = bounds.relax_maxpool
 
 
@@ -76,21 +72,16 @@ def main() -> None:
     parser.add_argument("--milp-time-limit", type=float, default=2.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    network, _ = load_network(REPO / "models" / f"double_mnist_{args.model}.onnx")
+    network = bundled_model(args.model)
     crown: dict[str, list[float]] = {key: [] for key in ("uniform", "layer 0", "seconds")}
     before: dict[str, list[float]] = {key: [] for key in ("uniform", "layer 0", "seconds")}
     proofs = {"subsets": [0, 0.0], "one model": [0, 0.0]}
     asked = 0
-    for entry in load_index(REPO / "data" / "double_mnist").canvases[: args.canvases]:
-        target = entry.labels[0]
-        image = read_gray_png(entry.image)[None].astype(np.float64)
-        problem = Problem(
-            network, image, layer_map(read_mask_png(entry.other_object(target).mask)), target, 2, (0.0, 1.0)
-        )
-        if problem.violated(network.logits(image[None]))[0]:
+    for canvas, problem in problems(network, args.canvases):
+        if problem is None:
             continue
         uniform, corner = np.ones(problem.num_layers), np.eye(problem.num_layers)[0]
-        line = [entry.id]
+        line = [canvas]
         for name, figures in (("plane", crown), ("constant", before)):
             bounds.forget(problem)
             bounds.relax_maxpool = PLANE if name == "plane" else constant_relaxation

@@ -28,10 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from canvases import bundled_model, problems
 
-from mlrobust.data.index import load_index, read_gray_png, read_mask_png
-from mlrobust.nn.network import load_network
-from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 from mlrobust.search.cutting import fixed_weights, sensitivity_weights
 from mlrobust.search.loop import Budget, range_limit, run_method, uniform_bisection
@@ -42,7 +40,6 @@ from mlrobust.verify.chain import run_chain
 from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
-REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 0.002
 # the uniform baseline bisects finer: on the undefended models its optimum is a few δ, where a
 # δ-coarse bisection would understate it by up to half and inflate our size ratio
@@ -125,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     count = 100 if args.full else args.canvases
-    network, _ = load_network(REPO / "models" / f"double_mnist_{args.model}.onnx")
+    network = bundled_model(args.model)
     ours_chain = (step("attack", steps=20, restarts=2), step("bounds"))
     if not args.fast:
         ours_chain = (*ours_chain, step("milp", time_limit=2.0))
@@ -142,22 +139,18 @@ def main() -> None:
     traces: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in methods}
     costs: list[tuple[float, float, float]] = []
     skipped: list[str] = []
-    for number, entry in enumerate(load_index(REPO / "data" / "double_mnist").canvases[:count]):
-        target = entry.labels[0]
-        image = read_gray_png(entry.image)[None].astype(np.float64)
-        mask = read_mask_png(entry.other_object(target).mask)
-        problem = Problem(network, image, layer_map(mask), target, 2, (0.0, 1.0))
-        weights = 0.8 ** np.arange(problem.num_layers)
-        if problem.violated(network.logits(image[None]))[0]:
-            skipped.append(entry.id)  # the target is not in the top 2 at ε = 0: nothing to search
+    for number, (canvas, problem) in enumerate(problems(network, count)):
+        if problem is None:
+            skipped.append(canvas)  # the target is not in the top 2 at ε = 0: nothing to search
             continue
+        weights = 0.8 ** np.arange(problem.num_layers)
         for name, chain in methods.items():
             seconds = args.time_cap if name == "thesis-style" else 600.0
             *row, trace = time_method(name, problem, weights, chain, seconds)
             rows[name].append(tuple(row))  # type: ignore[arg-type]
             traces[name].append(trace)
         print(
-            f"done {entry.id}: " + ", ".join(f"{n} {r[-1][0]:.3f} in {r[-1][1]:.1f} s" for n, r in rows.items()),
+            f"done {canvas}: " + ", ".join(f"{n} {r[-1][0]:.3f} in {r[-1][1]:.1f} s" for n, r in rows.items()),
             flush=True,
         )
         if number < args.query_costs:
