@@ -118,8 +118,10 @@ def measure(name: str, problem: Problem, milp_seconds: float) -> tuple[float, fl
     reach = np.maximum(problem.image - lo, hi - problem.image).max(axis=0)
     limit = np.array([reach[problem.layer_map == d].max() for d in range(layers)])
     crown_edge = uniform_edge(problem, crown_proves, float(limit.max()))
-    attack_edge = uniform_edge(problem, lambda p, box: attack_margin(p, box, SEARCH_ATTACK) < 0, float(limit.max()))
+    attack_edge = uniform_edge(problem, lambda p, box: attack_margin(p, box, CHECK_ATTACK) < 0, float(limit.max()))
     greedy = greedy_box(problem, weights, limit)
+    # the greedy pass's attack is the cheaper one: shrink its box until the strong one fails too
+    greedy = greedy * bisect(lambda t: attack_margin(problem, t * greedy, CHECK_ATTACK) < 0, 1.0)
     s_u, s_a, s_g = (
         float(weights @ box) for box in (np.full(layers, crown_edge), np.full(layers, attack_edge), greedy)
     )
