@@ -33,6 +33,7 @@ import torch
 from canvases import bundled_model, problems
 
 from mlrobust.problem.problem import Problem
+from mlrobust.search.loop import layer_range_limit
 from mlrobust.verify import bounds, milp
 from mlrobust.verify.attack import pgd_points_many
 from mlrobust.verify.verdict import Budget
@@ -114,9 +115,7 @@ def measure(name: str, problem: Problem, milp_seconds: float) -> tuple[float, fl
     started = time.perf_counter()
     layers = problem.num_layers
     weights = WEIGHT_BASE ** np.arange(layers)
-    lo, hi = problem.value_range
-    reach = np.maximum(problem.image - lo, hi - problem.image).max(axis=0)
-    limit = np.array([reach[problem.layer_map == d].max() for d in range(layers)])
+    limit = layer_range_limit(problem)
     crown_edge = uniform_edge(problem, crown_proves, float(limit.max()))
     attack_edge = uniform_edge(problem, lambda p, box: attack_margin(p, box, CHECK_ATTACK) < 0, float(limit.max()))
     greedy = greedy_box(problem, weights, limit)
