@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlrobust.contract.methods import METHOD_TABLE
+from mlrobust.contract.verifiers import VerifierStep
 from mlrobust.data.index import load_index, read_gray_png, read_mask_png
 from mlrobust.nn.network import Network, load_network
+from mlrobust.plan import Plan, SearchBudget
 from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 
@@ -34,3 +37,28 @@ def problems(network: Network, count: int) -> Iterator[tuple[str, Problem | None
         mask = read_mask_png(entry.other_object(target).mask)
         problem = Problem(network, image, layer_map(mask), target, 2, (0.0, 1.0))
         yield entry.id, None if problem.violated(network.logits(image[None]))[0] else problem
+
+
+def bench_plan(
+    problem: Problem,
+    method: str,
+    weights: np.ndarray,
+    cutting: np.ndarray,
+    chain: tuple[VerifierStep, ...],
+    resolution: float,
+    seconds: float,
+    queries: int = 100_000,
+) -> Plan:
+    """A plan for a bench's own problem (no spec): the bench names the question itself."""
+    return Plan(
+        problem,
+        METHOD_TABLE[method],
+        weights,
+        cutting,
+        chain,
+        resolution,
+        SearchBudget(queries, seconds),
+        seed=0,
+        question=f"bench {method}",
+        queries_key=f"bench {method}",
+    )

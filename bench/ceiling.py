@@ -34,9 +34,9 @@ from canvases import bundled_model, problems
 
 from mlrobust.problem.problem import Problem
 from mlrobust.search.loop import layer_range_limit
-from mlrobust.verify import bounds, milp
+from mlrobust.verify import bounds
 from mlrobust.verify.attack import pgd_points_many
-from mlrobust.verify.verdict import Budget
+from mlrobust.verify.registry import VERIFIERS
 
 WEIGHT_BASE = 0.8  # the bundled specs' weights: exponential(base = 0.8)
 GREEDY_LAYERS = 12  # the heaviest layers hold 93% of the weight at base 0.8
@@ -85,7 +85,7 @@ def greedy_box(problem: Problem, weights: np.ndarray, limit: np.ndarray) -> np.n
 def bracket(problem: Problem, eps: np.ndarray, milp_seconds: float) -> dict[str, float | str]:
     """The attack's best m and the sound upper bounds on max m over the box."""
     started = time.perf_counter()
-    verdict = milp.check(problem, eps, Budget(None), time_limit=milp_seconds)
+    verdict = VERIFIERS["milp"].check(problem, eps, time_limit=milp_seconds)
     return {
         "attack": attack_margin(problem, eps, CHECK_ATTACK),
         "crown": bounds.margin_bound(problem, eps).bound,

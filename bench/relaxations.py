@@ -28,7 +28,8 @@ from canvases import bundled_model, problems
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds, milp
 from mlrobust.verify.milp_encoding import encode, start_values
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 PLANE = bounds.relax_maxpool
 
@@ -99,7 +100,7 @@ def main() -> None:
         for eps in boxes:
             asked += 1
             started = time.perf_counter()
-            verdict = milp.check(problem, eps, Budget(), time_limit=args.milp_time_limit)
+            verdict = VERIFIERS["milp"].check(problem, eps, time_limit=args.milp_time_limit)
             proofs["subsets"][0] += verdict.status is Status.ROBUST
             proofs["subsets"][1] += time.perf_counter() - started
             proved, seconds = one_model(problem, eps, args.milp_time_limit)

@@ -11,7 +11,8 @@ resolution 0.002, each method with a fresh oracle and no shared cache):
 - thesis-style: the same loop with a MILP-only oracle of pairwise top-2 queries (C(9, 2) =
   36 MILPs per query, sharing one network encoding) and fixed cutting, stopped at --time-cap
   per canvas (a converged thesis-style run takes hours per canvas here; see --query-costs).
-Prints median / p90 time, median queries (per verifier) and median w·ε* per method, with
+Prints median / p90 time, median queries (per verifier), median guide bounds (CROWN calls that
+steer the search) and median w·ε* per method, with
 ratios against the baselines measured in the same run, and, on the first --query-costs
 canvases, the time of one query of each oracle at half the uniform optimum.
 --fast drops the MILP from our chain.
@@ -28,16 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from canvases import bundled_model, problems
+from canvases import bench_plan, bundled_model, problems
 
+from mlrobust.contract.verifiers import step
+from mlrobust.plan import SearchBudget
 from mlrobust.problem.problem import Problem
 from mlrobust.search.cutting import fixed_weights, sensitivity_weights
-from mlrobust.search.loop import Budget, range_limit, run_method, uniform_bisection
+from mlrobust.search.loop import range_limit, search, uniform_bisection
 from mlrobust.search.oracle import Oracle
-from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify.bounds import forget as forget_bounds
 from mlrobust.verify.chain import run_chain
-from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 RESOLUTION = 0.002
@@ -47,19 +48,16 @@ UNIFORM_RESOLUTION = RESOLUTION / 64
 COST_LIMIT = 120.0  # seconds per query in the --query-costs measurement (a capped one is a lower bound)
 
 
-def step(name: str, **options) -> VerifierStep:  # type: ignore[no-untyped-def]
-    table = VERIFIERS.get(name)
-    defaults = {o.name: o.default for o in table.options} if table else {}
-    return VerifierStep(name, tuple({**defaults, **options}.items()))
-
-
 def time_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds: float):  # type: ignore[no-untyped-def]
-    """(w·ε*, seconds, new queries, capped, queries per verifier, trace): the trace holds
-    (seconds, best proved w·ε so far) after every answer, for time-to-size comparisons."""
+    """(w·ε*, seconds, new queries, capped, queries per verifier, guide bounds, trace): the trace
+    holds (seconds, best proved w·ε so far) after every answer, for time-to-size comparisons."""
     forget_bounds(problem)  # every method starts cold: no CROWN answer memoised by an earlier one
+    cutting = sensitivity_weights(problem) if "sensitivity" in name else fixed_weights(problem.num_layers)
+    method = name if name in ("uniform", "per-layer", "thesis-style") else "search"
+    resolution = UNIFORM_RESOLUTION if method == "uniform" else RESOLUTION
+    plan = bench_plan(problem, method, weights, cutting, chain, resolution, seconds)
     with tempfile.TemporaryDirectory() as folder:
-        oracle = Oracle(problem, chain, Path(folder), name)
-        budget = Budget(100_000, seconds, oracle)
+        oracle = Oracle.for_plan(plan, Path(folder))
         trace: list[tuple[float, float]] = []
         best = [0.0]
 
@@ -70,14 +68,12 @@ def time_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds
 
         oracle.listener = listen
         started = time.perf_counter()
-        cutting = sensitivity_weights(problem) if "sensitivity" in name else fixed_weights(problem.num_layers)
-        method = name if name in ("uniform", "per-layer", "thesis-style") else "search"
-        resolution = UNIFORM_RESOLUTION if method == "uniform" else RESOLUTION
-        eps = run_method(method, oracle, weights, cutting, resolution, budget).eps
+        eps = search(plan, oracle).eps
         elapsed = time.perf_counter() - started
-        capped = budget.exhausted() is not None
+        capped = oracle.exhausted() is not None
         per_verifier = Counter(q.verifier for q in oracle.history if not q.cached)
-        return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier, trace
+        guide = oracle.guide_stats.calls if oracle.guide_stats else 0
+        return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier, guide, trace
 
 
 def time_to_size(trace: list[tuple[float, float]], size: float) -> float | None:
@@ -90,10 +86,8 @@ def query_costs(problem: Problem, ours_chain) -> tuple[float, float, float]:  # 
     half the uniform optimum (where the expansion starts), each limited to COST_LIMIT seconds."""
     with tempfile.TemporaryDirectory() as folder:
         oracle = Oracle(problem, ours_chain, Path(folder), "costs")
-        budget = Budget(100_000, 600.0, oracle)
-        eps = np.full(
-            problem.num_layers, uniform_bisection(oracle, RESOLUTION, budget, float(range_limit(oracle).max())) / 2
-        )
+        oracle.start(SearchBudget(100_000, 600.0))
+        eps = np.full(problem.num_layers, uniform_bisection(oracle, RESOLUTION, float(range_limit(oracle).max())) / 2)
     seconds = []
     for chain in (ours_chain, (step("milp", time_limit=COST_LIMIT),), (step("milp_pairwise", time_limit=COST_LIMIT),)):
         started = time.perf_counter()
@@ -135,7 +129,7 @@ def main() -> None:
     }
     if args.methods:
         methods = {name: chain for name, chain in methods.items() if name in args.methods}
-    rows: dict[str, list[tuple[float, float, int, bool, Counter[str]]]] = {name: [] for name in methods}
+    rows: dict[str, list[tuple[float, float, int, bool, Counter[str], int]]] = {name: [] for name in methods}
     traces: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in methods}
     costs: list[tuple[float, float, float]] = []
     skipped: list[str] = []
@@ -164,17 +158,17 @@ def main() -> None:
         f"our chain: {' -> '.join(s.name for s in ours_chain)}; thesis-style cap {args.time_cap:g} s"
     )
     print(
-        f"{'method':<20}{'median s':>10}{'p90 s':>9}{'queries':>9}{'median w·ε*':>13}{'capped':>8}"
+        f"{'method':<20}{'median s':>10}{'p90 s':>9}{'queries':>9}{'guide':>7}{'median w·ε*':>13}{'capped':>8}"
         "  median queries per verifier"
     )
     for name, results in rows.items():
-        sizes, times, queries, capped, verifiers = zip(*results, strict=True)
+        sizes, times, queries, capped, verifiers, guides = zip(*results, strict=True)
         p90 = sorted(times)[min(len(times) - 1, int(0.9 * len(times)))]
         names = sorted(set().union(*verifiers))
         per_verifier = ", ".join(f"{v} {statistics.median(c[v] for c in verifiers):g}" for v in names)
         print(
             f"{name:<20}{statistics.median(times):>10.2f}{p90:>9.2f}{statistics.median(queries):>9.0f}"
-            f"{statistics.median(sizes):>13.4f}{sum(capped):>8}  {per_verifier}"
+            f"{statistics.median(guides):>7.0f}{statistics.median(sizes):>13.4f}{sum(capped):>8}  {per_verifier}"
         )
     if costs:
         ours_s, one_s, pair_s = zip(*costs, strict=True)

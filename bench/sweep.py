@@ -42,7 +42,7 @@ def sweep_spec(base: Path, model: str, canvases: int, folder: Path) -> Path:
 
 def serial(spec_path: Path, out: Path) -> tuple[float, list[float | None]]:
     from mlrobust.errors import TargetNotInTopK
-    from mlrobust.search.run import run_instance
+    from mlrobust.run import run_instance
 
     checked = check_spec(spec_path)
     assert checked.spec is not None

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlrobust.contract.solvers import gurobi_problem
 from mlrobust.data.index import load_index, read_gray_png, read_mask_png
 from mlrobust.nn.network import load_network, onnxruntime_logits
 from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
-from mlrobust.verify import attack, bounds, milp
+from mlrobust.verify import milp
 from mlrobust.verify.milp_encoding import encode, selections, start_values
-from mlrobust.verify.solvers import gurobi_problem
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def problems(model: str, count: int) -> list[tuple[str, Problem]]:
 def cross_check(problem: Problem, eps: np.ndarray, verdict) -> bool:  # type: ignore[no-untyped-def]
     """True when the verdict survives an independent check."""
     if verdict.status is Status.ROBUST:
-        strong = attack.check(problem, eps, Budget(), steps=50, restarts=100, seed=12345)
+        strong = VERIFIERS["attack"].check(problem, eps, steps=50, restarts=100, seed=12345)
         return strong.status is not Status.NOT_ROBUST and strong.best_margin < 0
     if verdict.status is Status.NOT_ROBUST:
         logits = onnxruntime_logits(problem.network.path, verdict.counterexample[None])
@@ -71,24 +72,23 @@ def main() -> None:
     cases = problems(args.model, args.canvases)
     gurobi_note = gurobi_problem()
     if gurobi_note is None:  # usable here, but the pip licence refuses large models: probe once
-        probe = milp.check(
+        probe = VERIFIERS["milp"].check(
             cases[0][1],
             np.full(cases[0][1].num_layers, args.eps[0]),
-            Budget(),
             solver="gurobi",
             time_limit=args.milp_time_limit,
         )
         gurobi_note = probe.stats.get("fallback")
     gurobi = gurobi_note is None
     verifiers = {
-        "attack": lambda p, e: attack.check(p, e, Budget()),
-        "ibp": lambda p, e: bounds.check(p, e, Budget(), method="ibp"),
-        "crown": lambda p, e: bounds.check(p, e, Budget(), method="crown"),
-        "milp(highs)": lambda p, e: milp.check(p, e, Budget(), solver="highs", time_limit=args.milp_time_limit),
+        "attack": lambda p, e: VERIFIERS["attack"].check(p, e),
+        "ibp": lambda p, e: VERIFIERS["bounds"].check(p, e, method="ibp"),
+        "crown": lambda p, e: VERIFIERS["bounds"].check(p, e, method="crown"),
+        "milp(highs)": lambda p, e: VERIFIERS["milp"].check(p, e, solver="highs", time_limit=args.milp_time_limit),
     }
     if gurobi:
-        verifiers["milp(gurobi)"] = lambda p, e: milp.check(
-            p, e, Budget(), solver="gurobi", time_limit=args.milp_time_limit
+        verifiers["milp(gurobi)"] = lambda p, e: VERIFIERS["milp"].check(
+            p, e, solver="gurobi", time_limit=args.milp_time_limit
         )
     times: dict[tuple[str, float], list[float]] = defaultdict(list)
     definite: dict[tuple[str, float], int] = defaultdict(int)

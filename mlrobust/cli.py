@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from mlrobust import __version__
+from mlrobust.contract.methods import DESCRIPTION, METHODS
 from mlrobust.errors import ExitCode, MlrobustError, UserError, exit_code_for
-from mlrobust.search.methods import DESCRIPTION, METHODS
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,44 +1,154 @@
-"""Spec instance -> Problem: the network loaded (and checked against onnxruntime), the image
-as onnxruntime reads it, the layers of the mask."""
+"""The compile stage: a checked spec and one of its instances -> a Plan (or a Problem).
+
+Everything the search needs is decided here, once: the network loaded and checked against
+onnxruntime, the image as onnxruntime reads it, the layers of the mask, the weight and cutting
+vectors as arrays, the chain the method asks, the budget, and the two hashes that say when an
+earlier answer can be reused.
+"""
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from mlrobust.nn.network import Network, load_network
+from mlrobust.contract.methods import METHOD_TABLE, Method
+from mlrobust.contract.verifiers import CATALOGUE, VerifierStep
+from mlrobust.errors import TargetNotInTopK
+from mlrobust.nn.network import (
+    ORT_TOLERANCE,
+    Network,
+    NetworkMismatch,
+    load_network,
+    max_difference_to_onnxruntime,
+    onnxruntime_logits,
+)
+from mlrobust.plan import Plan, SearchBudget
 from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
+from mlrobust.search.cutting import fixed_weights, sensitivity_weights
+from mlrobust.spec import ir
 from mlrobust.spec.instances import Instance
-from mlrobust.spec.ir import Spec
+from mlrobust.storage import file_sha256
 
 
-@functools.lru_cache(maxsize=8)
-def _network(path: Path, mtime: float) -> tuple[Network, float]:
-    return load_network(path)
+class Networks:
+    """Networks loaded (and checked against onnxruntime on random points) once per file
+    version, for whoever holds this object: a run, a sweep worker, a benchmark."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[Path, float], tuple[Network, float]] = {}
+
+    def load(self, path: Path, image: np.ndarray | None = None) -> tuple[Network, float]:
+        """The network of a file, with its largest difference to onnxruntime; checked again on
+        `image` (the spec's own image) every time one is given."""
+        key = (path.resolve(), path.stat().st_mtime)
+        if key not in self._loaded:
+            self._loaded[key] = load_network(path)
+        network, difference = self._loaded[key]
+        if image is not None:
+            on_image = max_difference_to_onnxruntime(network, image[None])
+            if not on_image <= ORT_TOLERANCE:
+                raise NetworkMismatch(f"on this image the network differs from onnxruntime by {on_image:.2e}")
+            difference = max(difference, on_image)
+        return network, difference
 
 
-def network_for(path: Path, image: np.ndarray | None = None) -> tuple[Network, float]:
-    """The network of a file (cached), with its largest difference to onnxruntime.
-
-    The check against onnxruntime runs on random points when first loaded, and again on
-    `image` (the spec's own image) every time one is given.
-    """
-    from mlrobust.nn.network import ORT_TOLERANCE, NetworkMismatch, max_difference_to_onnxruntime
-
-    network, difference = _network(path, path.stat().st_mtime)
-    if image is not None:
-        on_image = max_difference_to_onnxruntime(network, image[None])
-        if not on_image <= ORT_TOLERANCE:
-            raise NetworkMismatch(f"on this image the network differs from onnxruntime by {on_image:.2e}")
-        difference = max(difference, on_image)
-    return network, difference
-
-
-def compile_problem(spec: Spec, instance: Instance) -> Problem:
+def compile_problem(spec: ir.Spec, instance: Instance, networks: Networks | None = None) -> Problem:
+    """The verification problem alone (for `check`, tests and benchmarks)."""
     # the image exactly as onnxruntime receives it (float32), so one-point boxes hold real points
     image = np.asarray(instance.image, dtype=np.float32).astype(np.float64)
-    network, _ = network_for(instance.model, image)
+    network, _ = (networks or Networks()).load(instance.model, image)
     return Problem(network, image, layer_map(instance.mask), instance.target, spec.k, spec.value_range)
+
+
+def method_chain(spec: ir.Spec, method: Method) -> tuple[VerifierStep, ...]:
+    """The chain a method asks: the spec's, or the method's own oracle, which keeps the time
+    limit of the spec's first complete verifier that declares one."""
+    if method.oracle is None:
+        return spec.chain
+    oracle = CATALOGUE[method.oracle]
+    limits = [
+        value
+        for step in spec.chain
+        if step.info.tier == "complete"
+        for name, value in step.options
+        if name == "time_limit"
+    ]
+    overrides = {"time_limit": limits[0]} if limits and oracle.option("time_limit") else {}
+    return (oracle.step(**overrides),)
+
+
+def cutting_vector(spec: ir.Spec, method: Method, problem: Problem) -> np.ndarray:
+    strategy = "fixed" if method.cutting == "fixed" else spec.cutting
+    if isinstance(strategy, ir.ExplicitCutting):
+        return np.array(strategy.values)
+    if isinstance(strategy, ir.SensitivityCutting):
+        return sensitivity_weights(problem)
+    return fixed_weights(problem.num_layers)
+
+
+def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[str, str]:
+    """(question, queries key), sha256 prefixes of what decides the answer.
+
+    The queries key covers what decides one query's verdict: the model file, the image and mask
+    as arrays, the target, k, the range and the chain. The question adds what decides the
+    search's answer: weights, cutting, resolution, seed and method. The IR reprs leave out
+    spans, so moving a line or a comment changes neither; the search budget is in neither (a
+    budget-stopped answer stands for that budget, and journal answers hold for any).
+    """
+    chain = method_chain(spec, method)
+    queries = [
+        file_sha256(instance.model),
+        hashlib.sha256(np.ascontiguousarray(instance.image, dtype=np.float32).tobytes()).hexdigest(),
+        hashlib.sha256(np.ascontiguousarray(instance.mask, dtype=bool).tobytes()).hexdigest(),
+        list(instance.image.shape),
+        instance.target,
+        spec.k,
+        list(spec.value_range),
+        [[step.name, [list(option) for option in step.options]] for step in chain],
+    ]
+    search = [repr((spec.weights, spec.cutting)), repr((spec.search.resolution, spec.search.seed)), method.name]
+    answer = [*queries, *search]
+
+    def digest(parts: list) -> str:  # type: ignore[type-arg]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+    return digest(answer), digest(queries)
+
+
+def require_target_in_top_k(problem: Problem, instance: Instance) -> None:
+    """Refuse an image on which the model (onnxruntime, the user's file) already misses the
+    target: even ε = 0 is not robust, so no ε* exists (a search would report an empty box that
+    its own re-proof refutes)."""
+    logits = onnxruntime_logits(instance.model, problem.image[None])
+    if not problem.violated(logits)[0]:
+        return
+    top = [int(c) for c in np.argsort(-logits[0], kind="stable")[: problem.k]]
+    raise TargetNotInTopK(
+        f"{instance.model.name} does not put target {problem.target} in its top {problem.k} on {instance.where} "
+        f"itself (its top {problem.k}: {', '.join(map(str, top))}): no neighborhood can be robust",
+        hint="choose an image the model gets right, or another target",
+    )
+
+
+def compile(spec: ir.Spec, instance: Instance, method: str, networks: Networks | None = None) -> Plan:
+    """The plan of one instance: raises TargetNotInTopK when there is nothing to prove."""
+    chosen = METHOD_TABLE[method]
+    problem = compile_problem(spec, instance, networks)
+    require_target_in_top_k(problem, instance)
+    question, queries_key = question_hashes(spec, instance, chosen)
+    return Plan(
+        problem=problem,
+        method=chosen,
+        weights=spec.weights.vector(problem.num_layers),
+        cutting=cutting_vector(spec, chosen, problem),
+        chain=method_chain(spec, chosen),
+        resolution=spec.search.resolution,
+        budget=SearchBudget(spec.search.queries, spec.search.time_limit),
+        seed=spec.search.seed,
+        question=question,
+        queries_key=queries_key,
+    )

@@ -38,3 +38,18 @@ def file_sha256(path: Path | None) -> str | None:
     """The file's sha256 (hex), for provenance and for telling whether an input changed; None
     when there is no such file."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.exists() else None
+
+
+def save_counterexample(folder: Path, point: Any) -> Path:
+    """Write a counterexample as the model takes it, (1, C, H, W) float32 `.npy`, named by its
+    content's hash (the same point is one file), atomically; returns its path."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(point, dtype=np.float32)[None], allow_pickle=False)
+    data = buffer.getvalue()
+    path = folder / f"counterexample-{hashlib.sha256(data).hexdigest()[:16]}.npy"
+    atomic_write_bytes(path, data)
+    return path

@@ -19,7 +19,6 @@ get the compiled spec and instance (plain dataclasses and arrays), not a path to
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -27,6 +26,7 @@ import math
 import os
 import signal
 import statistics
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -36,11 +36,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mlrobust.compile import question_hashes
+from mlrobust.contract.methods import METHOD_TABLE
 from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
-from mlrobust.search.run import checked_spec, run_instance
+from mlrobust.run import checked_spec, run_instance
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
-from mlrobust.storage import atomic_write_json, atomic_write_text, file_sha256
+from mlrobust.storage import atomic_write_json, atomic_write_text
 
 SCHEMA = "mlrobust.sweep/1"
 MANIFEST = "sweep.json"
@@ -117,20 +119,9 @@ class SweepResult:
 
 
 def question(spec: Spec, instance: Instance, method: str) -> str:
-    """A hash of everything that decides an instance's answer (the IR reprs leave out spans, so
-    moving a line or a comment does not count; the search budget does not either: a complete
-    answer stands whatever budget it had)."""
-    decisive = [
-        file_sha256(instance.model),
-        file_sha256(instance.image_path),
-        file_sha256(instance.mask_path) if instance.mask_path else instance.mask.tobytes().hex(),
-        instance.target,
-        instance.canvas,
-        repr((spec.k, spec.weights, spec.cutting, spec.chain, spec.value_range)),
-        repr((spec.search.resolution, spec.search.seed)),
-        method,
-    ]
-    return hashlib.sha256(json.dumps(decisive).encode()).hexdigest()[:24]
+    """A hash of everything that decides an instance's answer: the one `run` records in its
+    result (compile.question_hashes), so a row and a result of the same question agree."""
+    return question_hashes(spec, instance, METHOD_TABLE[method])[0]
 
 
 def instance_folders(instances: list[Instance]) -> list[str]:
@@ -148,29 +139,35 @@ def instance_folders(instances: list[Instance]) -> list[str]:
 
 # --- the worker side -----------------------------------------------------------------------
 
-_TASK_RUNNING = False
-
-
-def _interrupt_only_while_running(signum: int, frame: object) -> None:
-    """Ctrl-C reaches every process of the terminal's group: a worker in the middle of a run
-    stops it (the run writes its best proved ε, marked incomplete); an idle one stays quiet."""
-    if _TASK_RUNNING:
-        raise KeyboardInterrupt
-
-
 def _worker_setup() -> None:
-    signal.signal(signal.SIGINT, _interrupt_only_while_running)
+    """Ctrl-C reaches every process of the terminal's group: an idle worker stays quiet (a
+    running one takes it: `_interruptible`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """While a run is in flight in a pool worker, Ctrl-C stops it (the run writes its best proved
+    ε, marked incomplete). Dask runs tasks off the main thread, where signals cannot be set
+    (and its workers handle Ctrl-C themselves)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_task(task: Task) -> dict[str, Any]:
     """One instance in a worker: a run, or the error it ended with (a sweep goes on past it)."""
-    global _TASK_RUNNING
     import torch
 
     torch.set_num_threads(task.threads)
-    _TASK_RUNNING = True
     try:
-        result = run_instance(task.spec, task.instance, task.folder, method=task.method)
+        with _interruptible():
+            result = run_instance(task.spec, task.instance, task.folder, method=task.method)
     except TargetNotInTopK as error:  # a misclassified image: nothing to prove, not a failure
         return {"status": "skipped", "error": error.message}
     except MlrobustError as error:
@@ -184,13 +181,11 @@ def run_task(task: Task) -> dict[str, Any]:
     except Exception as error:  # a bug in one instance must not take the sweep down
         text = "".join(traceback.format_exception_only(type(error), error)).strip()
         return {"status": "failed", "error": text, "error_kind": "internal", "traceback": traceback.format_exc()}
-    finally:
-        _TASK_RUNNING = False
-    proved = sum(m["status"] == "proved_maximal" for m in result.maximality)
+    proved = sum(m.status == "proved_maximal" for m in result.maximality)
     return {
         # a budget that stopped the search is part of the question: rerunning would not change
         # the answer (only Ctrl-C leaves an instance to resume)
-        "status": "incomplete" if result.stop_reason.startswith("interrupted") else "done",
+        "status": "incomplete" if result.interrupted else "done",
         "complete": result.complete,
         "stop_reason": result.stop_reason,
         "size": result.size,
@@ -227,10 +222,12 @@ def _still_answered(previous: dict[str, Any] | None, row: Row, root: Path) -> bo
         result = json.loads((root / row.folder / "result.json").read_text())
     except (OSError, ValueError):
         return False
+    if result.get("problem", {}).get("question") != row.question:
+        return False  # the folder holds the answer to another question (or an older result)
     return not str(result.get("stop_reason", "interrupted")).startswith("interrupted")
 
 
-def plan(spec: Spec, instances: list[Instance], root: Path, method: str) -> list[Row]:
+def manifest_rows(spec: Spec, instances: list[Instance], root: Path, method: str) -> list[Row]:
     """Every instance's row: reused from the last manifest when still done, else pending."""
     previous = _previous_rows(root)
     rows = []
@@ -337,7 +334,7 @@ def sweep(
     started = time.perf_counter()
     spec, instances, chosen = checked_spec(spec_path, method)
     root = (out or spec.output).resolve()
-    rows = plan(spec, instances, root, chosen)
+    rows = manifest_rows(spec, instances, root, chosen)
     todo = [row for row in rows if not row.reused]
     cores = os.cpu_count() or 1
     count = max(1, min(workers or cores, len(todo) or 1))

@@ -6,19 +6,14 @@ import numpy as np
 import pytest
 
 from mlrobust.compile import compile_problem
+from mlrobust.contract.verifiers import step
 from mlrobust.spec.check import check_spec
-from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify.attack import pgd_points_many
 from mlrobust.verify.bounds import forget, margin_bound
 from mlrobust.verify.chain import run_chain, run_chain_many
-from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 from .helpers import REPO
-
-
-def step(name: str, **options) -> VerifierStep:
-    return VerifierStep(name, tuple((o.name, options.get(o.name, o.default)) for o in VERIFIERS[name].options))
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import pytest
 
 from mlrobust.compile import compile_problem
 from mlrobust.nn.network import onnxruntime_logits
-from mlrobust.search.run import run
+from mlrobust.run import run
 from mlrobust.spec.check import check_spec
-from mlrobust.verify import attack, bounds
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 from .helpers import REPO
 
@@ -41,37 +41,37 @@ def test_eps_star_is_robust_under_an_independent_recheck(finished, problem) -> N
     result, _ = finished
     eps = np.array(result.eps)
     assert result.complete and result.verifier == "bounds"
-    fresh = bounds.check(problem, eps, Budget(), method="crown")
+    fresh = VERIFIERS["bounds"].check(problem, eps, method="crown")
     assert fresh.status is Status.ROBUST
-    strong = attack.check(problem, eps, Budget(), steps=50, restarts=200, seed=99)
+    strong = VERIFIERS["attack"].check(problem, eps, steps=50, restarts=200, seed=99)
     assert strong.status is not Status.NOT_ROBUST and strong.best_margin < 0
 
 
 def test_the_search_beats_or_matches_the_uniform_baseline(finished) -> None:
     result, _ = finished
     assert result.size >= result.uniform_size - 1e-12
-    assert result.size == pytest.approx(float(np.dot(result.problem["weights"], result.eps)))
+    assert result.size == pytest.approx(float(np.dot(result.setup.weights, result.eps)))
 
 
 def check_maximality_evidence(result, folder: Path, problem) -> int:  # type: ignore[no-untyped-def]
     """Every layer's maximality status is backed by the queries; returns how many are proved."""
-    resolution = result.problem["resolution"]
+    resolution = result.setup.resolution
     eps = np.array(result.eps)
-    asked = {tuple(q["eps"]): q for q in result.queries}
+    asked = {tuple(q.eps): q for q in result.queries}
     proved = 0
     for info in result.maximality:
-        layer = info["layer"]
-        assert info["status"] in ("proved_maximal", "not_expandable", "at_range_limit")
-        if info["status"] == "at_range_limit":
+        layer = info.layer
+        assert info.status in ("proved_maximal", "not_expandable", "at_range_limit")
+        if info.status == "at_range_limit":
             continue
         one_step_out = eps.copy()
         one_step_out[layer] += resolution
-        probe = np.array(info["probe"])
+        probe = np.array(info.probe)
         assert probe[layer] == pytest.approx(one_step_out[layer]) and np.all(probe <= one_step_out + 1e-12)
         answers = [q for key, q in asked.items() if np.array_equal(np.array(key), probe)]
-        assert answers and all(a["verdict"] != "ROBUST" for a in answers)
-        if info["status"] == "proved_maximal":
-            point = np.load(folder / info["counterexample"])
+        assert answers and all(a.status is not Status.ROBUST for a in answers)
+        if info.status == "proved_maximal":
+            point = np.load(folder / info.counterexample)
             lower, upper = problem.box(probe)
             assert np.all(point[0] >= lower) and np.all(point[0] <= upper)
             assert problem.violated(onnxruntime_logits(problem.network.path, point))[0]

@@ -12,10 +12,10 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from mlrobust.compile import compile_problem
-from mlrobust.search.run import run
+from mlrobust.run import run
 from mlrobust.spec.check import check_spec
-from mlrobust.verify import milp
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 from .test_run import check_maximality_evidence
 
@@ -62,8 +62,8 @@ def test_every_layer_is_proved_maximal_when_the_milp_is_exact(tmp_path: Path) ->
     checked = check_spec(tmp_path / "tiny.mlr")
     problem = compile_problem(checked.spec, checked.instances[0])
     assert result.complete and result.verifier == "milp"
-    statuses = {m["status"] for m in result.maximality}
+    statuses = {m.status for m in result.maximality}
     assert statuses <= {"proved_maximal", "at_range_limit"}, result.maximality
     assert check_maximality_evidence(result, tmp_path / "out", problem) >= 1
-    exact = milp.check(problem, np.array(result.eps), Budget(), time_limit=60.0)
+    exact = VERIFIERS["milp"].check(problem, np.array(result.eps), time_limit=60.0)
     assert exact.status is Status.ROBUST

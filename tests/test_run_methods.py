@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from mlrobust.compile import compile_problem
-from mlrobust.search.loop import MILP_PROBE_PATIENCE
-from mlrobust.search.run import ProgressEvent, run
+from mlrobust.report.result import chain_json
+from mlrobust.run import ProgressEvent, run
+from mlrobust.search.loop import COMPLETE_PROBE_PATIENCE
 from mlrobust.spec.check import check_spec
-from mlrobust.verify import attack, bounds, milp
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 from .helpers import REPO
 
@@ -35,38 +36,38 @@ def test_the_uniform_baseline_is_one_proved_epsilon_for_every_layer(tmp_path: Pa
     result = run(FAST, out=tmp_path, progress=events.append, method="uniform")
     assert result.method == "uniform" and len(set(result.eps)) == 1
     assert result.size == pytest.approx(result.uniform_size)
-    assert all(m["status"] == "not_checked" for m in result.maximality)
-    assert bounds.check(fresh_problem(FAST), np.array(result.eps), Budget()).status is Status.ROBUST
+    assert all(m.status == "not_checked" for m in result.maximality)
+    assert VERIFIERS["bounds"].check(fresh_problem(FAST), np.array(result.eps)).status is Status.ROBUST
     # one event per answer, counted per verifier, with the best proved size never shrinking
     assert len(events) == len(result.queries)
     assert sum(events[-1].queries.values()) == len(result.queries)
     best = [e.best_size for e in events]
     assert best == sorted(best)
-    robust_sizes = [q["size"] for q in result.queries if q["verdict"] == "ROBUST"]
+    robust_sizes = [result.query_size(q) for q in result.queries if q.status is Status.ROBUST]
     assert best[-1] == pytest.approx(max(robust_sizes)) and best[-1] >= result.size - 1e-12
 
 
 def test_the_per_layer_baseline_reports_a_proved_box(tmp_path: Path) -> None:
     result = run(FAST, out=tmp_path, method="per-layer")
     eps = np.array(result.eps)
-    weights = np.array(result.problem["weights"])
+    weights = np.array(result.setup.weights)
     assert result.method == "per-layer" and result.size == pytest.approx(float(weights @ eps))
     assert eps[np.argmax(weights)] > 0  # the heaviest layer is searched first, from ε = 0
-    assert bounds.check(fresh_problem(FAST), eps, Budget()).status is Status.ROBUST
+    assert VERIFIERS["bounds"].check(fresh_problem(FAST), eps).status is Status.ROBUST
 
 
 def test_the_thesis_style_baseline_asks_only_pairwise_milps_within_its_budget(tmp_path: Path) -> None:
     started = time.perf_counter()
     result = run(THESIS, out=tmp_path, method="thesis-style")
     elapsed = time.perf_counter() - started
-    assert result.problem["chain"] == [["milp_pairwise", [["time_limit", 2.0]]]]
-    assert {q["verifier"] for q in result.queries if not q["cached"]} == {"milp_pairwise"}
+    assert chain_json(result.setup.chain) == [["milp_pairwise", [["time_limit", 2.0]]]]
+    assert {q.verifier for q in result.queries if not q.cached} == {"milp_pairwise"}
     # the time budget (15 s) caps every query, so the run ends near it (compile and re-proof aside)
     assert elapsed < 15 + 2 + 15
     problem = fresh_problem(THESIS)
     eps = np.array(result.eps)
-    assert milp.check(problem, eps, Budget(), time_limit=30.0).status is not Status.NOT_ROBUST
-    assert attack.check(problem, eps, Budget(), steps=50, restarts=50, seed=3).status is not Status.NOT_ROBUST
+    assert VERIFIERS["milp"].check(problem, eps, time_limit=30.0).status is not Status.NOT_ROBUST
+    assert VERIFIERS["attack"].check(problem, eps, steps=50, restarts=50, seed=3).status is not Status.NOT_ROBUST
 
 
 def test_ctrl_c_writes_the_best_proved_box_marked_incomplete(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_ctrl_c_writes_the_best_proved_box_marked_incomplete(tmp_path: Path) -> 
     assert payload["complete"] is False and "interrupted" in payload["stop_reason"]
     eps = np.array(payload["eps"])
     assert eps.max() > 0  # the uniform bisection had proved something before the interrupt
-    assert bounds.check(fresh_problem(FAST), eps, Budget()).status is Status.ROBUST
+    assert VERIFIERS["bounds"].check(fresh_problem(FAST), eps).status is Status.ROBUST
 
 
 def test_run_prints_each_stage_and_a_summary_per_verifier(tmp_path: Path) -> None:
@@ -102,20 +103,20 @@ def test_maximality_stops_asking_a_milp_that_keeps_timing_out(tmp_path: Path) ->
     text = FAST.read_text().replace('"../../../', f'"{REPO}/')
     spec.write_text(text.replace("-> bounds(method = crown)", "-> bounds(method = crown) -> milp(time_limit = 0.3s)"))
     result = run(spec, out=tmp_path / "out")
-    probes = [m for m in result.maximality if m["status"] in ("proved_maximal", "not_expandable")]
-    full = [m for m in probes if m["chain"] == "full"]
-    milp_unknown = [q for q in result.queries if q["verifier"] == "milp" and q["verdict"] == "UNKNOWN"]
-    # on the 38-layer PGD problem a 0.3 s MILP cannot settle a probe: MILP_PROBE_PATIENCE tries,
+    probes = [m for m in result.maximality if m.status in ("proved_maximal", "not_expandable")]
+    full = [m for m in probes if m.chain == "full"]
+    milp_unknown = [q for q in result.queries if q.verifier == "milp" and q.status is Status.UNKNOWN]
+    # on the 38-layer PGD problem a 0.3 s MILP cannot settle a probe: COMPLETE_PROBE_PATIENCE tries,
     # then the rest of the layers are probed without it (and say so)
-    assert len(milp_unknown) == MILP_PROBE_PATIENCE and len(full) == MILP_PROBE_PATIENCE
-    assert all(m["chain"] == "fast" for m in probes if m not in full)
-    order = np.argsort(-np.array(result.problem["weights"]), kind="stable")
-    assert [m["layer"] for m in full] == sorted(int(d) for d in order[:MILP_PROBE_PATIENCE])
+    assert len(milp_unknown) == COMPLETE_PROBE_PATIENCE and len(full) == COMPLETE_PROBE_PATIENCE
+    assert all(m.chain == "fast" for m in probes if m not in full)
+    order = np.argsort(-np.array(result.setup.weights), kind="stable")
+    assert [m.layer for m in full] == sorted(int(d) for d in order[:COMPLETE_PROBE_PATIENCE])
 
 
 def test_the_cli_offers_exactly_the_methods_the_search_runs() -> None:
     from mlrobust.cli import build_parser
-    from mlrobust.search.loop import METHODS
+    from mlrobust.contract.methods import METHODS
 
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     method = next(action for action in run_parser._actions if action.dest == "method")
@@ -128,7 +129,7 @@ def test_a_spec_chooses_its_method_and_the_cli_flag_overrides_it(tmp_path: Path)
     spec.write_text(text.replace("search {", "search {\n  method = uniform"))
     chosen = run(spec, out=tmp_path / "spec")
     assert chosen.method == "uniform" and len(set(chosen.eps)) == 1
-    assert all(m["status"] == "not_checked" for m in chosen.maximality)
+    assert all(m.status == "not_checked" for m in chosen.maximality)
     overridden = run(spec, out=tmp_path / "flag", method="per-layer")
     assert overridden.method == "per-layer" and len(set(overridden.eps)) > 1
 

@@ -11,19 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlrobust.compile import compile_problem
+from mlrobust.contract.verifiers import step
+from mlrobust.plan import SearchBudget
 from mlrobust.search import loop
 from mlrobust.search.oracle import Oracle
 from mlrobust.spec.check import check_spec
-from mlrobust.spec.ir import VerifierStep
 from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
-from mlrobust.verify.options import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 from .helpers import REPO
-
-
-def step(name: str, **options) -> VerifierStep:
-    return VerifierStep(name, tuple((o.name, options.get(o.name, o.default)) for o in VERIFIERS[name].options))
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +111,8 @@ def test_the_corner_is_the_heaviest_layer_alone_at_crowns_edge(problem, tmp_path
     limit = loop.range_limit(oracle)
     weights = 0.8 ** np.arange(problem.num_layers)
     weights[[0, 3]] = weights[[3, 0]]  # the heaviest layer is 3
-    budget = loop.Budget(1000, 600.0, oracle)
-    box = loop.corner(oracle, weights, 0.002, limit, budget)
+    oracle.start(SearchBudget(1000, 600.0))
+    box = loop.corner(oracle, weights, 0.002, limit)
     assert box[3] > 0 and np.all(np.delete(box, 3) == 0)
     assert margin_bound(problem, box).bound < -SAFETY_MARGIN
     assert any(q.status is Status.ROBUST and np.array_equal(q.eps, box) for q in oracle.history)  # the chain agreed

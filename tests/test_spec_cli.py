@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlrobust.contract.solvers import gurobi_problem
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import CODES
-from mlrobust.verify.solvers import gurobi_problem
 
 from .helpers import REPO, run_cli
 

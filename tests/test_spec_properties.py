@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlrobust.cli import main
+from mlrobust.contract.span import Span
 from mlrobust.spec import syntax as s
 from mlrobust.spec.check import check_spec
 from mlrobust.spec.diagnostics import SpecError
 from mlrobust.spec.format import format_spec, render_value
 from mlrobust.spec.parser import parse_text
-from mlrobust.spec.span import Span
 
 from .helpers import REPO
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import mlrobust
+from mlrobust.contract.verifiers import CATALOGUE, DEFAULT_CHAIN
 from mlrobust.problem.layers import layer_count, layer_map
 from mlrobust.spec import ir
 from mlrobust.spec.check import check_spec
-from mlrobust.verify.options import DEFAULT_CHAIN, VERIFIERS
 
 from .helpers import DATA, REPO, run_cli
 
@@ -55,7 +55,7 @@ def test_defaults_fill_every_optional_field(tmp_path: Path) -> None:
     assert spec.search == ir.SearchOptions()
     assert tuple(step.name for step in spec.chain) == DEFAULT_CHAIN
     for step in spec.chain:
-        assert dict(step.options) == {o.name: o.default for o in VERIFIERS[step.name].options}
+        assert dict(step.options) == {o.name: o.default for o in CATALOGUE[step.name].options}
 
 
 def test_chain_options_override_only_what_is_written(tmp_path: Path) -> None:

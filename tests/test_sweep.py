@@ -21,7 +21,8 @@ from mlrobust.compile import compile_problem
 from mlrobust.spec.check import check_spec
 from mlrobust.sweep import MANIFEST, SCHEMA, question, sweep
 from mlrobust.verify import bounds
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import Status
 
 from .helpers import REPO, run_cli
 
@@ -53,7 +54,7 @@ def test_every_instance_is_done_and_its_eps_is_proved_afresh(swept, checked) -> 
         assert run["size"] == pytest.approx(row.size) and row.size > 0
         problem = compile_problem(checked.spec, instance)
         bounds.forget(problem)
-        fresh = bounds.check(problem, np.array(run["eps"]), Budget(), method="crown")
+        fresh = VERIFIERS["bounds"].check(problem, np.array(run["eps"]), method="crown")
         assert fresh.status is Status.ROBUST  # the sweep reports proofs, checked here from scratch
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from rich.table import Table
 
 from mlrobust import __version__
 from mlrobust.errors import ExitCode, UserError
-from mlrobust.storage import atomic_write_bytes
+from mlrobust.storage import save_counterexample
 
 SCHEMA = "mlrobust.check/1"
 COLOURS = {"ROBUST": "green", "NOT_ROBUST": "red", "UNKNOWN": "yellow"}
@@ -40,17 +38,6 @@ def parse_eps(text: str, layers: int) -> np.ndarray:
     return np.array(values)
 
 
-def save_counterexample(point: np.ndarray, folder: Path) -> Path:
-    """Write the counterexample with a batch dimension, as the model takes it: (1, C, H, W)."""
-    array = np.asarray(point, dtype=np.float32)[None]
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    data = buffer.getvalue()
-    path = folder / f"counterexample-{hashlib.sha256(data).hexdigest()[:16]}.npy"
-    atomic_write_bytes(path, data)
-    return path.resolve()
-
-
 def _step_json(verdict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {
         "verifier": verdict.verifier,
@@ -63,17 +50,15 @@ def _step_json(verdict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 
 def check(args: argparse.Namespace) -> ExitCode:
-    from mlrobust.compile import compile_problem, network_for
-    from mlrobust.spec.check import check_spec
-    from mlrobust.spec.diagnostics import SpecError
+    from mlrobust.compile import Networks, compile_problem
+    from mlrobust.report.provenance import Asked
+    from mlrobust.spec.check import load_checked
     from mlrobust.verify.chain import run_chain
 
-    result = check_spec(args.spec)
-    if not result.ok:
-        raise SpecError(list(result.diagnostics))
-    spec = result.spec
+    checked = load_checked(args.spec)
+    spec = checked.spec
     assert spec is not None
-    instances = result.instances
+    instances = checked.instances
     if args.instance is None and len(instances) != 1:
         raise UserError(
             f"the spec has {len(instances)} instances (a sweep); pick one with --instance 0…{len(instances) - 1}"
@@ -82,7 +67,8 @@ def check(args: argparse.Namespace) -> ExitCode:
     if not 0 <= index < len(instances):
         raise UserError(f"--instance {index} is out of range: the spec has {len(instances)} instances")
     instance = instances[index]
-    problem = compile_problem(spec, instance)
+    networks = Networks()
+    problem = compile_problem(spec, instance, networks)
     eps = parse_eps(args.eps, problem.num_layers)
     started = time.perf_counter()
     outcome = run_chain(problem, eps, spec.chain)
@@ -91,7 +77,7 @@ def check(args: argparse.Namespace) -> ExitCode:
     counterexample = None
     if verdict.counterexample is not None:
         folder = Path(args.out) if args.out else spec.output / "counterexamples"
-        counterexample = save_counterexample(verdict.counterexample, folder)
+        counterexample = save_counterexample(folder, verdict.counterexample).resolve()
     bounds = [v.margin_bound for v in outcome.steps if v.margin_bound is not None]
     payload = {
         "schema": SCHEMA,
@@ -103,16 +89,8 @@ def check(args: argparse.Namespace) -> ExitCode:
         "eps": [float(v) for v in eps],
         "seconds": round(seconds, 4),
         "problem": {
-            "spec": str(spec.file),
-            "model": str(instance.model),
-            "image": str(instance.image_path.resolve()),
-            "mask": str(instance.mask_path.resolve()) if instance.mask_path else None,
-            "canvas": instance.canvas,
-            "target": instance.target,
-            "k": spec.k,
-            "range": list(spec.value_range),
-            "layers": problem.num_layers,
-            "onnxruntime_max_difference": network_for(instance.model)[1],
+            **Asked.of(spec, instance, problem.num_layers).to_json(),
+            "onnxruntime_max_difference": networks.load(instance.model)[1],
         },
         "counterexample": str(counterexample) if counterexample else None,
         "steps": [_step_json(v) for v in outcome.steps],

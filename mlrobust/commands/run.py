@@ -15,8 +15,9 @@ from rich.text import Text
 
 from mlrobust.errors import ExitCode
 
-if TYPE_CHECKING:  # the search module pulls in torch: imported only when `run` runs
-    from mlrobust.search.run import ProgressEvent, Result
+if TYPE_CHECKING:  # the run pulls in torch: imported only when `run` runs
+    from mlrobust.report.result import Result
+    from mlrobust.run import ProgressEvent
 
 EVIDENCE = {
     "proved_maximal": "proved maximal: a counterexample one δ out",
@@ -70,7 +71,7 @@ class ProgressLine:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    from mlrobust.search.run import run as run_search
+    from mlrobust.run import run as run_search
 
     console = Console(stderr=args.json)
     console.print(f"[bold]mlrobust run[/] {args.spec}")
@@ -94,50 +95,59 @@ def run(args: argparse.Namespace) -> ExitCode:
             args.method,
             header,
         )
-    interrupted = result.stop_reason.startswith("interrupted")
+    interrupted = result.interrupted
     if args.json:
-        print(json.dumps(result.as_json(), indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
         summary(console, result)
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
 
 
 def summary(console: Console, result: Result) -> None:
-    problem = result.problem
+    from mlrobust.contract.verifiers import CATALOGUE
+
+    setup = result.setup
+    asked = setup.asked
     console.print(
-        f"\n[bold]{Path(problem['model']).name}[/] on {problem['canvas'] or Path(problem['image']).name}: target "
-        f"{problem['target']}, top-{problem['k']}, {problem['layers']} layers, "
-        f"chain {' -> '.join(step[0] for step in problem['chain'])}",
+        f"\n[bold]{Path(asked.model).name}[/] on {asked.canvas or Path(asked.image).name}: target "
+        f"{asked.target}, top-{asked.k}, {asked.layers} layers, "
+        f"chain {' -> '.join(step.name for step in setup.chain)}",
         soft_wrap=True,
     )
-    table = Table(title=f"ε* per layer (resolution δ = {problem['resolution']:g})")
+    table = Table(title=f"ε* per layer (resolution δ = {setup.resolution:g})")
     for column in ("layer", "weight", "ε*", "maximality"):
         table.add_column(column)
-    has_milp = any(step[0] == "milp" for step in problem["chain"])
-    for layer, (eps, weight, info) in enumerate(zip(result.eps, problem["weights"], result.maximality, strict=True)):
-        evidence = EVIDENCE.get(info["status"], info["status"])
-        if info["status"] == "not_expandable" and info.get("chain") == "fast" and has_milp:
-            evidence = "not expandable by the chain without its MILP (MILP skipped: it kept timing out)"
+    complete = [step.name for step in setup.chain if CATALOGUE[step.name].tier == "complete"]
+    for layer, (eps, weight, info) in enumerate(zip(result.eps, setup.weights, result.maximality, strict=True)):
+        evidence = EVIDENCE.get(info.status, info.status)
+        if info.status == "not_expandable" and info.chain == "fast" and complete:
+            skipped = ", ".join(complete)
+            evidence = f"not expandable by the chain without {skipped} ({skipped} skipped: it kept timing out)"
         table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", evidence)
     console.print(table)
 
     per_verifier: dict[str, list[float]] = defaultdict(list)
     for query in result.queries:
-        per_verifier["cache" if query["cached"] else query["verifier"]].append(query["seconds"])
+        per_verifier["cache" if query.cached else query.verifier].append(query.seconds)
     work = Table(title="queries per verifier")
     for column in ("verifier", "queries", "seconds"):
         work.add_column(column)
     for name, seconds in sorted(per_verifier.items()):
         work.add_row(name, str(len(seconds)), "-" if name == "cache" else f"{sum(seconds):.1f}")
+    guide = result.guide
+    work.add_row(
+        f"[dim]guide: {guide.step.name}[/]", f"[dim]{guide.calls} bounds ({guide.computed} computed)[/]",
+        f"[dim]{guide.seconds:.1f}[/]",
+    )
     console.print(work)
 
     status = "complete" if result.complete else f"[yellow]incomplete[/] ({result.stop_reason})"
-    reproof = result.reproof
-    if reproof.get("verdict") == "ROBUST":
-        how = f": its {reproof['proof']}" if reproof.get("proof") else ""
-        proof = f"proved by {result.verifier} (re-proved by {reproof['verifier']}{how})"
+    reproof = result.certificate.reproof
+    if reproof.verdict == "ROBUST":
+        how = f": its {reproof.proof}" if reproof.proof else ""
+        proof = f"proved by {result.verifier} (re-proved by {reproof.verifier}{how})"
     else:
-        proof = f"proved by {result.verifier} (re-proof by {reproof.get('verifier')}: {reproof.get('verdict')})"
+        proof = f"proved by {result.verifier} (re-proof by {reproof.verifier}: {reproof.verdict})"
     baseline = (
         f"uniform baseline {result.uniform_size:.4g} at ε = {result.uniform_eps:.4g}; " if result.uniform_eps else ""
     )

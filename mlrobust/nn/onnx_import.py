@@ -17,6 +17,7 @@ import numpy as np
 
 from mlrobust.errors import UserError
 from mlrobust.nn import ops as o
+from mlrobust.nn.onnx_file import read_onnx
 
 
 class UnsupportedModel(UserError):
@@ -311,12 +312,6 @@ def _attributes(node) -> dict[str, object]:  # type: ignore[no-untyped-def]
     return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
 
 
-def _dims(value_info) -> tuple[int | str, ...]:  # type: ignore[no-untyped-def]
-    return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim
-    )
-
-
 @dataclass(frozen=True)
 class ImportedGraph:
     ops: tuple[o.Op, ...]
@@ -330,28 +325,16 @@ def import_onnx(path: Path) -> ImportedGraph:
     import onnx
     from onnx import numpy_helper
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except FileNotFoundError:
-        raise UserError(f"model file not found: {path}") from None
-    except Exception as error:  # onnx raises DecodeError, ValidationError, ...
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{path} is not a valid ONNX model: {first_line}") from None
-    opset = next((x.version for x in model.opset_import if x.domain in ("", "ai.onnx")), 0)
-    graph = model.graph
+    file = read_onnx(path)
+    opset = file.opset
+    graph = file.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in constants]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise UnsupportedModel(
-            f"{path.name}: expected one input and one output, found {len(inputs)} and {len(graph.output)}"
-        )
-    dims = _dims(inputs[0])[1:]
+    dims = file.input_dims[1:]
     if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise UnsupportedModel(f"{path.name}: the input shape {_dims(inputs[0])} must be fixed except the batch")
+        raise UnsupportedModel(f"{path.name}: the input shape {file.input_dims} must be fixed except the batch")
     shape: o.Shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
     input_shape = shape
-    current = inputs[0].name
+    current = file.input.name  # type: ignore[attr-defined]
     ops: list[o.Op] = []
     nodes = list(graph.node)
     for position, node in enumerate(nodes):

@@ -7,25 +7,38 @@ uses `forward` (A x + b on a batch), `transpose` (Aᵀ λ on a batch of rows λ)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 Shape = tuple[int, ...]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(array, dtype=like.dtype, device=like.device)
 
 
+def memo(op: AffineOp, key: Hashable, build: Callable[[], T]) -> T:
+    """What `build` derives from the op's (immutable) weights, built once per op and key.
+
+    The one way any module caches on an op (the weight as a tensor per dtype here, a patch
+    matrix in `verify.patches`, a sparse matrix in `verify.milp_encoding`): the values depend
+    on nothing but the op, so they live and die with it.
+    """
+    if key not in op._cache:
+        op._cache[key] = build()
+    return op._cache[key]
+
+
 def _cached_weight(op: Conv | Linear, like: torch.Tensor) -> torch.Tensor:
     """The op's weight as a tensor of `like`'s dtype, converted once per dtype."""
-    key = ("w", like.dtype)
-    if key not in op._cache:
-        op._cache[key] = _tensor(op.weight, like)
-    return op._cache[key]
+    return memo(op, ("w", like.dtype), lambda: _tensor(op.weight, like))
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +116,7 @@ class Affine:
     shift: np.ndarray
     in_shape: Shape
     out_shape: Shape
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x * _tensor(self.scale, x)
@@ -127,6 +141,7 @@ class Reshape:
 
     in_shape: Shape
     out_shape: Shape
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], *self.out_shape)
@@ -171,6 +186,30 @@ class MaxPool:
 
 AffineOp = Conv | Linear | Affine | Reshape
 Op = AffineOp | Relu | MaxPool
+
+# The op kinds, each listed once. Every rule table of the bound engine, the MILP encoding and
+# the patch path has one entry per type in OP_TYPES (tests/test_rule_tables.py), and a lookup
+# that finds none raises MissingRule: an op is never handled by another op's rule.
+AFFINE_OPS: tuple[type, ...] = (Conv, Linear, Affine, Reshape)  # y = A x + b
+RELABELLING_OPS: tuple[type, ...] = (Reshape,)  # A is the identity on the flattened numbers
+NONLINEAR_OPS: tuple[type, ...] = (Relu, MaxPool)  # relaxed from their input's bounds
+OP_TYPES: tuple[type, ...] = AFFINE_OPS + NONLINEAR_OPS
+
+
+class MissingRule(NotImplementedError):
+    """An op reached a domain that has no rule for it: a bug (the importer admitted an op the
+    engine cannot handle), never something to approximate."""
+
+    def __init__(self, op: object, domain: str) -> None:
+        super().__init__(f"the {domain} has no rule for {type(op).__name__} ops")
+
+
+def rule(table: Mapping[type, R], op: object, domain: str) -> R:
+    """The entry of `op`'s type in a rule table, or MissingRule naming the op and the domain."""
+    try:
+        return table[type(op)]
+    except KeyError:
+        raise MissingRule(op, domain) from None
 
 
 def maxpool_windows(in_shape: Shape, kernel, stride, padding, dilation) -> tuple[np.ndarray, Shape]:

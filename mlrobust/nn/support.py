@@ -1,7 +1,10 @@
-"""What the verifiers support in an ONNX file, checked before anything runs.
+"""What the verifiers support in an ONNX file, checked before anything runs (`lint`, `check`).
 
-An unsupported operator is an error that names the op, the node and the opset, never a
-silent approximation. The op set here is the one the network IR's registry implements.
+Derived, never copied: an op is supported when the importer's registry has a converter for it
+(`onnx_import.REGISTRY`), and every IR op a converter produces has a rule in every domain of
+the engine (tests/test_rule_tables.py holds that). A model whose ops are all supported is then
+converted exactly as `run` converts it, so what the checker passes is what `run` accepts.
+An unsupported operator is an error that names the op, the node and the opset.
 """
 
 from __future__ import annotations
@@ -9,27 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPPORTED_OPS = frozenset(
-    {
-        "Conv",
-        "Gemm",
-        "MatMul",
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Relu",
-        "MaxPool",
-        "Flatten",
-        "Reshape",
-        "BatchNormalization",
-        "Identity",
-        "Dropout",
-        "Constant",
-        "Softmax",  # only as the last op: dropped, it keeps the order of scores
-        "Sigmoid",  # likewise
-    }
-)
+from mlrobust.nn.onnx_file import read_onnx
 
 
 @dataclass(frozen=True)
@@ -41,43 +24,39 @@ class UnsupportedOp:
 
 @dataclass(frozen=True)
 class OnnxSummary:
-    """What the spec checker needs to know about a model without running it."""
+    """What the spec checker needs to know about a model."""
 
     input_shape: tuple[int | str, ...]  # e.g. ("batch", 1, 64, 64)
     num_classes: int | None
     opset: int
-    unsupported: tuple[UnsupportedOp, ...]
+    unsupported: tuple[UnsupportedOp, ...]  # ops no converter handles
+    refused: str | None  # why the importer refuses the model, when every op is supported
 
 
-class OnnxLoadError(Exception):
-    """The file is not a loadable, valid ONNX model."""
+def supported_op_types() -> tuple[str, ...]:
+    from mlrobust.nn.onnx_import import supported_ops
 
-
-def _dims(value_info) -> tuple[int | str, ...]:
-    return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim
-    )
+    return tuple(sorted(supported_ops()))
 
 
 def summarize_onnx(path: Path) -> OnnxSummary:
-    import onnx
+    """Raises OnnxFileError when the file does not load as a one-input, one-output model."""
+    from mlrobust.nn.onnx_import import UnsupportedModel, import_onnx, supported_ops
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as error:  # onnx raises many types (DecodeError, ValidationError, OSError)
-        raise OnnxLoadError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise OnnxLoadError(f"expected one input and one output, found {len(inputs)} and {len(graph.output)}")
-    unsupported = []
-    for position, node in enumerate(graph.node):
-        trailing_activation = node.op_type in ("Softmax", "Sigmoid") and position == len(graph.node) - 1
-        if node.op_type not in SUPPORTED_OPS or (node.op_type in ("Softmax", "Sigmoid") and not trailing_activation):
-            unsupported.append(UnsupportedOp(node.op_type, node.name or f"#{position}", opset))
-    output_dims = _dims(graph.output[0])
-    num_classes = output_dims[-1] if output_dims and isinstance(output_dims[-1], int) else None
-    return OnnxSummary(_dims(inputs[0]), num_classes, opset, tuple(unsupported))
+    file = read_onnx(path)
+    known = supported_ops()
+    unsupported = tuple(
+        UnsupportedOp(node.op_type, node.name or f"#{position}", file.opset)
+        for position, node in enumerate(file.graph.node)
+        if node.op_type not in known or node.domain not in ("", "ai.onnx")
+    )
+    refused = None
+    if not unsupported:
+        try:
+            import_onnx(path)
+        except UnsupportedModel as error:
+            refused = error.message
+    output = file.output_dims
+    num_classes = output[-1] if output and isinstance(output[-1], int) else None
+    return OnnxSummary(file.input_dims, num_classes, file.opset, unsupported, refused)
+

@@ -10,12 +10,37 @@ Definitions (docs/architecture.md, after the design):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from mlrobust.nn.network import Network
+
+T = TypeVar("T")
+
+
+class Memo:
+    """What the verifiers remember about one problem (bounds of boxes already asked, the patch
+    path's last answers): pure functions of the problem and a box, so safe to reuse.
+
+    Owned by the problem, never a module-level table: two problems never share or clobber
+    each other's answers, and dropping the problem drops them. Each user names its own slot.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, object] = {}
+
+    def slot(self, name: str, make: Callable[[], T]) -> T:
+        if name not in self._slots:
+            self._slots[name] = make()
+        return self._slots[name]  # type: ignore[return-value]
+
+    def clear(self) -> None:
+        """Forget everything (benchmarks that time one method after another start each cold)."""
+        self._slots.clear()
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +51,7 @@ class Problem:
     target: int
     k: int
     value_range: tuple[float, float]
+    memo: Memo = field(default_factory=Memo, repr=False)
 
     @property
     def num_layers(self) -> int:

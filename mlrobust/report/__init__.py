@@ -1,1 +1,5 @@
-"""Reporting: console, JSON and plots of a search result."""
+"""Reporting: a run's result as typed records, its JSON, and its plots."""
+
+from mlrobust.report.files import write
+
+__all__ = ["write"]

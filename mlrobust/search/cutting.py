@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from mlrobust.problem.problem import Problem
-from mlrobust.spec import ir
 
 
 def fixed_weights(layers: int) -> np.ndarray:
@@ -43,14 +42,6 @@ def sensitivity_weights(problem: Problem) -> np.ndarray:
     sensitivity = layer_sensitivity(problem)
     top = sensitivity.max()
     return 0.9 * (1 - sensitivity / top) if top > 0 else np.full(problem.num_layers, 0.5)
-
-
-def cutting_weights(strategy: ir.Cutting, problem: Problem) -> np.ndarray:
-    if isinstance(strategy, ir.ExplicitCutting):
-        return np.array(strategy.values)
-    if isinstance(strategy, ir.SensitivityCutting):
-        return sensitivity_weights(problem)
-    return fixed_weights(problem.num_layers)
 
 
 def cut(failed: np.ndarray, robust: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -1,5 +1,10 @@
 """The oracle-guided loop: expand along the best size-per-margin direction, CEGIS on failure.
 
+The search steers by a *guide*: the bound of the chain's own `bounds` step (CROWN unless the
+spec says otherwise), read through the oracle (`Oracle.guide`: counted, capped by the time
+budget). "CROWN" below is that guide. It decides nothing: every box the search keeps is asked
+through the verifier chain.
+
 1. Start: uniform bisection (every layer the same ε) with the oracle.
 2. Expand: from a robust ε (half the uniform optimum at first), with CROWN's gradient
    g = ∂bound/∂ε, take the direction Δ_d ∝ w_d / (g_d + γ) (size gained per unit of margin),
@@ -12,34 +17,35 @@
    alone, as far as CROWN proves).
 3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
    as CROWN proves (confirmed by the chain); then probe every layer with weight > 0 one δ
-   beyond, all in one batch with the fast chain. A layer's first probe is one δ beyond where
-   its gallop stopped, which lies inside ε* + δ e_d. ROBUST: take it and probe again (at
-   ε + δ e_d); NOT_ROBUST: proved maximal (the counterexample is one step out); UNKNOWN: the
-   full chain gallops that layer (most valuable first; step ×2 after ROBUST, ÷2 after a
-   failure, settled by a failure at exactly δ), until its MILP has left MILP_PROBE_PATIENCE
-   δ-probes in a row UNKNOWN; a layer still UNKNOWN is not expandable by this chain.
-4. Re-prove ε* with the strongest verifier of the chain before reporting it.
+   beyond, all in one batch with the fast chain (the chain without its complete verifiers).
+   A layer's first probe is one δ beyond where its gallop stopped, which lies inside
+   ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d); NOT_ROBUST: proved maximal (the
+   counterexample is one step out); UNKNOWN: the full chain gallops that layer (most valuable
+   first; step ×2 after ROBUST, ÷2 after a failure, settled by a failure at exactly δ), until
+   the full chain has left COMPLETE_PROBE_PATIENCE δ-probes in a row UNKNOWN; a layer still
+   UNKNOWN is not expandable by this chain.
+
+The caller then re-proves ε* with the strongest verifier of the chain (`certify`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from mlrobust.plan import Plan
 from mlrobust.problem.problem import Problem
 from mlrobust.search.cutting import cut
-from mlrobust.search.methods import METHODS
-from mlrobust.search.oracle import Oracle
-from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
+from mlrobust.search.oracle import Oracle, OutOfTime
+from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.verdict import Status
 
-# after this many probes in a row that the MILP leaves UNKNOWN (its time limit), the other
-# layers are probed with the fast chain only: on big boxes the MILP rarely finishes, and each
-# try costs its whole time limit (on the bundled PGD model, 3 tries cost 6 of 19 s per canvas
-# and none of them ever answered)
-MILP_PROBE_PATIENCE = 1
+# after this many probes in a row that the full chain (its complete verifiers: the MILP) leaves
+# UNKNOWN (their time limit), the other layers are probed with the fast chain only: on big
+# boxes the MILP rarely finishes, and each try costs its whole time limit (on the bundled PGD
+# model, 3 tries cost 6 of 19 s per canvas and none of them ever answered)
+COMPLETE_PROBE_PATIENCE = 1
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
 LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
@@ -58,7 +64,8 @@ class LayerMaximality:
     # the box asked: ε at that moment + δ e_d. Later layers only grow, so it lies inside
     # ε* + δ e_d, and a counterexample in it is one in ε* + δ e_d too.
     probe: tuple[float, ...] | None = None
-    chain: str | None = None  # "full": the whole chain answered the probe; "fast": the chain without its MILP
+    # "full": the whole chain answered the probe; "fast": the chain without its complete verifiers
+    chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,19 +75,6 @@ class SearchOutcome:
     maximality: tuple[LayerMaximality, ...]
     complete: bool  # False when a budget or Ctrl-C stopped the search early
     stop_reason: str
-
-
-class Budget:
-    def __init__(self, queries: int, seconds: float, oracle: Oracle) -> None:
-        self.queries, self.deadline, self.oracle = queries, time.perf_counter() + seconds, oracle
-        oracle.deadline = self.deadline  # no query may run past the search's time budget
-
-    def exhausted(self) -> str | None:
-        if self.oracle.new_queries >= self.queries:
-            return f"query budget ({self.queries}) reached"
-        if time.perf_counter() > self.deadline:
-            return "time budget reached"
-        return None
 
 
 def range_limit(oracle: Oracle) -> np.ndarray:
@@ -95,13 +89,13 @@ def layer_range_limit(problem: Problem) -> np.ndarray:
     return np.array([reach[problem.layer_map == d].max() for d in range(problem.num_layers)])
 
 
-def uniform_bisection(oracle: Oracle, resolution: float, budget: Budget, limit: float) -> float:
+def uniform_bisection(oracle: Oracle, resolution: float, limit: float) -> float:
     """The largest uniform ε (to `resolution`) that the oracle proves robust."""
     layers = oracle.problem.num_layers
     low, high = 0.0, limit
     if oracle.ask(np.full(layers, high), "uniform").status is Status.ROBUST:
         return high
-    while high - low > resolution and budget.exhausted() is None:
+    while high - low > resolution and oracle.exhausted() is None:
         middle = (low + high) / 2
         if oracle.ask(np.full(layers, middle), "uniform").status is Status.ROBUST:
             low = middle
@@ -114,7 +108,7 @@ def _direction(
     oracle: Oracle, eps: np.ndarray, weights: np.ndarray, limit: np.ndarray
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """(direction, CROWN bound at ε, its gradient): the size-per-margin direction."""
-    result = margin_bound(oracle.problem, eps, "crown", with_gradient=True)
+    result = oracle.guide(eps, with_gradient=True)
     gradient = np.maximum(result.gradient if result.gradient is not None else 0.0, 0.0)
     room = limit > eps + 1e-12
     # γ = the mean gradient: a layer the bound barely feels still cannot take the whole step
@@ -172,7 +166,7 @@ def _ray_edge(
     point beyond it where CROWN failed (None when t_max itself is proved)."""
 
     def bound_at(t: float) -> float:
-        return margin_bound(oracle.problem, start + t * direction).bound
+        return oracle.guide(start + t * direction).bound
 
     low, high = _grow(bound_at, 0.0, first, t_max, 2.0)
     if high is None:
@@ -239,7 +233,7 @@ def boundary_walk(
         if stale >= WALK_PATIENCE:
             break
         stale += 1
-        result = margin_bound(oracle.problem, eps, with_gradient=True)
+        result = oracle.guide(eps, with_gradient=True)
         gradient = result.gradient if result.gradient is not None else np.zeros_like(eps)
         if result.bound < -SAFETY_MARGIN:
             size = float(np.dot(weights, eps))
@@ -256,42 +250,55 @@ def boundary_walk(
     return best
 
 
+def _proposal(
+    oracle: Oracle, robust: np.ndarray, weights: np.ndarray, resolution: float, limit: np.ndarray
+) -> np.ndarray | None:
+    """The next box to ask: as far along the size-per-margin direction as the guide proves, or
+    along its boundary when that gains less than δ (None: no layer can grow)."""
+    direction, bound_robust, gradient = _direction(oracle, robust, weights, limit)
+    if not np.any(direction > 0):
+        return None
+    direction = direction / direction.max()
+    proposal = _line_search(oracle, robust, bound_robust, float(gradient @ direction), direction, limit)
+    if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
+        proposal = boundary_walk(oracle, proposal, weights, limit)
+    return proposal
+
+
 def expand(
     oracle: Oracle,
     start: np.ndarray,
     weights: np.ndarray,
     cutting: np.ndarray,
     resolution: float,
-    budget: Budget,
 ) -> tuple[np.ndarray, str]:
-    """Repeatedly step along the best size-per-margin direction as far as CROWN allows."""
+    """Repeatedly step along the best size-per-margin direction as far as the guide bound allows."""
     robust = start.copy()
     limit = range_limit(oracle)
     while True:
-        reason = budget.exhausted()
+        reason = oracle.exhausted()
         if reason:
             return robust, reason
-        direction, bound_robust, gradient = _direction(oracle, robust, weights, limit)
-        if not np.any(direction > 0):
+        try:
+            proposal = _proposal(oracle, robust, weights, resolution, limit)
+        except OutOfTime:
+            return robust, "time budget reached"
+        if proposal is None:
             return robust, "no layer can grow"
-        direction = direction / direction.max()
-        proposal = _line_search(oracle, robust, bound_robust, float(gradient @ direction), direction, limit)
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
-            proposal = boundary_walk(oracle, proposal, weights, limit)
-            if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
-                return robust, "converged"
+            return robust, "converged"
         for _ in range(MAX_CUTS + 1):
             query = oracle.ask(proposal, "expand")
             if query.status is Status.ROBUST:
                 robust = proposal
                 break
             proposal = cut(proposal, robust, cutting)
-            if np.max(proposal - robust) < resolution / 2 or budget.exhausted():
+            if np.max(proposal - robust) < resolution / 2 or oracle.exhausted():
                 return robust, "converged"
 
 
 def maximality(
-    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, budget: Budget
+    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float
 ) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
     """Grow every layer as far as CROWN proves, then probe every layer one δ beyond.
 
@@ -306,7 +313,7 @@ def maximality(
     order = [int(d) for d in np.argsort(-weights, kind="stable")]  # the most valuable layers first
     results: dict[int, LayerMaximality] = {d: LayerMaximality(d, "zero_weight") for d in order if weights[d] <= 0}
     valued = [d for d in order if weights[d] > 0]
-    eps, beyond = _jumps(oracle, eps, valued, resolution, limit, budget)
+    eps, beyond = _jumps(oracle, eps, valued, resolution, limit)
     unknown: list[int] = []  # layers whose probe the fast chain left UNKNOWN, for the full chain
     asked = "fast" if oracle.fast_chain != oracle.chain else "full"
     pending = valued
@@ -315,7 +322,7 @@ def maximality(
         for layer in pending:
             if eps[layer] >= limit[layer]:
                 results[layer] = LayerMaximality(layer, "at_range_limit")
-            elif budget.exhausted():
+            elif oracle.exhausted():
                 results[layer] = LayerMaximality(layer, "not_checked")
             else:
                 batch.append(layer)
@@ -342,7 +349,7 @@ def maximality(
                 results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
                 unknown.append(layer)
     if asked == "fast":
-        eps = _full_chain_gallops(oracle, eps, sorted(unknown, key=order.index), resolution, limit, budget, results)
+        eps = _full_chain_gallops(oracle, eps, sorted(unknown, key=order.index), resolution, limit, results)
     return eps, tuple(results[d] for d in range(len(eps)))
 
 
@@ -352,7 +359,6 @@ def _full_chain_gallops(
     layers: list[int],
     resolution: float,
     limit: np.ndarray,
-    budget: Budget,
     results: dict[int, LayerMaximality],
 ) -> np.ndarray:
     """Layers the fast chain could not grow, most valuable first: grow each with the full chain.
@@ -360,20 +366,21 @@ def _full_chain_gallops(
     The MILP proves boxes past CROWN's edge (bench/relaxations.py: 24 of 36 boxes 5–20% past
     it), but one δ at a time that is a MILP per δ. So each layer gallops: after a ROBUST the
     step doubles, after a failure it halves, and the layer is settled only by a failure at
-    exactly δ beyond ε (its evidence, as in the fast rounds). After MILP_PROBE_PATIENCE such
-    δ-probes in a row that the MILP leaves UNKNOWN, the remaining layers keep their fast-chain
-    answers: on big boxes the MILP rarely finishes, and each try costs its whole time limit.
+    exactly δ beyond ε (its evidence, as in the fast rounds). After COMPLETE_PROBE_PATIENCE such
+    δ-probes in a row that the full chain leaves UNKNOWN, the remaining layers keep their
+    fast-chain answers: on big boxes the MILP rarely finishes, and each try costs its whole
+    time limit.
     """
-    milp_unknowns = 0  # consecutive δ-probes the full chain (its MILP) left UNKNOWN
+    complete_unknowns = 0  # consecutive δ-probes the full chain (its complete verifiers) left UNKNOWN
     for layer in layers:
-        if milp_unknowns >= MILP_PROBE_PATIENCE or budget.exhausted():
+        if complete_unknowns >= COMPLETE_PROBE_PATIENCE or oracle.exhausted():
             break
         step = resolution
         while True:
             if eps[layer] >= limit[layer]:
                 results[layer] = LayerMaximality(layer, "at_range_limit")
                 break
-            if budget.exhausted():
+            if oracle.exhausted():
                 results[layer] = LayerMaximality(layer, "not_checked")
                 break
             probe = eps.copy()
@@ -386,7 +393,7 @@ def _full_chain_gallops(
                 step = max(step / 2, resolution)  # δ·2^n halves back to δ exactly
                 continue
             if not query.cached:
-                milp_unknowns = milp_unknowns + 1 if query.status is Status.UNKNOWN else 0
+                complete_unknowns = complete_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.NOT_ROBUST:
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, "full")
             else:
@@ -396,7 +403,7 @@ def _full_chain_gallops(
 
 
 def _jumps(
-    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
+    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Per layer in turn: jump along e_d as far as CROWN proves, and keep it if the chain agrees.
 
@@ -404,14 +411,20 @@ def _jumps(
     A layer whose jump the chain refuses gets no such box: its edge may lie more than δ
     beyond ε.
     """
-    eps = _joint_jump(oracle, eps, layers, resolution, limit, budget)
     beyond: dict[int, np.ndarray] = {}
+    try:
+        eps = _joint_jump(oracle, eps, layers, resolution, limit)
+    except OutOfTime:
+        return eps, beyond
     for layer in layers:
-        if budget.exhausted():
+        if oracle.exhausted():
             break
-        jump, failed = _gallop(oracle, eps, layer, resolution, limit)
+        try:
+            jump, failed = _gallop(oracle, eps, layer, resolution, limit)
+        except OutOfTime:
+            break
         if jump[layer] > eps[layer]:
-            if budget.exhausted() or oracle.ask(jump, f"maximality layer {layer}").status is not Status.ROBUST:
+            if oracle.exhausted() or oracle.ask(jump, f"maximality layer {layer}").status is not Status.ROBUST:
                 continue
             eps = jump
         if failed is not None and failed[layer] - eps[layer] <= resolution * (1 + 1e-9):
@@ -420,7 +433,7 @@ def _jumps(
 
 
 def _joint_jump(
-    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray, budget: Budget
+    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray
 ) -> np.ndarray:
     """Grow together the layers with room: those where the bound's tangent allows at least
     JOINT_ROOM steps of δ, each in proportion to its own room.
@@ -430,14 +443,14 @@ def _joint_jump(
     One line search along those layers costs a few CROWN calls; a gallop per layer costs up
     to fifteen each.
     """
-    at = margin_bound(oracle.problem, eps, with_gradient=True)
+    at = oracle.guide(eps, with_gradient=True)
     gradient = np.maximum(at.gradient if at.gradient is not None else np.zeros_like(eps), 0.0)
     slack = -SAFETY_MARGIN - at.bound
     room = np.minimum(slack / np.maximum(gradient, 1e-12), limit - eps)
     chosen = np.zeros(len(eps), dtype=bool)
     chosen[layers] = True
     chosen &= room >= JOINT_ROOM * resolution
-    if chosen.sum() < 2 or slack <= 0 or budget.exhausted():
+    if chosen.sum() < 2 or slack <= 0 or oracle.exhausted():
         return eps
     direction = np.where(chosen, room, 0.0)
     direction = direction / direction.max()
@@ -447,30 +460,54 @@ def _joint_jump(
     return eps
 
 
-def search(
-    oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget
-) -> SearchOutcome:
+def search(plan: Plan, oracle: Oracle) -> SearchOutcome:
+    """The plan's method (the search, or a baseline it is measured against) through the oracle,
+    within the plan's budget, whose clock starts now."""
+    oracle.start(plan.budget)
+    loop = plan.method.loop
+    if loop == "search":
+        return oracle_guided(oracle, plan.weights, plan.cutting, plan.resolution)
+    layers = oracle.problem.num_layers
+    try:
+        if loop == "uniform":
+            uniform = uniform_bisection(oracle, plan.resolution, float(range_limit(oracle).max()))
+            eps = np.full(layers, uniform)
+        elif loop == "per-layer":
+            eps, uniform = per_layer_bisection(oracle, plan.weights, plan.resolution), 0.0
+        else:
+            raise ValueError(f"method {plan.method.name!r} names an unknown loop {loop!r}")
+        reason = oracle.exhausted()
+        return SearchOutcome(eps, uniform, (), reason is None, reason or "converged")
+    except KeyboardInterrupt:
+        return interrupted(oracle, plan.weights)
+
+
+def oracle_guided(oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float) -> SearchOutcome:
     layers = oracle.problem.num_layers
     zero = oracle.ask(np.zeros(layers), "start")
     if zero.status is not Status.ROBUST:
         return SearchOutcome(np.zeros(layers), 0.0, (), False, f"the image itself is {zero.status.value} (ε = 0)")
+    uniform = 0.0
     try:
         limit = range_limit(oracle)
-        uniform = uniform_bisection(oracle, resolution, budget, float(limit.max()))
+        uniform = uniform_bisection(oracle, resolution, float(limit.max()))
         # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary
         # in every direction); from half of it the size-per-margin direction has room to pay off.
-        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution, budget)
+        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution)
         # all three are proved; keep the largest (the first of equals)
-        candidates = (eps, np.full(layers, uniform), corner(oracle, weights, resolution, limit, budget))
+        candidates = (eps, np.full(layers, uniform), corner(oracle, weights, resolution, limit))
         eps = max(candidates, key=lambda box: float(np.dot(weights, box)))
-        eps, layers_result = maximality(oracle, eps, weights, resolution, budget)
-        complete = budget.exhausted() is None
-        return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else budget.exhausted() or "")
+        eps, layers_result = maximality(oracle, eps, weights, resolution)
+        complete = oracle.exhausted() is None
+        return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else oracle.exhausted() or "")
     except KeyboardInterrupt:
         return interrupted(oracle, weights)
+    except OutOfTime:  # a step that keeps nothing of its own ran into the deadline
+        best = interrupted(oracle, weights)
+        return SearchOutcome(best.eps, uniform, (), False, "time budget reached")
 
 
-def corner(oracle: Oracle, weights: np.ndarray, resolution: float, limit: np.ndarray, budget: Budget) -> np.ndarray:
+def corner(oracle: Oracle, weights: np.ndarray, resolution: float, limit: np.ndarray) -> np.ndarray:
     """The heaviest layer alone, as far as CROWN proves (confirmed by the chain); ε = 0 if not.
 
     The expansion is local: from the uniform start it spreads ε over the near layers, while on
@@ -481,9 +518,12 @@ def corner(oracle: Oracle, weights: np.ndarray, resolution: float, limit: np.nda
     a few CROWN calls.
     """
     zero = np.zeros(len(weights))
-    if budget.exhausted():
+    if oracle.exhausted():
         return zero
-    grown, _ = _gallop(oracle, zero, int(np.argmax(weights)), resolution, limit)
+    try:
+        grown, _ = _gallop(oracle, zero, int(np.argmax(weights)), resolution, limit)
+    except OutOfTime:
+        return zero
     if not np.any(grown > 0) or oracle.ask(grown, "start (heaviest layer alone)").status is not Status.ROBUST:
         return zero
     return grown
@@ -496,38 +536,16 @@ def interrupted(oracle: Oracle, weights: np.ndarray) -> SearchOutcome:
     return SearchOutcome(best, 0.0, (), False, "interrupted (Ctrl-C)")
 
 
-def run_method(
-    method: str, oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float, budget: Budget
-) -> SearchOutcome:
-    """The search, or a baseline it is measured against. The thesis-style loop is the search
-    itself asked through a pairwise-MILP oracle with fixed cutting: the caller builds those."""
-    if method in ("search", "thesis-style"):
-        return search(oracle, weights, cutting, resolution, budget)
-    layers = oracle.problem.num_layers
-    try:
-        if method == "uniform":
-            uniform = uniform_bisection(oracle, resolution, budget, float(range_limit(oracle).max()))
-            eps = np.full(layers, uniform)
-        elif method == "per-layer":
-            eps, uniform = per_layer_bisection(oracle, weights, resolution, budget), 0.0
-        else:
-            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        reason = budget.exhausted()
-        return SearchOutcome(eps, uniform, (), reason is None, reason or "converged")
-    except KeyboardInterrupt:
-        return interrupted(oracle, weights)
-
-
-def per_layer_bisection(oracle: Oracle, weights: np.ndarray, resolution: float, budget: Budget) -> np.ndarray:
+def per_layer_bisection(oracle: Oracle, weights: np.ndarray, resolution: float) -> np.ndarray:
     """The thesis's naive algorithm (a baseline): layers in order of weight, each bisected alone
     with the earlier layers fixed at their found ε and the later ones at 0."""
     eps = np.zeros(oracle.problem.num_layers)
     limit = range_limit(oracle)
     for layer in np.argsort(-weights, kind="stable"):
-        if weights[layer] <= 0 or budget.exhausted():
+        if weights[layer] <= 0 or oracle.exhausted():
             continue
         low, high = 0.0, float(limit[layer])
-        while high - low > resolution and budget.exhausted() is None:
+        while high - low > resolution and oracle.exhausted() is None:
             middle = (low + high) / 2
             trial = eps.copy()
             trial[layer] = middle

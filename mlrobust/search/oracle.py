@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import time
@@ -20,11 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from mlrobust.contract.verifiers import VerifierStep
+from mlrobust.plan import Plan, SearchBudget
 from mlrobust.problem.problem import Problem
-from mlrobust.spec.ir import VerifierStep
-from mlrobust.storage import atomic_write_bytes
+from mlrobust.storage import save_counterexample
+from mlrobust.verify.bounds import MarginBound
 from mlrobust.verify.chain import ChainResult, run_chain_many
-from mlrobust.verify.verdict import Budget, Status
+from mlrobust.verify.registry import VERIFIERS, fast_steps, guide_step
+from mlrobust.verify.verdict import QueryBudget, Status
+
+
+class OutOfTime(Exception):
+    """The search's time budget is spent: no further bound or query may run."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class Query:
 
 
 @dataclass
+class GuideStats:
+    """The bounds the search steered by: how many, how long (none of them decides a verdict)."""
+
+    step: VerifierStep
+    calls: int = 0
+    computed: int = 0  # calls not answered from the problem's memo
+    seconds: float = 0.0
+
+
+@dataclass
 class Oracle:
     problem: Problem
     chain: tuple[VerifierStep, ...]
@@ -54,6 +69,47 @@ class Oracle:
     new_queries: int = 0
     listener: Callable[[Query], None] | None = None  # told every answer (progress lines)
     deadline: float | None = None  # perf_counter time: the search's time budget also caps each query
+    query_cap: int | None = None  # new queries the search may ask
+    guide_stats: GuideStats | None = None
+
+    def __post_init__(self) -> None:
+        if self.guide_stats is None:
+            self.guide_stats = GuideStats(guide_step(self.chain))
+
+    @classmethod
+    def for_plan(cls, plan: Plan, folder: Path) -> Oracle:
+        return cls(plan.problem, plan.chain, folder, plan.queries_key)
+
+    def start(self, budget: SearchBudget) -> None:
+        """Start the search's clock: from now on no bound or query runs past its time budget,
+        and `exhausted` says when its query budget is spent."""
+        self.deadline = time.perf_counter() + budget.seconds
+        self.query_cap = budget.queries
+
+    def exhausted(self) -> str | None:
+        """Why the search must stop now (a budget is spent), or None."""
+        if self.query_cap is not None and self.new_queries >= self.query_cap:
+            return f"query budget ({self.query_cap}) reached"
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            return "time budget reached"
+        return None
+
+    def guide(self, eps: np.ndarray, with_gradient: bool = False) -> MarginBound:
+        """The chain's own bound (its `bounds` step, with the options the spec gave it) on N(ε):
+        what the search steers by between queries. Counted, timed and refused past the deadline;
+        it decides nothing by itself (every box the search keeps is asked through `ask`)."""
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise OutOfTime
+        stats = self.guide_stats
+        assert stats is not None
+        started = time.perf_counter()
+        guide = VERIFIERS[stats.step.name].guide
+        assert guide is not None
+        result = guide(self.problem, np.asarray(eps, dtype=np.float64), with_gradient, **dict(stats.step.options))
+        stats.calls += 1
+        stats.computed += result.seconds > 0
+        stats.seconds += time.perf_counter() - started
+        return result
 
     @property
     def journal_path(self) -> Path:
@@ -89,9 +145,9 @@ class Oracle:
 
     @property
     def fast_chain(self) -> tuple[VerifierStep, ...]:
-        """The chain without its MILP: what the exploration asks (the full chain decides maximality)."""
-        fast = tuple(step for step in self.chain if step.name != "milp")
-        return fast or self.chain
+        """The chain without its complete verifiers: what the exploration asks (the full chain
+        decides maximality)."""
+        return fast_steps(self.chain)
 
     def ask(self, eps: np.ndarray, purpose: str = "", full: bool = False) -> Query:
         """ROBUST and NOT_ROBUST are facts whichever chain found them; UNKNOWN only for that chain."""
@@ -111,7 +167,7 @@ class Oracle:
             if self.deadline is not None:
                 left = max(self.deadline - time.perf_counter(), 0.0)
                 seconds = left if seconds is None else min(seconds, left)
-            outcomes = run_chain_many(self.problem, [boxes[i] for i in asked], chain, Budget(seconds))
+            outcomes = run_chain_many(self.problem, [boxes[i] for i in asked], chain, QueryBudget(seconds))
             for i, outcome in zip(asked, outcomes, strict=True):
                 answers[i] = self._answered(boxes[i], outcome, purposes[i], full)
         return [self._record(answer) for answer in answers if answer is not None]
@@ -175,12 +231,8 @@ class Oracle:
         return query
 
     def _save(self, point: np.ndarray) -> str:
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(point, dtype=np.float32)[None], allow_pickle=False)
-        data = buffer.getvalue()
-        name = f"counterexamples/{hashlib.sha256(data).hexdigest()[:16]}.npy"
-        atomic_write_bytes(self.folder / name, data)
-        return name
+        """The counterexample's file, relative to the run folder (as the journal keeps it)."""
+        return str(save_counterexample(self.folder / "counterexamples", point).relative_to(self.folder))
 
     def _append_journal(self, query: Query, full: bool) -> None:
         entry = {

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlrobust.search.methods import SPEC_NAMES
+from mlrobust.contract.methods import SPEC_NAMES
+from mlrobust.contract.span import Span
+from mlrobust.contract.verifiers import default_chain
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
 from mlrobust.spec.convert import Converter, unknown_name
 from mlrobust.spec.diagnostics import Diagnostic, SpecError, sort_key
 from mlrobust.spec.instances import Instance, dataset_root, expand_instances
 from mlrobust.spec.resolve import Merged, merge
-from mlrobust.spec.span import Span
-from mlrobust.verify.options import DEFAULT_CHAIN, VERIFIERS
 
 # Field -> what it holds; the language reference documents each with its default.
 TOP_FIELDS: dict[str, str] = {
@@ -221,13 +221,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     k = convert("k", lambda v: conv.number(v, "k", 1, integer=True), 2)
     weights = convert("weights", conv.weights, ir.UniformWeights())
     cutting = convert("cutting", conv.cutting, ir.FixedCutting())
-    chain = (
-        convert("chain", conv.chain)
-        if "chain" in fields
-        else tuple(
-            ir.VerifierStep(name, tuple((o.name, o.default) for o in VERIFIERS[name].options)) for name in DEFAULT_CHAIN
-        )
-    )
+    chain = convert("chain", conv.chain) if "chain" in fields else default_chain()
     value_range = convert("range", conv.value_range, (0.0, 1.0))
     output_ref = convert("output", lambda v: conv.path(v, "output", must_exist=False))
     search = _search(merged, conv)
@@ -300,10 +294,18 @@ def check_spec(path: Path | str, check_files: bool = True, partial: bool = False
     return CheckResult(spec, tuple(sorted(diagnostics, key=sort_key)), tuple(instances))
 
 
-def load_spec(path: Path | str) -> ir.Spec:
-    """The checked Spec of a file; raises SpecError (with every diagnostic) if it has errors."""
+def load_checked(path: Path | str) -> CheckResult:
+    """A spec with no errors (warnings allowed) and its instances; raises SpecError carrying
+    every diagnostic, as `lint` prints them, otherwise. The one way code loads a spec to use."""
     result = check_spec(path)
     if not result.ok:
         raise SpecError(list(result.diagnostics))
     assert result.spec is not None
-    return result.spec
+    return result
+
+
+def load_spec(path: Path | str) -> ir.Spec:
+    """The checked Spec of a file; raises SpecError (with every diagnostic) if it has errors."""
+    spec = load_checked(path).spec
+    assert spec is not None
+    return spec

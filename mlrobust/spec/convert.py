@@ -11,12 +11,11 @@ import glob as globbing
 from collections.abc import Callable
 from pathlib import Path
 
+from mlrobust.contract.span import Span
+from mlrobust.contract.verifiers import CATALOGUE, LANGUAGE, Option, OptionValue, VerifierStep
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic
-from mlrobust.spec.span import Span
-from mlrobust.verify.options import VERIFIERS, Option
-from mlrobust.verify.solvers import GUROBI_FIX, gurobi_problem
 
 Number = int | float
 
@@ -295,7 +294,7 @@ class Converter:
         self.wrong_type("cutting", "fixed, sensitivity or a list", value)
         return None
 
-    def _option(self, verifier: str, option: Option, value: s.Value) -> ir.OptionValue | None:
+    def _option(self, verifier: str, option: Option, value: s.Value) -> OptionValue | None:
         what = f"{verifier} option `{option.name}`"
         if option.kind == "choice":
             if not isinstance(value, s.Name) or value.value not in option.choices:
@@ -319,7 +318,7 @@ class Converter:
         number = self.number(value, what, option.minimum, integer=option.kind == "int")
         return float(number) if number is not None and option.kind == "float" else number
 
-    def verifier_step(self, value: s.Value) -> ir.VerifierStep | None:
+    def verifier_step(self, value: s.Value) -> VerifierStep | None:
         if isinstance(value, s.Name):
             call = s.Call(value.value, (), value.span, value.span)
         elif isinstance(value, s.Call):
@@ -327,18 +326,18 @@ class Converter:
         else:
             self.wrong_type("a chain step", "a verifier such as attack(steps = 50)", value)
             return None
-        info = VERIFIERS.get(call.name)
+        info = CATALOGUE.get(call.name) if call.name in LANGUAGE else None
         if info is None:
-            close = difflib.get_close_matches(call.name, VERIFIERS, n=1)
+            close = difflib.get_close_matches(call.name, LANGUAGE, n=1)
             did = f"did you mean {close[0]}? " if close else ""
             self.report(
                 "unknown-verifier",
                 f"unknown verifier `{call.name}`",
                 call.name_span,
-                f"{did}verifiers: {', '.join(VERIFIERS)}",
+                f"{did}verifiers: {', '.join(LANGUAGE)}",
             )
             return None
-        chosen: dict[str, ir.OptionValue] = {}
+        chosen: dict[str, OptionValue] = {}
         ok = True
         for argument in call.arguments:
             option = info.option(argument.name) if argument.name else None
@@ -369,22 +368,21 @@ class Converter:
                     chosen[argument.name] = converted
         if not ok:
             return None
-        if call.name == "milp" and chosen.get("solver") == "gurobi":
-            problem = gurobi_problem()
-            if problem is not None:
-                solver_arg = next(a for a in call.arguments if a.name == "solver")
-                self.report("solver-unavailable", f"solver = gurobi chosen, but {problem}", solver_arg.span, GUROBI_FIX)
-                return None
-        options = tuple((o.name, chosen.get(o.name, o.default)) for o in info.options)
-        return ir.VerifierStep(call.name, options, call.span)
+        options = info.resolve(chosen)
+        unavailable = info.available(options)
+        if unavailable is not None:
+            blamed = next((a.span for a in call.arguments if a.name == unavailable.option), call.span)
+            self.report("solver-unavailable", unavailable.reason, blamed, unavailable.fix)
+            return None
+        return VerifierStep(call.name, tuple(options.items()), call.span)
 
-    def chain(self, value: s.Value) -> tuple[ir.VerifierStep, ...] | None:
+    def chain(self, value: s.Value) -> tuple[VerifierStep, ...] | None:
         steps_syntax: tuple[s.Value, ...] = value.steps if isinstance(value, s.Chain) else (value,)
         steps = [self.verifier_step(step) for step in steps_syntax]
         if any(step is None for step in steps):
             return None
         chain = tuple(step for step in steps if step is not None)
-        if not any(VERIFIERS[step.name].sound for step in chain):
+        if not any(step.info.sound for step in chain):
             self.report(
                 "no-sound-verifier",
                 "this chain has no sound verifier, so it can never prove ROBUST",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mlrobust.contract.span import Span
 from mlrobust.errors import UserError
-from mlrobust.spec.span import Span
 
 
 class Severity(StrEnum):

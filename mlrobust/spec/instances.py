@@ -8,7 +8,6 @@ same model many times).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mlrobust.contract.span import Span
 from mlrobust.data.index import DatasetIndex, load_index, read_gray_png
 from mlrobust.errors import UserError
-from mlrobust.nn.support import SUPPORTED_OPS, OnnxLoadError, OnnxSummary, summarize_onnx
+from mlrobust.nn.onnx_file import OnnxFileError
+from mlrobust.nn.support import OnnxSummary, summarize_onnx, supported_op_types
 from mlrobust.problem.layers import layer_count
 from mlrobust.spec import ir
 from mlrobust.spec.diagnostics import Diagnostic
-from mlrobust.spec.span import Span
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,15 @@ class Instance:
     layers: int
     mask_path: Path | None = None  # the mask file (None for a rectangle)
 
+    @property
+    def where(self) -> str:
+        """The canvas id, or the image file's name."""
+        return self.canvas or self.image_path.name
+
     def describe(self) -> str:
-        where = self.canvas or self.image_path.name
-        return f"{self.model.name} on {where}"
+        return f"{self.model.name} on {self.where}"
 
 
-@functools.lru_cache(maxsize=64)
-def _onnx_summary(path: Path, mtime: float) -> OnnxSummary | str:
-    try:
-        return summarize_onnx(path)
-    except OnnxLoadError as error:
-        return str(error)
-
-
-@functools.lru_cache(maxsize=64)
 def _card_classes(path: Path) -> tuple[str, ...] | None:
     card = path.with_name(path.stem + ".card.json")
     try:
@@ -60,21 +55,6 @@ def _card_classes(path: Path) -> tuple[str, ...] | None:
     except (OSError, ValueError):
         return None
     return tuple(str(c) for c in classes) if isinstance(classes, list) else None
-
-
-@functools.lru_cache(maxsize=16)
-def _index(root: Path, mtime: float) -> DatasetIndex | str:
-    try:
-        return load_index(root)
-    except UserError as error:
-        return error.message
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -124,6 +104,23 @@ class _Expander:
         # A sweep names each image once per model (and may repeat canvases): read each once.
         self.image_cache: dict[Path, np.ndarray | str] = {}
         self.mask_cache: dict[tuple[Path, int, str | None], tuple[np.ndarray, int] | None] = {}
+        # Likewise each model and card (a sweep names every model once per image). Held by this
+        # check only: a file changed between two checks is read afresh.
+        self.summaries: dict[Path, OnnxSummary | str] = {}
+        self.classes: dict[Path, tuple[str, ...] | None] = {}
+
+    def summary(self, path: Path) -> OnnxSummary | str:
+        if path not in self.summaries:
+            try:
+                self.summaries[path] = summarize_onnx(path)
+            except OnnxFileError as error:
+                self.summaries[path] = error.message
+        return self.summaries[path]
+
+    def card_classes(self, path: Path) -> tuple[str, ...] | None:
+        if path not in self.classes:
+            self.classes[path] = _card_classes(path)
+        return self.classes[path]
 
     def read_image(self, path: Path) -> np.ndarray | str:
         if path not in self.image_cache:
@@ -154,7 +151,7 @@ class _Expander:
         self.diagnostics.append(Diagnostic(code, message, span, hint))
 
     def model(self, ref: ir.FileRef) -> OnnxSummary | None:
-        summary = _onnx_summary(ref.path, _mtime(ref.path))
+        summary = self.summary(ref.path)
         if isinstance(summary, str):
             self.report(
                 "model-load-error",
@@ -169,10 +166,18 @@ class _Expander:
                 f"model {ref.path.name} uses {op.op_type} (node {op.node_name!r}, opset {op.opset}), "
                 "which the verifiers do not support",
                 ref.span,
-                "supported: " + ", ".join(sorted(SUPPORTED_OPS)) + " (Softmax/Sigmoid only as the last op)",
+                "supported: " + ", ".join(supported_op_types()) + " (Softmax/Sigmoid only as the last op)",
                 key=op.op_type + op.node_name,
             )
         if summary.unsupported:
+            return None
+        if summary.refused is not None:
+            self.report(
+                "unsupported-op",
+                f"model {ref.path.name} cannot be verified: {summary.refused}",
+                ref.span,
+                "this is what `run` would say; the docs list what each op supports (docs/architecture.md)",
+            )
             return None
         if summary.num_classes is None:
             self.report("model-load-error", f"model {ref.path.name} has no fixed number of output classes", ref.span)
@@ -184,7 +189,10 @@ class _Expander:
         if ref is None:
             return None
         root = dataset_root(ref.path)
-        index = _index(root, _mtime(root / "index.json"))
+        try:
+            index: DatasetIndex | str = load_index(root)
+        except UserError as error:
+            index = error.message
         if isinstance(index, str):
             self.report("file-not-found", index, ref.span, "point `dataset` at a folder made by `mlrobust data build`")
             return None
@@ -233,7 +241,7 @@ class _Expander:
                 return None
             label = canvas_labels[target.slot]
         elif isinstance(target, ir.NamedTarget):
-            names = _card_classes(model.path)
+            names = self.card_classes(model.path)
             if names is None or target.name not in names:
                 known = f"the model card lists: {', '.join(names)}" if names else "the model has no card with classes"
                 self.report(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlrobust.spec.span import UNKNOWN_SPAN, Span
+from mlrobust.contract.span import UNKNOWN_SPAN, Span
+from mlrobust.contract.verifiers import VerifierStep
 
 
 @dataclass(frozen=True)
@@ -182,20 +183,6 @@ Cutting = FixedCutting | SensitivityCutting | ExplicitCutting
 
 # --- chain, search, sweep ---------------------------------------------------------------
 
-OptionValue = int | float | str | bool
-
-
-@dataclass(frozen=True)
-class VerifierStep:
-    """One verifier of the chain with every option resolved (defaults included)."""
-
-    name: str
-    options: tuple[tuple[str, OptionValue], ...]
-    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
-
-    def option(self, name: str) -> OptionValue:
-        return dict(self.options)[name]
-
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -203,7 +190,7 @@ class SearchOptions:
     queries: int = 1000
     time_limit: float = 600.0
     seed: int = 0
-    method: str = "search"  # one of search/methods.py METHODS
+    method: str = "search"  # one of contract/methods.py METHODS
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
 
 

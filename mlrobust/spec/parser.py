@@ -17,10 +17,10 @@ from lark import (
 )
 from lark.tree import Meta
 
+from mlrobust.contract.span import Span
 from mlrobust.resources import grammar_text
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic, SpecError
-from mlrobust.spec.span import Span
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(-?(?:\d+(?:\.\d*)?|\.\d+))(ms|s|min|h)$")

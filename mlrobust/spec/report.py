@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +16,6 @@ from mlrobust.spec.diagnostics import CODES, Diagnostic, Severity
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
-@functools.lru_cache(maxsize=128)
 def _source_lines(file: str) -> tuple[str, ...]:
     try:
         return tuple(Path(file).read_text(encoding="utf-8").split("\n"))
@@ -33,6 +31,7 @@ def _display_path(file: str) -> str:
 
 
 def print_human(console: Console, diagnostics: Iterable[Diagnostic]) -> None:
+    sources: dict[str, tuple[str, ...]] = {}  # each file read once per call, never kept (it may change)
     for d in diagnostics:
         colour = "red" if d.severity is Severity.ERROR else "yellow"
         location = f"{_display_path(d.span.file)}:{d.span.line}:{d.span.column}"
@@ -41,7 +40,9 @@ def print_human(console: Console, diagnostics: Iterable[Diagnostic]) -> None:
             f"[bold]{escape(location)}[/]: [bold {colour}]{d.severity.value}[/]{code} {escape(d.message)}",
             soft_wrap=True,
         )
-        lines = _source_lines(d.span.file)
+        if d.span.file not in sources:
+            sources[d.span.file] = _source_lines(d.span.file)
+        lines = sources[d.span.file]
         if 1 <= d.span.line <= len(lines):
             source = lines[d.span.line - 1]
             width = (d.span.end_column if d.span.end_line == d.span.line else len(source) + 1) - d.span.column

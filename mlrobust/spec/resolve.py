@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlrobust.contract.span import Span
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic, SpecError
 from mlrobust.spec.parser import parse_text
-from mlrobust.spec.span import Span
 
 
 @dataclass

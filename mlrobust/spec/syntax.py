@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlrobust.spec.span import Span
+from mlrobust.contract.span import Span
 
 
 @dataclass(frozen=True)

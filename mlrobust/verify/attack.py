@@ -16,7 +16,7 @@ import torch
 
 from mlrobust.problem.problem import Problem
 from mlrobust.verify.recheck import recheck, snap_into_box
-from mlrobust.verify.verdict import Budget, Status, Verdict
+from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
 
 def pgd_points(
@@ -70,25 +70,22 @@ def pgd_points_many(
 
 
 def check(
-    problem: Problem,
-    eps: np.ndarray,
-    budget: Budget,
-    steps: int = 50,
-    restarts: int = 5,
-    step_size: float = 0.1,
-    seed: int = 0,
+    problem: Problem, eps: np.ndarray, budget: QueryBudget, *, steps: int, restarts: int, step_size: float, seed: int
 ) -> Verdict:
-    return check_many(problem, [eps], budget, steps, restarts, step_size, seed)[0]
+    """The options (and their defaults) are declared in contract/verifiers.py; call it through
+    the registry (`verify.registry.VERIFIERS["attack"]`), which fills them in."""
+    return check_many(problem, [eps], budget, steps=steps, restarts=restarts, step_size=step_size, seed=seed)[0]
 
 
 def check_many(
     problem: Problem,
     boxes: list[np.ndarray],
-    budget: Budget,
-    steps: int = 50,
-    restarts: int = 5,
-    step_size: float = 0.1,
-    seed: int = 0,
+    budget: QueryBudget,
+    *,
+    steps: int,
+    restarts: int,
+    step_size: float,
+    seed: int,
 ) -> list[Verdict]:
     """One verdict per box, from one batched PGD; each box's share of the time is its seconds."""
     started = time.perf_counter()

@@ -21,9 +21,10 @@ entry). ROBUST needs that bound below -SAFETY_MARGIN.
 from __future__ import annotations
 
 import time
-import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,14 +33,11 @@ from mlrobust.nn import ops as o
 from mlrobust.nn.network import ORT_TOLERANCE
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import patches
-from mlrobust.verify.verdict import Budget, Status, Verdict
+from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
 # Logit units. Covers float64 rounding in the bound arithmetic (~1e-12 here) and the float32
 # inference of the user's runtime, which load_network bounds by ORT_TOLERANCE on samples.
 SAFETY_MARGIN = ORT_TOLERANCE
-
-AFFINE = (o.Conv, o.Linear, o.Affine, o.Reshape)
-
 
 @dataclass
 class Interval:
@@ -48,6 +46,7 @@ class Interval:
 
 
 def _affine_interval(op: o.AffineOp, box: Interval) -> Interval:
+    # centre/radius form: A c + b ± |A| r
     centre = (box.upper + box.lower) / 2
     radius = (box.upper - box.lower) / 2
     mid = op.forward(centre)
@@ -55,20 +54,26 @@ def _affine_interval(op: o.AffineOp, box: Interval) -> Interval:
     return Interval(mid - spread, mid + spread)
 
 
-def _maxpool_interval(op: o.MaxPool, box: Interval) -> Interval:
+def _monotone_interval(op: o.Relu | o.MaxPool, box: Interval) -> Interval:
+    # a monotone op maps the box's corners to the image's corners
     return Interval(op.forward(box.lower), op.forward(box.upper))
+
+
+IBP_RULES: Mapping[type, Callable[[Any, Interval], Interval]] = {
+    o.Conv: _affine_interval,
+    o.Linear: _affine_interval,
+    o.Affine: _affine_interval,
+    o.Reshape: _affine_interval,
+    o.Relu: _monotone_interval,
+    o.MaxPool: _monotone_interval,
+}
 
 
 def ibp(ops: tuple[o.Op, ...], box: Interval) -> list[Interval]:
     """Bounds of every activation: result[i] bounds the input of ops[i]; result[-1] the output."""
     bounds = [box]
     for op in ops:
-        if isinstance(op, AFFINE):
-            box = _affine_interval(op, box)
-        elif isinstance(op, o.Relu):
-            box = Interval(box.lower.clamp(min=0), box.upper.clamp(min=0))
-        else:
-            box = _maxpool_interval(op, box)
+        box = o.rule(IBP_RULES, op, "interval bound (IBP)")(op, box)
         bounds.append(box)
     return bounds
 
@@ -138,6 +143,49 @@ def _relu_slopes(bounds: Interval, alpha: torch.Tensor | None) -> tuple[torch.Te
     return up_slope, up_offset, low_slope
 
 
+# A backward rule takes the rows λ at an op's output (and the constant so far) to rows at its
+# input: λ·y <= λ'·x + c' for every x in the op's input bounds.
+BackwardRule = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def _affine_backward(op: o.AffineOp, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
+    # λ·(A x + b) = (Aᵀλ)·x + λ·b, exactly
+    return op.transpose(rows), constant + op.bias_dot(rows)
+
+
+def _relu_backward(op: o.Relu, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
+    # positive coefficients take the chord above, negative ones the lower slope α
+    alpha = alphas.get(index) if alphas else None
+    up_slope, up_offset, low_slope = _relu_slopes(bounds[index], alpha)
+    positive, negative = rows.clamp(min=0), rows.clamp(max=0)
+    constant = constant + (positive * up_offset).flatten(1).sum(dim=1)
+    return positive * up_slope + negative * low_slope, constant
+
+
+def _maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
+    # positive coefficients take the plane Σ c_i x_i + d, negative ones route to x_i*
+    relaxation = relax_maxpool(op, bounds[index])
+    flat = rows.flatten(1)
+    positive, negative = flat.clamp(min=0), flat.clamp(max=0)
+    # a dominated window's plane is y <= x_i* + 0: the same as routing to i*
+    constant = constant + (positive * relaxation.offset).sum(dim=1)
+    inputs = flat.new_zeros((flat.shape[0], int(np.prod(op.in_shape))))
+    inputs.index_add_(1, relaxation.argmax_lower, negative)
+    spread = positive[:, :, None] * relaxation.weights[None]  # (rows, out, window)
+    inputs.index_add_(1, relaxation.members.flatten(), spread.flatten(1))
+    return inputs.reshape(rows.shape[0], *op.in_shape), constant
+
+
+BACKWARD_RULES: Mapping[type, BackwardRule] = {
+    o.Conv: _affine_backward,
+    o.Linear: _affine_backward,
+    o.Affine: _affine_backward,
+    o.Reshape: _affine_backward,
+    o.Relu: _relu_backward,
+    o.MaxPool: _maxpool_backward,
+}
+
+
 def backsubstitute(
     ops: tuple[o.Op, ...],
     end: int,
@@ -150,40 +198,47 @@ def backsubstitute(
     constant = rows.new_zeros(rows.shape[0])
     for index in range(end - 1, -1, -1):
         op = ops[index]
-        if isinstance(op, AFFINE):
-            constant = constant + op.bias_dot(rows)
-            rows = op.transpose(rows)
-        elif isinstance(op, o.Relu):
-            alpha = alphas.get(index) if alphas else None
-            up_slope, up_offset, low_slope = _relu_slopes(bounds[index], alpha)  # type: ignore[arg-type]
-            positive, negative = rows.clamp(min=0), rows.clamp(max=0)
-            constant = constant + (positive * up_offset).flatten(1).sum(dim=1)
-            rows = positive * up_slope + negative * low_slope
-        else:
-            relaxation = relax_maxpool(op, bounds[index])  # type: ignore[arg-type]
-            flat = rows.flatten(1)
-            positive, negative = flat.clamp(min=0), flat.clamp(max=0)
-            # a dominated window's plane is y <= x_i* + 0: the same as routing to i*
-            constant = constant + (positive * relaxation.offset).sum(dim=1)
-            inputs = flat.new_zeros((flat.shape[0], int(np.prod(op.in_shape))))
-            inputs.index_add_(1, relaxation.argmax_lower, negative)
-            spread = positive[:, :, None] * relaxation.weights[None]  # (rows, out, window)
-            inputs.index_add_(1, relaxation.members.flatten(), spread.flatten(1))
-            rows = inputs.reshape(rows.shape[0], *op.in_shape)
+        backward = o.rule(BACKWARD_RULES, op, "back-substitution (CROWN)")
+        rows, constant = backward(op, index, rows, constant, bounds, alphas)
+    # at the input: max λ·x over the box = λ⁺·upper + λ⁻·lower
     flat = rows.flatten(1)
     return (
         constant + (flat.clamp(min=0) * box.upper.flatten()).sum(1) + (flat.clamp(max=0) * box.lower.flatten()).sum(1)
     )
 
 
+def _unstable_relus(op: o.Relu, bounds: Interval) -> torch.Tensor:
+    lower, upper = bounds.lower.flatten(), bounds.upper.flatten()
+    return torch.nonzero((lower < 0) & (upper > 0)).flatten()
+
+
+def _undecided_windows(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
+    relaxation = relax_maxpool(op, bounds)
+    windows = torch.as_tensor(op.windows)[~relaxation.decided]
+    return torch.unique(windows[windows >= 0])
+
+
+# Which input neurons of an op shape its relaxation (so CROWN tightens their bounds); None
+# for an affine op, which back-substitution passes exactly and which needs no input bounds.
+RELAXED_NEURONS: Mapping[type, Callable[[Any, Interval], torch.Tensor] | None] = {
+    o.Conv: None,
+    o.Linear: None,
+    o.Affine: None,
+    o.Reshape: None,
+    o.Relu: _unstable_relus,
+    o.MaxPool: _undecided_windows,
+}
+
+
+def _relaxed(op: o.Op) -> bool:
+    return o.rule(RELAXED_NEURONS, op, "relaxation table") is not None
+
+
 def _undecided(op: o.Op, bounds: Interval) -> torch.Tensor:
     """Flat indices of the neurons whose CROWN bounds could change the relaxation of `op`."""
-    lower, upper = bounds.lower.flatten(), bounds.upper.flatten()
-    if isinstance(op, o.Relu):
-        return torch.nonzero((lower < 0) & (upper > 0)).flatten()
-    relaxation = relax_maxpool(op, bounds)  # type: ignore[arg-type]
-    windows = torch.as_tensor(op.windows)[~relaxation.decided]  # type: ignore[union-attr]
-    return torch.unique(windows[windows >= 0])
+    undecided = o.rule(RELAXED_NEURONS, op, "relaxation table")
+    assert undecided is not None, "affine ops have no relaxation"
+    return undecided(op, bounds)
 
 
 def _neurons_to_refine(ops: tuple[o.Op, ...], index: int, current: Interval) -> torch.Tensor:
@@ -203,20 +258,23 @@ def _neurons_to_refine(ops: tuple[o.Op, ...], index: int, current: Interval) -> 
 def _outclassed(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
     """Per input of the max-pool: True when tighter bounds on it cannot change the bound.
 
-    An input whose upper bound is at most its window's largest lower bound (in every window
-    it belongs to) is never the window's maximum and never its i*: its chord weight is 0, and
-    its term u_i in the plane's offset is below i*'s, so its bounds appear nowhere in the
-    relaxation. Tightening other inputs keeps it so (lower bounds only rise), so CROWN rows
-    spent on it are wasted; a dead ReLU in an undecided window is the common case. Its IBP
-    bounds stay, still sound.
+    An input whose upper bound is at most its window's *second* largest lower bound (in every
+    window it belongs to), and which is not the window's i*, appears nowhere in the relaxation:
+    it is never the window's maximum (chord weight 0), its term u_i in the plane's offset is
+    below i*'s, and it cannot be the rival max_{j != i*} l_j that sets i*'s chord weight (its
+    lower bound, however tightened, stays at most that rival's). Tightening other inputs keeps
+    it so (lower bounds only rise), so CROWN rows spent on it are wasted; a dead ReLU in an
+    undecided window is the common case. Its IBP bounds stay, still sound. (Comparing with the
+    largest lower bound instead, as before, skipped inputs whose tightened lower bound became
+    the rival: a different, equally sound plane, but not the same bound.)
     """
     relaxation = relax_maxpool(op, bounds)
     windows = torch.as_tensor(op.windows)
+    valid = windows >= 0
     safe = windows.clamp(min=0)
-    best_lower = bounds.lower.flatten()[relaxation.argmax_lower]
-    matters = (windows >= 0) & (
-        (bounds.upper.flatten()[safe] > best_lower[:, None]) | (safe == relaxation.argmax_lower[:, None])
-    )
+    lower = torch.where(valid, bounds.lower.flatten()[safe], torch.full_like(bounds.lower.flatten()[safe], -torch.inf))
+    second = lower.topk(min(2, lower.shape[1]), dim=1).values[:, -1]  # the window's second largest lower bound
+    matters = valid & ((bounds.upper.flatten()[safe] > second[:, None]) | (safe == relaxation.argmax_lower[:, None]))
     outclassed = torch.ones(bounds.upper.numel(), dtype=torch.bool)
     outclassed[safe[matters]] = False
     return outclassed
@@ -224,21 +282,26 @@ def _outclassed(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
 
 def _only_one_affine_before(ops: tuple[o.Op, ...], index: int) -> bool:
     """IBP is exact for a single affine op applied to a box: nothing for CROWN to tighten."""
-    return sum(not isinstance(op, o.Reshape) for op in ops[:index]) <= 1 and all(
-        isinstance(op, AFFINE) for op in ops[:index]
+    return sum(not isinstance(op, o.RELABELLING_OPS) for op in ops[:index]) <= 1 and all(
+        isinstance(op, o.AFFINE_OPS) for op in ops[:index]
     )
 
 
 def crown_intermediate(
-    ops: tuple[o.Op, ...], box: Interval, chunk: int = 2048, ibp_bounds: list[Interval] | None = None
+    ops: tuple[o.Op, ...],
+    box: Interval,
+    chunk: int = 2048,
+    ibp_bounds: list[Interval] | None = None,
+    remembered: deque | None = None,
 ) -> list[Interval | None]:
     """Bounds of the input of every ReLU and max-pool: IBP, tightened by CROWN where undecided.
-    `ibp_bounds`: IBP of the same box, when the caller has it already."""
+    `ibp_bounds`: IBP of the same box, when the caller has it already; `remembered`: the patch
+    path's earlier answers for this problem (`patches.history`), reused where patches agree."""
     if ibp_bounds is None:
         ibp_bounds = ibp(ops, box)
     bounds: list[Interval | None] = [None] * len(ops)
     for index, op in enumerate(ops):
-        if isinstance(op, AFFINE):
+        if not _relaxed(op):
             continue
         current = ibp_bounds[index]
         # re-run IBP from the last tightened layer would be tighter still; keep IBP ∩ CROWN
@@ -247,7 +310,7 @@ def crown_intermediate(
         if not _only_one_affine_before(ops, index) and _affine_since_last_nonlinear(ops, index):
             neurons = _neurons_to_refine(ops, index, current)
             if neurons.numel():
-                current = _crown_refine(ops, index, neurons, current, bounds, box, chunk)
+                current = _crown_refine(ops, index, neurons, current, bounds, box, chunk, remembered)
         bounds[index] = current
     return bounds
 
@@ -256,10 +319,10 @@ def _affine_since_last_nonlinear(ops: tuple[o.Op, ...], index: int) -> bool:
     """False when only ReLUs/reshapes separate this op from the last bounded nonlinear input:
     then IBP from those (already tightened) bounds is exact per neuron and CROWN cannot help."""
     for op in reversed(ops[:index]):
-        if isinstance(op, (o.Conv, o.Linear, o.Affine)):
-            return True
-        if isinstance(op, (o.Relu, o.MaxPool)):
+        if isinstance(op, o.NONLINEAR_OPS):
             return False
+        if not isinstance(op, o.RELABELLING_OPS):
+            return True
     return True
 
 
@@ -308,12 +371,13 @@ def _crown_refine(
     bounds: list[Interval | None],
     box: Interval,
     chunk: int,
+    remembered: deque | None = None,
 ) -> Interval:
     shape = ops[index].in_shape
     size = int(np.prod(shape))
     lower, upper = current.lower.flatten().clone(), current.upper.flatten().clone()
     if patches.applies(ops, index):
-        above, below = patches.refine(ops, neurons, bounds[1], box)
+        above, below = patches.refine(ops, neurons, bounds[1], box, remembered)
         lower[neurons], upper[neurons] = intersect(lower[neurons], upper[neurons], below, above)
         return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
     for start in range(0, neurons.numel(), chunk):
@@ -336,15 +400,22 @@ class MarginBound:
     unstable: int
 
 
-_MEMO: weakref.WeakKeyDictionary[Problem, OrderedDict[tuple, MarginBound]] = weakref.WeakKeyDictionary()
 MEMO_SIZE = 1024  # a search asks a few hundred boxes per problem; its probes reuse the gallops
 
 
+def _remembered_bounds(problem: Problem) -> OrderedDict[tuple, MarginBound]:
+    return problem.memo.slot("bounds", OrderedDict)
+
+
+def patch_answers(problem: Problem) -> deque:
+    """The patch path's earlier answers for this problem (kept in its memo)."""
+    return problem.memo.slot("patch answers", patches.history)
+
+
 def forget(problem: Problem) -> None:
-    """Drop the memoised bounds of a problem, and the patch path's remembered answers for its
-    network (benchmarks that time methods one after another)."""
-    _MEMO.pop(problem, None)
-    patches.forget(problem.network.ops)
+    """Drop everything remembered about a problem: its memoised bounds and the patch path's
+    answers (benchmarks that time methods one after another)."""
+    problem.memo.clear()
 
 
 def _memo_key(eps: np.ndarray, method: str, alpha_steps: int) -> tuple:
@@ -354,7 +425,7 @@ def _memo_key(eps: np.ndarray, method: str, alpha_steps: int) -> tuple:
 def proved_before(problem: Problem, eps: np.ndarray, method: str = "crown", alpha_steps: int = 20) -> bool:
     """Whether a memoised bound of this very box already proves it (no computation). Takes the
     options of `check`, so a chain step's options can be passed as they are."""
-    known = _MEMO.get(problem, {}).get(_memo_key(eps, method, alpha_steps))
+    known = _remembered_bounds(problem).get(_memo_key(eps, method, alpha_steps))
     return known is not None and known.bound < -SAFETY_MARGIN
 
 
@@ -371,7 +442,7 @@ def margin_bound(
     line searches and the verifier chain often ask the same box twice.
     """
     key = _memo_key(eps, method, alpha_steps)
-    memo = _MEMO.setdefault(problem, OrderedDict())
+    memo = _remembered_bounds(problem)
     known = memo.get(key)
     if known is not None and (known.gradient is not None or not with_gradient):
         memo.move_to_end(key)
@@ -394,7 +465,11 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
         frozen = Interval(box.lower.detach(), box.upper.detach())
         plain = ibp(ops, frozen)
         logits = plain[-1]
-        intermediate = None if method == "ibp" else crown_intermediate(ops, frozen, ibp_bounds=plain)
+        intermediate = (
+            None
+            if method == "ibp"
+            else crown_intermediate(ops, frozen, ibp_bounds=plain, remembered=patch_answers(problem))
+        )
     # IBP bound on every row: (e_j - e_t) over the logit box
     ibp_rows = (spec.clamp(min=0) * logits.upper).sum(1) + (spec.clamp(max=0) * logits.lower).sum(1)
     if intermediate is None:
@@ -461,7 +536,8 @@ def _optimise_alphas(
     return best_alphas
 
 
-def check(problem: Problem, eps: np.ndarray, budget: Budget, method: str = "crown", alpha_steps: int = 20) -> Verdict:
+def check(problem: Problem, eps: np.ndarray, budget: QueryBudget, *, method: str, alpha_steps: int) -> Verdict:
+    """The verifier (options declared in contract/verifiers.py, filled in by the registry)."""
     result = margin_bound(problem, eps, method, alpha_steps)
     status = Status.ROBUST if result.bound < -SAFETY_MARGIN else Status.UNKNOWN
     stats = {"method": method, "unstable_relus": result.unstable, "safety_margin": SAFETY_MARGIN}

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from mlrobust.contract.verifiers import VerifierStep
 from mlrobust.problem.problem import Problem
-from mlrobust.spec.ir import VerifierStep
-from mlrobust.verify import attack, bounds, milp
-from mlrobust.verify.options import VERIFIERS
-from mlrobust.verify.verdict import Budget, Status, Verdict
-
-# name -> check(problem, eps, budget, **options); the option names are those of verify/options.py.
-# milp_pairwise is the thesis-style baseline's oracle (bench/search.py), not a spec verifier.
-CHECKS: dict[str, Callable[..., Verdict]] = {
-    "attack": attack.check,
-    "bounds": bounds.check,
-    "milp": milp.check,
-    "milp_pairwise": milp.check_pairwise,
-}
-
-
-def is_sound(name: str) -> bool:
-    """Whether the verifier's ROBUST is a proof (the pairwise MILP is, like the one-model MILP)."""
-    return name == "milp_pairwise" or VERIFIERS[name].sound
+from mlrobust.verify.registry import VERIFIERS
+from mlrobust.verify.verdict import UNLIMITED, QueryBudget, Status, Verdict
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,36 +23,31 @@ class ChainResult:
         return self.verdict.status
 
 
-# verifiers that check several boxes in one batch (the rest run box by box)
-BATCH_CHECKS: dict[str, Callable[..., list[Verdict]]] = {"attack": attack.check_many}
-
-NO_LIMIT = Budget()
-
-
 def _first_useful_step(problem: Problem, eps: np.ndarray, chain: tuple[VerifierStep, ...]) -> int:
-    """Skip the verifiers before a `bounds` step whose memoised answer already proves this box.
+    """Skip the verifiers before a step that has already proved this very box.
 
-    The search line-searches on CROWN and then asks the chain about the point it found; an
-    attack first would be wasted, since no point of a proved box can break it (the safety
-    margin covers onnxruntime's float32 tolerance), and the verdict is the same ROBUST.
+    The search line-searches on its guide bound (the chain's own `bounds` step) and then asks
+    the chain about the point it found; an attack first would be wasted, since no point of a
+    proved box can break it (the safety margin covers onnxruntime's float32 tolerance), and
+    the verdict is the same ROBUST.
     """
     for index, step in enumerate(chain):
-        if step.name == "bounds" and bounds.proved_before(problem, eps, **dict(step.options)):
+        if VERIFIERS[step.name].already_proves(problem, eps, dict(step.options)):
             return index
     return 0
 
 
 def run_chain(
-    problem: Problem, eps: np.ndarray, chain: tuple[VerifierStep, ...], budget: Budget = NO_LIMIT
+    problem: Problem, eps: np.ndarray, chain: tuple[VerifierStep, ...], budget: QueryBudget = UNLIMITED
 ) -> ChainResult:
     return run_chain_many(problem, [eps], chain, budget)[0]
 
 
 def run_chain_many(
-    problem: Problem, boxes: list[np.ndarray], chain: tuple[VerifierStep, ...], budget: Budget = NO_LIMIT
+    problem: Problem, boxes: list[np.ndarray], chain: tuple[VerifierStep, ...], budget: QueryBudget = UNLIMITED
 ) -> list[ChainResult]:
-    """The chain on several boxes: the same verdicts as run_chain box by box, but verifiers in
-    BATCH_CHECKS get every box still open in one call (PGD on 40 boxes at once costs little more
+    """The chain on several boxes: the same verdicts as run_chain box by box, but a batched
+    verifier gets every box still open in one call (PGD on 40 boxes at once costs little more
     than on one). `budget` is per box; a batched step's time counts against every box in it."""
     steps: list[list[Verdict]] = [[] for _ in boxes]
     decided: dict[int, Verdict] = {}
@@ -83,11 +62,12 @@ def run_chain_many(
         if not open_boxes:
             continue
         options = dict(step.options)
-        if step.name in BATCH_CHECKS and len(open_boxes) > 1:
+        verifier = VERIFIERS[step.name]
+        if verifier.batched and len(open_boxes) > 1:
             started = time.perf_counter()
             limits = [remaining(i) for i in open_boxes]
-            batch_budget = Budget(None if any(v is None for v in limits) else min(limits))  # type: ignore[type-var]
-            verdicts = BATCH_CHECKS[step.name](problem, [boxes[i] for i in open_boxes], batch_budget, **options)
+            batch_budget = QueryBudget(None if any(v is None for v in limits) else min(limits))  # type: ignore[type-var]
+            verdicts = verifier.check_many(problem, [boxes[i] for i in open_boxes], batch_budget, **options)
             elapsed = time.perf_counter() - started
             for i in open_boxes:
                 spent[i] += elapsed
@@ -95,7 +75,7 @@ def run_chain_many(
             verdicts = []
             for i in open_boxes:
                 started = time.perf_counter()
-                verdicts.append(CHECKS[step.name](problem, boxes[i], Budget(remaining(i)), **options))
+                verdicts.append(verifier.check(problem, boxes[i], QueryBudget(remaining(i)), **options))
                 spent[i] += time.perf_counter() - started
         for i, verdict in zip(open_boxes, verdicts, strict=True):
             steps[i].append(verdict)

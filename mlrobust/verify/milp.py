@@ -23,7 +23,7 @@ from mlrobust.problem.problem import Problem
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.milp_encoding import Encoding, encode_network, start_values, with_objective
 from mlrobust.verify.recheck import Recheck, recheck, snap_into_box
-from mlrobust.verify.verdict import Budget, Status, Verdict
+from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
 log = logging.getLogger(__name__)
 MILP_MARGIN = 1e-3
@@ -299,11 +299,11 @@ def live_subsets(crown_of: dict[int, float], k: int) -> list[tuple[int, ...]]:
 def check(
     problem: Problem,
     eps: np.ndarray,
-    budget: Budget,
-    solver: str = "highs",
-    time_limit: float = 30.0,
-    refine: str = "none",
-    threads: int = 1,
+    budget: QueryBudget,
+    *,
+    solver: str,
+    time_limit: float,
+    threads: int,
     start_point: np.ndarray | None = None,
 ) -> Verdict:
     """max m over N(ε), asked as one MILP per live k-subset S: max μ with μ <= d_j for j in S.
@@ -389,7 +389,7 @@ def check(
     return Verdict(status, "milp", bound, best, None, tuple(weakest), time.perf_counter() - started, stats)
 
 
-def check_pairwise(problem: Problem, eps: np.ndarray, budget: Budget, time_limit: float = 30.0) -> Verdict:
+def check_pairwise(problem: Problem, eps: np.ndarray, budget: QueryBudget, *, time_limit: float) -> Verdict:
     """The thesis's oracle, kept as a baseline: one MILP per k-subset of the other classes.
 
     ROBUST when every subset was solved within the time limit with a dual bound below

@@ -17,39 +17,40 @@ for tests (it must equal the best subset) and as the bench's baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from mlrobust.nn import ops as o
 from mlrobust.problem.problem import Problem
-from mlrobust.verify.bounds import AFFINE, Interval, crown_intermediate, ibp
+from mlrobust.verify.bounds import Interval, crown_intermediate, ibp, patch_answers
 
 INF = float("inf")
 
 
 def affine_matrix(op: o.AffineOp) -> tuple[sp.csr_matrix, np.ndarray]:
     """The op as y = A x + b over flattened activations (cached on the op)."""
-    cache = getattr(op, "_cache", None)
-    if cache is not None and "sparse" in cache:
-        return cache["sparse"]
-    size_in = int(np.prod(op.in_shape))
-    size_out = int(np.prod(op.out_shape))
-    if isinstance(op, o.Reshape):
-        result = (sp.identity(size_in, format="csr"), np.zeros(size_out))
-    elif isinstance(op, o.Affine):
-        scale = np.broadcast_to(op.scale, op.in_shape).ravel()
-        shift = np.broadcast_to(op.shift, op.in_shape).ravel()
-        result = (sp.diags(scale, format="csr"), shift.copy())
-    elif isinstance(op, o.Linear):
-        result = (sp.csr_matrix(op.weight), op.bias.copy())
-    else:
-        result = _conv_matrix(op)
-    if cache is not None:
-        cache["sparse"] = result
-    return result
+    build = o.rule(SPARSE_MATRICES, op, "sparse matrix table (MILP)")
+    return o.memo(op, "sparse", lambda: build(op))  # type: ignore[arg-type]
+
+
+def _reshape_matrix(op: o.Reshape) -> tuple[sp.csr_matrix, np.ndarray]:
+    size = int(np.prod(op.in_shape))
+    return sp.identity(size, format="csr"), np.zeros(size)
+
+
+def _elementwise_matrix(op: o.Affine) -> tuple[sp.csr_matrix, np.ndarray]:
+    scale = np.broadcast_to(op.scale, op.in_shape).ravel()
+    shift = np.broadcast_to(op.shift, op.in_shape).ravel()
+    return sp.diags(scale, format="csr"), shift.copy()
+
+
+def _linear_matrix(op: o.Linear) -> tuple[sp.csr_matrix, np.ndarray]:
+    return sp.csr_matrix(op.weight), op.bias.copy()
 
 
 def _conv_matrix(op: o.Conv) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -73,6 +74,14 @@ def _conv_matrix(op: o.Conv) -> tuple[sp.csr_matrix, np.ndarray]:
     values = op.weight[co[inside], ci[inside], ky[inside], kx[inside]]
     matrix = sp.csr_matrix((values, (rows, cols)), shape=(c_out * h_out * w_out, c_in * h_in * w_in))
     return matrix, np.repeat(op.bias, h_out * w_out)
+
+
+SPARSE_MATRICES: Mapping[type, Callable[[Any], tuple[sp.csr_matrix, np.ndarray]]] = {
+    o.Conv: _conv_matrix,
+    o.Linear: _linear_matrix,
+    o.Affine: _elementwise_matrix,
+    o.Reshape: _reshape_matrix,
+}
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,19 @@ class Encoding:
     margin_lower: np.ndarray
 
 
-def _relu(builder: Builder, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int) -> tuple:
+# An encoding rule takes the op's input as expressions over the MILP's variables (expr v +
+# const, one row per neuron) and returns its output in the same form, adding the variables and
+# constraints it needs; `bounds` are the input's bounds (for the big-Ms).
+
+
+def _affine(builder: Builder, op: o.AffineOp, expr, const, bounds, counts, index: int) -> tuple:
+    matrix, bias = affine_matrix(op)
+    return matrix @ expr, matrix @ const + bias
+
+
+def _relu(
+    builder: Builder, op: o.Relu, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int
+) -> tuple:
     lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
     active = lower >= 0
     unstable = np.flatnonzero((lower < 0) & (upper > 0))
@@ -216,6 +237,16 @@ def _maxpool(builder: Builder, op: o.MaxPool, expr, const, bounds: Interval, cou
     return sp.vstack([_widen(sp.csr_matrix(r), width) for r in rows_out], format="csr"), consts_out
 
 
+MILP_RULES: Mapping[type, Callable[..., tuple]] = {
+    o.Conv: _affine,
+    o.Linear: _affine,
+    o.Affine: _affine,
+    o.Reshape: _affine,
+    o.Relu: _relu,
+    o.MaxPool: _maxpool,
+}
+
+
 @dataclass(frozen=True)
 class NetworkPart:
     """The network's encoding over N(ε), shared by every objective asked on the same box."""
@@ -240,7 +271,7 @@ def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
     lower, upper = problem.box(eps)
     box = Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
     ops = problem.network.ops
-    bounds = crown_intermediate(ops, box)
+    bounds = crown_intermediate(ops, box, remembered=patch_answers(problem))
     ibp_bounds = ibp(ops, box)
     builder = Builder()
     flat_lower, flat_upper = lower.ravel(), upper.ravel()
@@ -258,16 +289,10 @@ def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
         "maxpools_substituted": 0,
     }
     for index, op in enumerate(ops):
-        if isinstance(op, AFFINE):
-            matrix, bias = affine_matrix(op)
-            expr, const = matrix @ _widen(expr, builder.count), matrix @ const + bias
-        elif isinstance(op, o.Relu):
-            expr, const = _relu(
-                builder, _widen(expr, builder.count), const, bounds[index] or ibp_bounds[index], counts, index
-            )
-        else:
-            after = bounds[index] or ibp_bounds[index]
-            expr, const = _maxpool(builder, op, _widen(expr, builder.count), const, after, counts, index)
+        encode = o.rule(MILP_RULES, op, "MILP encoding")
+        expr, const = encode(
+            builder, op, _widen(expr, builder.count), const, bounds[index] or ibp_bounds[index], counts, index
+        )
     expr = _widen(expr, builder.count)
     target = problem.target
     others = np.array([j for j in range(problem.network.num_classes) if j != target])

@@ -14,8 +14,8 @@ this machine's CPU, and the bounds it gives contain the float64 ones (a test che
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -41,12 +41,28 @@ def float32_allowed() -> bool:
     return torch.get_float32_matmul_precision() == "highest"
 
 
+# The part each op can play in the prefix this path computes on patches; None: it cannot be
+# part of it (the generic back-substitution handles it).
+PATCH_ROLES: Mapping[type, str | None] = {
+    o.Conv: "convolution",
+    o.Linear: None,
+    o.Affine: None,
+    o.Reshape: None,
+    o.Relu: "activation",
+    o.MaxPool: None,
+}
+PREFIX = ("convolution", "activation", "convolution")  # Conv_a -> ReLU -> Conv_b
+
+
 def applies(ops: tuple[o.Op, ...], index: int) -> bool:
     """True when ops[index]'s input is Conv_b(ReLU(Conv_a(input))) with undilated convolutions."""
-    if index != 3 or not isinstance(ops[0], o.Conv) or not isinstance(ops[1], o.Relu):
+    if index != len(PREFIX) or len(ops) < len(PREFIX):
         return False
-    conv_b = ops[2]
-    return isinstance(conv_b, o.Conv) and ops[0].dilation == (1, 1) and conv_b.dilation == (1, 1)
+    roles = tuple(o.rule(PATCH_ROLES, op, "patch path") for op in ops[: len(PREFIX)])
+    if roles != PREFIX:
+        return False
+    conv_a, conv_b = ops[0], ops[2]
+    return conv_a.dilation == (1, 1) and conv_b.dilation == (1, 1)  # type: ignore[union-attr]
 
 
 def _patches(
@@ -69,14 +85,15 @@ def _transposed_conv_matrix(conv: o.Conv, patch: tuple[int, int], dtype: torch.d
     One matrix product with it is the same linear map as conv_transpose2d on every row, and
     faster: PyTorch's CPU conv_transpose2d loops over the batch in float64.
     """
-    key = ("patch_transpose", patch, dtype)
-    if key not in conv._cache:
+
+    def build() -> tuple[torch.Tensor, tuple[int, ...]]:
         channels = conv.weight.shape[0]
         size = channels * patch[0] * patch[1]
         basis = torch.eye(size, dtype=dtype).view(size, channels, *patch)
         image = F.conv_transpose2d(basis, torch.as_tensor(conv.weight, dtype=dtype), stride=conv.stride)
-        conv._cache[key] = (image.flatten(1), tuple(image.shape[1:]))
-    return conv._cache[key]
+        return image.flatten(1), tuple(image.shape[1:])
+
+    return o.memo(conv, ("patch_transpose", patch, dtype), build)
 
 
 def _input_patches(conv_a: o.Conv, conv_b: o.Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
@@ -107,8 +124,12 @@ class _Answer:
     lower: torch.Tensor
 
 
-_ANSWERS: weakref.WeakKeyDictionary[o.Conv, deque[_Answer]] = weakref.WeakKeyDictionary()
-REMEMBERED = 6  # earlier refines kept per network
+REMEMBERED = 6  # earlier refines kept per problem
+
+
+def history() -> deque[_Answer]:
+    """An empty record of earlier answers; the caller owns it (a problem keeps one in its memo)."""
+    return deque(maxlen=REMEMBERED)
 
 
 def _stale_positions(conv_a: o.Conv, conv_b: o.Conv, old: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]):
@@ -125,18 +146,12 @@ def _stale_positions(conv_a: o.Conv, conv_b: o.Conv, old: tuple[torch.Tensor, ..
     return (stale > 0).flatten()
 
 
-def forget(ops: tuple[o.Op, ...]) -> None:
-    """Drop the remembered answers of a network (they stay correct, but a benchmark that times
-    one method after another must start each cold)."""
-    if len(ops) > 2 and isinstance(ops[2], o.Conv):
-        _ANSWERS.pop(ops[2], None)
-
-
 def refine(
     ops: tuple[o.Op, ...],
     neurons: torch.Tensor,
     relu_bounds,
     box,
+    remembered: deque[_Answer] | None = None,
     chunk: int = CHUNK,
     precision: str = "float32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,15 +160,15 @@ def refine(
     A neuron's bounds depend only on the box over its input patch (and the ReLU bounds over its
     ReLU patch, which depend on nothing else). The search's per-layer steps change one layer
     of pixels, which leaves about half of the patches as they were: bounds of those are taken
-    from the earlier refine with the fewest changed patches, and only the rest are computed.
+    from the earlier refine (in `remembered`, a `history()` of the same network) with the
+    fewest changed patches, and only the rest are computed.
     """
     conv_a, conv_b = ops[0], ops[2]
     assert isinstance(conv_a, o.Conv) and isinstance(conv_b, o.Conv)
     # copies: a caller may reuse its tensors, and a remembered answer must keep what it answered
     inputs = tuple(t.flatten().clone() for t in (box.lower, box.upper, relu_bounds.lower, relu_bounds.upper))
-    history = _ANSWERS.setdefault(conv_b, deque(maxlen=REMEMBERED))
     earlier, stale = None, None
-    for answer in history:
+    for answer in remembered if remembered is not None else ():
         if answer.precision != precision or answer.upper.dtype != box.lower.dtype:
             continue
         changed = _stale_positions(conv_a, conv_b, answer.inputs, inputs)
@@ -169,7 +184,8 @@ def refine(
     fresh = neurons[torch.isnan(upper[neurons])]
     if fresh.numel():
         upper[fresh], lower[fresh] = _refine_fresh(ops, fresh, relu_bounds, box, chunk, precision)
-    history.append(_Answer(inputs, precision, upper, lower))
+    if remembered is not None:
+        remembered.append(_Answer(inputs, precision, upper, lower))
     return upper[neurons], lower[neurons]
 
 
@@ -245,10 +261,12 @@ class _Float32Terms:
 
     @staticmethod
     def build(conv: o.Conv, matrix: torch.Tensor, spread: torch.Tensor) -> _Float32Terms:
-        key = ("patch_transpose_float32", tuple(matrix.shape))
-        if key not in conv._cache:  # the same matrix on every call: convert it once
-            conv._cache[key] = (matrix.float(), matrix.abs().T.contiguous())
-        single, magnitude = conv._cache[key]
+        # the same matrix on every call: convert it once
+        single, magnitude = o.memo(
+            conv,
+            ("patch_transpose_float32", tuple(matrix.shape)),
+            lambda: (matrix.float(), matrix.abs().T.contiguous()),
+        )
         return _Float32Terms(single, spread.float(), spread @ magnitude)
 
 

@@ -36,7 +36,11 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """What one query may spend; `seconds` None means the verifier's own limit."""
+class QueryBudget:
+    """What one query may spend; `seconds` None means the verifier's own limit. (The search's
+    budget, over all its queries, is the plan's `SearchBudget`.)"""
 
     seconds: float | None = None
+
+
+UNLIMITED = QueryBudget()

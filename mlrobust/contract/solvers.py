@@ -1,4 +1,7 @@
-"""Which MILP solvers can run here. HiGHS is a dependency; Gurobi is optional and licensed."""
+"""Which MILP solvers can run here. HiGHS is a dependency; Gurobi is optional and licensed.
+
+Torch-free and cheap to import: `lint` asks it when a spec chooses Gurobi.
+"""
 
 from __future__ import annotations
 

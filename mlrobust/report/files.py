@@ -1,0 +1,23 @@
+"""A run's files: result.json, heatmap.png and trace.png, each written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mlrobust.problem.problem import Problem
+from mlrobust.report.plots import heatmap, trace
+from mlrobust.report.result import Result
+from mlrobust.storage import atomic_write_json
+
+
+def write(result: Result, problem: Problem, mask: np.ndarray) -> None:
+    folder = result.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "result.json", result.to_json())
+    asked = result.setup.asked
+    title = f"{Path(asked.model).name}, target {asked.target}: w·ε* = {result.size:.4g}"
+    heatmap(folder / "heatmap.png", problem.image, problem.layer_map, np.array(result.eps), mask, title)
+    sizes = [result.query_size(q) for q in result.queries]
+    trace(folder / "trace.png", sizes, [q.status.value for q in result.queries], title)

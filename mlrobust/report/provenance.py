@@ -1,0 +1,88 @@
+"""What was asked, with the hashes that pin it down: one record for `check` and `run` alike."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+from mlrobust import __version__
+from mlrobust.spec.instances import Instance
+from mlrobust.spec.ir import Spec
+from mlrobust.storage import file_sha256
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The files (absolute paths and sha256), the target, k, the range and the layer count."""
+
+    spec: str
+    model: str
+    model_sha256: str | None
+    image: str
+    image_sha256: str | None
+    mask: str | None
+    mask_sha256: str | None
+    canvas: str | None
+    target: int
+    k: int
+    value_range: tuple[float, float]
+    layers: int
+
+    @classmethod
+    def of(cls, spec: Spec, instance: Instance, layers: int) -> Asked:
+        return cls(
+            spec=str(spec.file),
+            model=str(instance.model),
+            model_sha256=file_sha256(instance.model),
+            image=str(instance.image_path.resolve()),
+            image_sha256=file_sha256(instance.image_path),
+            mask=str(instance.mask_path.resolve()) if instance.mask_path else None,
+            mask_sha256=file_sha256(instance.mask_path),
+            canvas=instance.canvas,
+            target=instance.target,
+            k=spec.k,
+            value_range=spec.value_range,
+            layers=layers,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "image": self.image,
+            "image_sha256": self.image_sha256,
+            "mask": self.mask,
+            "mask_sha256": self.mask_sha256,
+            "canvas": self.canvas,
+            "target": self.target,
+            "k": self.k,
+            "range": list(self.value_range),
+            "layers": self.layers,
+        }
+
+
+def spec_record(spec: Spec) -> dict[str, str]:
+    """The spec's text as it was when the run started, and its sha256."""
+    text = spec.file.read_text()
+    return {"spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    found = {
+        "mlrobust": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    try:  # from the package metadata: constructing a Highs object prints its banner
+        found["highspy"] = importlib.metadata.version("highspy")
+    except importlib.metadata.PackageNotFoundError:
+        found["highspy"] = "unknown"
+    return found
