@@ -33,7 +33,6 @@ import torch
 from canvases import bundled_model, problems
 
 from mlrobust.problem.problem import Problem
-from mlrobust.search.loop import layer_range_limit
 from mlrobust.verify import bounds
 from mlrobust.verify.attack import pgd_points_many
 from mlrobust.verify.registry import VERIFIERS
@@ -115,7 +114,7 @@ def measure(name: str, problem: Problem, milp_seconds: float) -> tuple[float, fl
     started = time.perf_counter()
     layers = problem.num_layers
     weights = WEIGHT_BASE ** np.arange(layers)
-    limit = layer_range_limit(problem)
+    limit = problem.layer_reach()
     crown_edge = uniform_edge(problem, crown_proves, float(limit.max()))
     attack_edge = uniform_edge(problem, lambda p, box: attack_margin(p, box, CHECK_ATTACK) < 0, float(limit.max()))
     greedy = greedy_box(problem, weights, limit)

@@ -46,6 +46,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlrobust",
@@ -66,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METHODS,
         default=None,
         help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }}",
+    )
+    run.add_argument(
+        "--export-queries",
+        default=None,
+        metavar="DIR",
+        help="also write every query the search asked as ONNX + VNN-LIB pairs (both forms) into DIR",
     )
     run.set_defaults(handler="mlrobust.commands.run:run")
     sweep = commands.add_parser(
@@ -90,6 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object (docs/result-schema.md)")
     check.add_argument("--out", default=None, help="folder for a counterexample (default: the spec's output)")
     check.set_defaults(handler="mlrobust.commands.check:check")
+    verify = commands.add_parser(
+        "verify", help="answer a VNN-LIB property about an ONNX model (the VNN-COMP interface: sat / unsat)"
+    )
+    verify.add_argument("model", help="the ONNX model")
+    verify.add_argument("property", help="the VNN-LIB 1.0 property: the unsafe region (docs/vnnlib.md)")
+    verify.add_argument(
+        "--timeout", type=positive_seconds, default=None, help="a hard wall-clock limit in seconds (then: timeout)"
+    )
+    verify.add_argument("--out", default=None, help="write the VNN-COMP result file here (sat + witness / unsat / …)")
+    verify.add_argument(
+        "--chain", default=None, help='the verifier chain in spec syntax (default: "attack() -> bounds() -> milp()")'
+    )
+    verify.add_argument("--json", action="store_true", help="print the answer, the timings and the witness as JSON")
+    verify.set_defaults(handler="mlrobust.commands.verify:verify")
+    export = commands.add_parser(
+        "export", help="write one query of a spec as an ONNX + VNN-LIB pair, for any VNN-COMP verifier"
+    )
+    export.add_argument("spec", help="the .mlr spec")
+    export.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")
+    export.add_argument("--out", required=True, help="the folder (pairs are named by hash; index.json lists them)")
+    export.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
+    export.add_argument(
+        "--form",
+        choices=("dnf", "head", "both"),
+        default="both",
+        help="dnf: the model as it is, the top-k property as a disjunction; head: a margin head on the model "
+        "and one constraint (default: both)",
+    )
+    export.set_defaults(handler="mlrobust.commands.export:export")
     lint = commands.add_parser("lint", help="check .mlr spec files and print diagnostics")
     lint.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.mlr")
     lint.add_argument("--format", choices=("human", "json", "sarif"), default="human", help="output format")

@@ -20,6 +20,7 @@ from mlrobust import report
 from mlrobust.compile import Networks, compile
 from mlrobust.contract.methods import METHODS
 from mlrobust.errors import UserError
+from mlrobust.plan import Plan
 from mlrobust.report.provenance import Asked, spec_record, versions
 from mlrobust.report.result import Result, SearchSetup
 from mlrobust.search.certify import certify
@@ -52,16 +53,20 @@ def run(
     instance: int = 0,
     method: str | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    export_queries: Path | None = None,
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
     `method` overrides the spec's `search { method = … }` (default: the search itself).
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
+    `export_queries`: a folder that receives every query the search asked, as ONNX + VNN-LIB.
     """
     spec, instances, chosen = checked_spec(spec_path, method)
     if not 0 <= instance < len(instances):
         raise UserError(f"the spec has {len(instances)} instance(s); --instance {instance} is out of range")
-    return run_instance(spec, instances[instance], out or spec.output, progress, chosen, on_start)
+    return run_instance(
+        spec, instances[instance], out or spec.output, progress, chosen, on_start, export_queries=export_queries
+    )
 
 
 def checked_spec(spec_path: Path | str, method: str | None) -> tuple[Spec, list[Instance], str]:
@@ -97,6 +102,7 @@ def run_instance(
     method: str = "search",
     on_start: Callable[[dict[str, Any]], None] | None = None,
     networks: Networks | None = None,
+    export_queries: Path | None = None,
 ) -> Result:
     """`on_start` gets what the run is about (model, image, target, k, layers, chain) once the
     problem is compiled, before the first query."""
@@ -156,4 +162,19 @@ def run_instance(
         guide=oracle.guide_stats,
     )
     report.write(result, plan.problem, instance.mask)
+    if export_queries is not None:
+        export_asked(export_queries, plan, result, spec)
     return result
+
+
+def export_asked(folder: Path, plan: Plan, result: Result, spec: Spec) -> int:
+    """Every box the search asked a verifier about (not the cache), as ONNX + VNN-LIB pairs in
+    both forms; returns how many queries."""
+    from mlrobust.vnnlib.export import Exporter, export_query
+
+    exporter = Exporter(folder)
+    asked = list(dict.fromkeys(q.eps for q in result.queries if not q.cached))
+    for eps in asked:
+        info = {"spec": str(spec.file), "question": plan.question, "target": plan.problem.target, "k": plan.problem.k}
+        export_query(exporter, plan.problem, np.array(eps), info)
+    return len(asked)

@@ -70,26 +70,7 @@ def problem_for(network: Network, seed: int, k: int = 2, layers: int = 3) -> Pro
     if len(network.input_shape) == 1:
         layer_map = layer_map.reshape(network.input_shape)
     target = int(np.argmax(network.logits(image[None])[0]))
-    return _Problem(network, image, layer_map, target, k, (0.0, 1.0))
-
-
-class _Problem(Problem):
-    """Problem for flat inputs too: the layer map has the input's own shape there."""
-
-    def pixel_eps(self, eps):  # type: ignore[no-untyped-def]
-        eps = np.asarray(eps, dtype=np.float64)
-        if len(self.network.input_shape) == 1:
-            return eps[self.layer_map]
-        return super().pixel_eps(eps)
-
-    def box_tensor(self, eps):  # type: ignore[no-untyped-def]
-        import torch
-
-        if len(self.network.input_shape) == 1:
-            radius = eps[torch.as_tensor(self.layer_map)]
-            image = torch.as_tensor(self.image, dtype=eps.dtype)
-            return (image - radius).clamp(0, 1), (image + radius).clamp(0, 1)
-        return super().box_tensor(eps)
+    return Problem(network, image, layer_map, target, k, (0.0, 1.0))
 
 
 def sample_box(problem: Problem, eps: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -139,7 +139,7 @@ def test_skipping_outclassed_pool_inputs_changes_no_bound(seed: int, radius: flo
     eps = np.random.default_rng(seed).uniform(0, radius, problem.num_layers)
     lower, upper = problem.box(eps)
     box = B.Interval(torch.as_tensor(lower)[None], torch.as_tensor(upper)[None])
-    spec = torch.as_tensor(problem.spec_matrix())
+    spec = torch.as_tensor(problem.output.rows)
     skipped = B.crown_intermediate(network.ops, box)
     original = B._outclassed
     try:

@@ -94,12 +94,15 @@ def run(args: argparse.Namespace) -> ExitCode:
             args.instance or 0,
             args.method,
             header,
+            Path(args.export_queries) if args.export_queries else None,
         )
     interrupted = result.interrupted
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         summary(console, result)
+    if args.export_queries:
+        console.print(f"exported every asked query to {args.export_queries} (index.json, instances.csv)")
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
 
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from mlrobust.contract.span import UNKNOWN_SPAN, Span
 
-OptionKind = Literal["int", "float", "duration", "choice", "bool"]
+OptionKind = Literal["int", "float", "duration", "choice", "bool", "string"]
 OptionValue = int | float | str | bool
 Tier = Literal["fast", "complete"]
 
@@ -41,6 +41,8 @@ class Option:
         """The default as a spec writes it (a duration with its unit)."""
         if self.kind == "duration":
             return f"{self.default:g}s"
+        if self.kind == "string":
+            return f'"{self.default}"' if self.default else "required"
         return str(self.default).lower() if isinstance(self.default, bool) else f"{self.default}"
 
 
@@ -78,6 +80,12 @@ class VerifierInfo:
     options: tuple[Option, ...]
     in_language: bool = True  # False: used by a search method internally, not written in specs
     availability: Callable[[Mapping[str, OptionValue]], Unavailable | None] | None = None
+    sound_when: str | None = None  # a bool option that makes an unsound verifier's ROBUST a proof (trust)
+    required: tuple[str, ...] = ()  # options a spec must write (no useful default)
+
+    def is_sound(self, options: Mapping[str, OptionValue]) -> bool:
+        """Whether ROBUST from this verifier, with these options, is a proof."""
+        return self.sound or (self.sound_when is not None and bool(options.get(self.sound_when)))
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -145,6 +153,35 @@ CATALOGUE: dict[str, VerifierInfo] = {
             availability=_milp_availability,
         ),
         VerifierInfo(
+            "external",
+            sound=False,
+            tier="complete",
+            summary="any VNN-COMP-style tool on the query exported as ONNX + VNN-LIB; its sat is re-checked, "
+            "its unsat counts only when trusted",
+            options=(
+                Option(
+                    "command",
+                    "string",
+                    "",
+                    "the tool's command; {onnx} {vnnlib} {result} {timeout} are filled in, else the VNN-COMP "
+                    "arguments `v1 mlrobust ONNX VNNLIB RESULT TIMEOUT` are appended",
+                ),
+                Option(
+                    "timeout", "duration", 60.0, "wall-clock limit per query (the tool is killed after it)", minimum=0
+                ),
+                Option("trusted", "bool", False, "count the tool's unsat as a proof (its name goes into the result)"),
+                Option(
+                    "form",
+                    "choice",
+                    "dnf",
+                    "the export: the property's DNF, or one halfspace on a margin head",
+                    choices=("dnf", "head"),
+                ),
+            ),
+            sound_when="trusted",
+            required=("command",),
+        ),
+        VerifierInfo(
             "milp_pairwise",
             sound=True,
             tier="complete",
@@ -177,11 +214,17 @@ def options_table() -> str:
     for name in LANGUAGE:
         info = CATALOGUE[name]
         options = "; ".join(
-            f"`{o.name}`" + (f": {', '.join(f'`{c}`' for c in o.choices)}" if o.choices else "")
+            f"`{o.name}`"
+            + (f": {', '.join(f'`{c}`' for c in o.choices)}" if o.choices else "")
             + f" ({o.shown_default()}): {o.help}"
             for o in info.options
         )
-        sound = "yes" if info.sound else "no: finds counterexamples, never proves"
+        if info.sound:
+            sound = "yes"
+        elif info.sound_when:
+            sound = f"only with `{info.sound_when} = true` (its proofs are then trusted, not checked)"
+        else:
+            sound = "no: finds counterexamples, never proves"
         lines.append(f"| `{name}` | {sound} | {info.tier} | {options} |")
     return "\n".join(lines) + "\n"
 

@@ -53,10 +53,22 @@ def _session(path: Path, mtime: float):  # type: ignore[no-untyped-def]
 
 
 def onnxruntime_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits computed by onnxruntime on the user's own file: the ground truth for NOT_ROBUST."""
+    """Logits computed by onnxruntime on the user's own file: the ground truth for NOT_ROBUST.
+
+    (N, *input) in, (N, *output) out (logits: (N, classes)). A model exported with a fixed batch
+    of 1 (the default of `torch.onnx.export`, and of most VNN-COMP benchmarks) is run one image
+    at a time.
+    """
     session = _session(path, path.stat().st_mtime)
-    name = session.get_inputs()[0].name
-    return np.asarray(session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0], dtype=np.float64)
+    declared = session.get_inputs()[0]
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    batch = declared.shape[0] if declared.shape else None
+    if batch == 1 and images.shape[0] != 1:
+        parts = [np.asarray(session.run(None, {declared.name: images[i : i + 1]})[0]) for i in range(len(images))]
+        outputs = np.concatenate(parts)
+    else:
+        outputs = np.asarray(session.run(None, {declared.name: images})[0])
+    return outputs.astype(np.float64)
 
 
 def max_difference_to_onnxruntime(network: Network, images: np.ndarray) -> float:

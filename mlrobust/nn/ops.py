@@ -37,8 +37,8 @@ def memo(op: AffineOp, key: Hashable, build: Callable[[], T]) -> T:
 
 
 def _cached_weight(op: Conv | Linear, like: torch.Tensor) -> torch.Tensor:
-    """The op's weight as a tensor of `like`'s dtype, converted once per dtype."""
-    return memo(op, ("w", like.dtype), lambda: _tensor(op.weight, like))
+    """The op's weight as a tensor of `like`'s dtype and device, converted once per both."""
+    return memo(op, ("w", like.dtype, like.device), lambda: _tensor(op.weight, like))
 
 
 @dataclass(frozen=True, eq=False)

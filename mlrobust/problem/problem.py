@@ -1,15 +1,17 @@
-"""The verification problem: a network, an image, layers, a target, k and the valid range.
+"""The verification problem: a network, an image, layers, the valid range and an output property.
 
 Definitions (docs/architecture.md, after the design):
 - the neighborhood N(ε) is the box |x'_p - x_p| <= ε_layer(p) on every pixel (all channels),
   intersected with [lo, hi];
 - the margin m(x') is the k-th largest of F_j(x') - F_t(x') over j != t; N(ε) is robust iff
   max m < 0 over N(ε). Ties count against robustness: t is out of the top k iff at least k
-  classes j != t have F_j >= F_t, which is exactly m >= 0.
+  classes j != t have F_j >= F_t, which is exactly m >= 0. Any other property (a VNN-LIB
+  file's) has a margin of the same kind: problem/property.py.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from mlrobust.nn.network import Network
+from mlrobust.problem.property import Disjunction, OutputProperty, TopK
 
 T = TypeVar("T")
 
@@ -45,60 +48,86 @@ class Memo:
 
 @dataclass(frozen=True, eq=False)
 class Problem:
+    """The layered question by default (`target` in the top `k`); any output property when
+    `disjunction` is given (a VNN-LIB file's), with `target` and `k` then unused (None).
+
+    The box of a layer's ε is image ± ε on each of its elements, clipped to `value_range`,
+    whose ends are numbers or arrays of the image's shape (a VNN-LIB box: the image is its
+    centre, one layer, and the ends are the box's own bounds). `layer_map` gives the layer of
+    each spatial position (H, W), shared by every channel, or of each element (the input's
+    own shape, e.g. a flat MLP input).
+    """
+
     network: Network
-    image: np.ndarray  # float64 (C, H, W), inside value_range
-    layer_map: np.ndarray  # int (H, W): each pixel's layer
-    target: int
-    k: int
-    value_range: tuple[float, float]
+    image: np.ndarray  # float64, the network's input shape (C, H, W) or flat, inside value_range
+    layer_map: np.ndarray  # int: each pixel's (H, W) or each element's layer
+    target: int | None
+    k: int | None
+    value_range: tuple[float | np.ndarray, float | np.ndarray]
     memo: Memo = field(default_factory=Memo, repr=False)
+    disjunction: Disjunction | None = None
+
+    @functools.cached_property
+    def output(self) -> OutputProperty:
+        """The unsafe region over the outputs (problem/property.py)."""
+        if self.disjunction is not None:
+            return self.disjunction
+        assert self.target is not None and self.k is not None, "a top-k problem needs a target and k"
+        return TopK(self.target, self.k, self.network.num_classes)
 
     @property
     def num_layers(self) -> int:
         return int(self.layer_map.max()) + 1
 
+    @property
+    def per_element_layers(self) -> bool:
+        return self.layer_map.shape == self.image.shape
+
     def pixel_eps(self, eps: np.ndarray) -> np.ndarray:
         eps = np.asarray(eps, dtype=np.float64)
         if eps.shape != (self.num_layers,) or np.any(eps < 0) or not np.all(np.isfinite(eps)):
             raise ValueError(f"ε must be {self.num_layers} finite non-negative numbers, got {eps!r}")
-        return eps[self.layer_map][None]  # (1, H, W): the same for every channel
+        radius = eps[self.layer_map]
+        return radius if self.per_element_layers else radius[None]  # (1, H, W): the same for every channel
 
     def box(self, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pixel (lower, upper) of N(ε), float64 (C, H, W)."""
+        """Per-element (lower, upper) of N(ε), float64, the image's shape."""
         radius = self.pixel_eps(eps)
         lo, hi = self.value_range
         return np.clip(self.image - radius, lo, hi), np.clip(self.image + radius, lo, hi)
 
     def box_tensor(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same box as a differentiable function of an ε tensor (float64)."""
-        index = torch.as_tensor(self.layer_map)
-        radius = eps[index].unsqueeze(0)
+        radius = eps[torch.as_tensor(self.layer_map)]
+        if not self.per_element_layers:
+            radius = radius.unsqueeze(0)
         image = torch.as_tensor(self.image, dtype=eps.dtype)
-        lo, hi = self.value_range
+        lo, hi = (end if np.isscalar(end) else torch.as_tensor(end, dtype=eps.dtype) for end in self.value_range)
+        # clamp: the gradient passes where the box edge lies inside [lo, hi], ends included
         return (image - radius).clamp(lo, hi), (image + radius).clamp(lo, hi)
 
-    def spec_matrix(self) -> np.ndarray:
-        """(n-1, n): one row e_j - e_t per class j != t."""
-        n = self.network.num_classes
-        rows = np.zeros((n - 1, n))
-        others = [j for j in range(n) if j != self.target]
-        rows[np.arange(n - 1), others] = 1.0
-        rows[:, self.target] = -1.0
-        return rows
+    def layer_reach(self) -> np.ndarray:
+        """Per layer, the ε beyond which its box stops growing (it covers the whole range)."""
+        lo, hi = self.value_range
+        reach = np.maximum(self.image - lo, hi - self.image)
+        if not self.per_element_layers:
+            reach = reach.max(axis=0)
+        return np.array([reach[self.layer_map == d].max() for d in range(self.num_layers)])
+
+    def per_layer_mean(self, values: np.ndarray) -> np.ndarray:
+        """The mean of per-element values over each layer's elements (channels summed first)."""
+        per_position = values if self.per_element_layers else values.sum(axis=0)
+        counts = np.bincount(self.layer_map.ravel(), minlength=self.num_layers)
+        sums = np.bincount(self.layer_map.ravel(), weights=per_position.ravel(), minlength=self.num_layers)
+        return sums / np.maximum(counts, 1)
 
     def margin(self, logits: np.ndarray) -> np.ndarray:
-        """m for each row of (N, n) logits: the k-th largest of F_j - F_t over j != t."""
-        logits = np.atleast_2d(logits)
-        differences = np.delete(logits, self.target, axis=1) - logits[:, self.target : self.target + 1]
-        return -np.sort(-differences, axis=1)[:, self.k - 1]
+        """m for each row of (N, n) outputs (top-k: the k-th largest of F_j - F_t over j != t)."""
+        return self.output.margin(logits)
 
     def margin_tensor(self, logits: torch.Tensor) -> torch.Tensor:
-        others = [j for j in range(self.network.num_classes) if j != self.target]
-        differences = logits[:, others] - logits[:, self.target : self.target + 1]
-        return differences.topk(self.k, dim=1).values[:, -1]
+        return self.output.output_margin_tensor(logits)
 
     def violated(self, logits: np.ndarray) -> np.ndarray:
-        """t out of the top k: at least k classes j != t score >= F_t (ties count against robustness)."""
-        logits = np.atleast_2d(logits)
-        others = np.delete(logits, self.target, axis=1)
-        return (others >= logits[:, self.target : self.target + 1]).sum(axis=1) >= self.k
+        """Unsafe outputs: the margin is >= 0 (ties count against robustness)."""
+        return self.output.violated(logits)

@@ -32,10 +32,7 @@ def layer_sensitivity(problem: Problem, point: np.ndarray | None = None) -> np.n
     x = torch.as_tensor((problem.image if point is None else point)[None], dtype=torch.float64).requires_grad_(True)
     margin = problem.margin_tensor(problem.network.forward(x))
     (gradient,) = torch.autograd.grad(margin.sum(), x)
-    per_pixel = gradient[0].abs().sum(dim=0).numpy()
-    counts = np.bincount(problem.layer_map.ravel(), minlength=problem.num_layers)
-    sums = np.bincount(problem.layer_map.ravel(), weights=per_pixel.ravel(), minlength=problem.num_layers)
-    return sums / np.maximum(counts, 1)
+    return problem.per_layer_mean(gradient[0].abs().numpy())
 
 
 def sensitivity_weights(problem: Problem) -> np.ndarray:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlrobust.plan import Plan
-from mlrobust.problem.problem import Problem
 from mlrobust.search.cutting import cut
 from mlrobust.search.oracle import Oracle, OutOfTime
 from mlrobust.verify.bounds import SAFETY_MARGIN
@@ -79,14 +78,7 @@ class SearchOutcome:
 
 def range_limit(oracle: Oracle) -> np.ndarray:
     """Per layer, the ε beyond which the box stops growing (it already covers [lo, hi])."""
-    return layer_range_limit(oracle.problem)
-
-
-def layer_range_limit(problem: Problem) -> np.ndarray:
-    """`range_limit` of a problem without an oracle (for the benchmarks)."""
-    lo, hi = problem.value_range
-    reach = np.maximum(problem.image - lo, hi - problem.image).max(axis=0)
-    return np.array([reach[problem.layer_map == d].max() for d in range(problem.num_layers)])
+    return oracle.problem.layer_reach()
 
 
 def uniform_bisection(oracle: Oracle, resolution: float, limit: float) -> float:

@@ -7,17 +7,18 @@ carries every diagnostic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlrobust.contract.methods import SPEC_NAMES
 from mlrobust.contract.span import Span
-from mlrobust.contract.verifiers import default_chain
+from mlrobust.contract.verifiers import VerifierStep, default_chain
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
 from mlrobust.spec.convert import Converter, unknown_name
 from mlrobust.spec.diagnostics import Diagnostic, SpecError, sort_key
 from mlrobust.spec.instances import Instance, dataset_root, expand_instances
+from mlrobust.spec.parser import parse_text
 from mlrobust.spec.resolve import Merged, merge
 
 # Field -> what it holds; the language reference documents each with its default.
@@ -309,3 +310,37 @@ def load_spec(path: Path | str) -> ir.Spec:
     spec = load_checked(path).spec
     assert spec is not None
     return spec
+
+
+def parse_chain(text: str) -> tuple[VerifierStep, ...]:
+    """A verifier chain written as in a spec (`attack() -> bounds() -> milp(time_limit = 5s)`),
+    for commands that take one on their command line; raises SpecError with the diagnostics,
+    their columns counted in `text`."""
+    prefix = "chain = "
+    where = "<--chain>"
+    diagnostics: list[Diagnostic] = []
+    try:
+        document = parse_text(prefix + text, where)
+    except SpecError as error:
+        diagnostics = list(error.diagnostics)
+        document = None
+    chain = None
+    if document is not None:
+        fields = [statement for statement in document.statements if isinstance(statement, s.Field)]
+        if len(fields) != 1 or len(document.statements) != 1:
+            raise SpecError(
+                [Diagnostic("syntax-error", "expected one chain, e.g. attack() -> bounds()", Span(where, 1, 1, 1, 2))]
+            )
+        chain = Converter(diagnostics).chain(fields[0].value)
+    shifted = [
+        replace(
+            d,
+            span=replace(
+                d.span, column=max(1, d.span.column - len(prefix)), end_column=max(1, d.span.end_column - len(prefix))
+            ),
+        )
+        for d in diagnostics
+    ]
+    if chain is None or any(d.is_error for d in shifted):
+        raise SpecError(shifted)
+    return chain

@@ -310,6 +310,11 @@ class Converter:
         if option.kind == "duration":
             seconds = self.duration(value, what)
             return seconds
+        if option.kind == "string":
+            if not isinstance(value, s.String) or not value.value.strip():
+                self.wrong_type(what, 'a non-empty string ("…")', value)
+                return None
+            return value.value
         if option.kind == "bool":
             if not isinstance(value, s.Boolean):
                 self.wrong_type(what, "true or false", value)
@@ -366,6 +371,15 @@ class Converter:
                     ok = False
                 else:
                     chosen[argument.name] = converted
+        missing = [name for name in info.required if name not in chosen]
+        if missing:
+            self.report(
+                "bad-option",
+                f"{call.name} needs {', '.join(f'`{name}`' for name in missing)}",
+                call.span,
+                "; ".join(o.describe() for o in info.options if o.name in missing),
+            )
+            ok = False
         if not ok:
             return None
         options = info.resolve(chosen)
@@ -382,7 +396,7 @@ class Converter:
         if any(step is None for step in steps):
             return None
         chain = tuple(step for step in steps if step is not None)
-        if not any(step.info.sound for step in chain):
+        if not any(step.info.is_sound(dict(step.options)) for step in chain):
             self.report(
                 "no-sound-verifier",
                 "this chain has no sound verifier, so it can never prove ROBUST",

@@ -67,6 +67,13 @@ CODES: dict[str, Code] = _codes(
     ("unknown-generator", E, "a weights, cutting or mask form the language does not know"),
     ("needs-dataset", E, "the value needs `dataset` (and `canvas`) to be set"),
     ("empty-sweep", E, "a sweep that selects no image or model"),
+    # VNN-LIB property files (`mlrobust verify`): docs/vnnlib.md
+    ("vnnlib-syntax", E, "the text is not well-formed VNN-LIB (S-expressions)"),
+    ("vnnlib-unknown", E, "a command, connective or operator VNN-LIB 1.0 does not have"),
+    ("vnnlib-undeclared", E, "a variable used before `declare-const`, or declared twice"),
+    ("vnnlib-nonlinear", E, "a term that is not linear in the declared variables"),
+    ("vnnlib-unsupported", E, "a valid VNN-LIB form mlrobust cannot verify (it says which, and why)"),
+    ("vnnlib-unbounded", E, "an input with no lower or upper bound in some disjunct"),
 )
 
 

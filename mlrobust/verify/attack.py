@@ -47,7 +47,7 @@ def pgd_points_many(
     lower = torch.as_tensor(np.stack([b[0] for b in bounds]), dtype=torch.float32).repeat_interleave(restarts, 0)
     upper = torch.as_tensor(np.stack([b[1] for b in bounds]), dtype=torch.float32).repeat_interleave(restarts, 0)
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.rand((restarts, *shape), generator=generator).repeat(len(boxes), 1, 1, 1)
+    noise = torch.rand((restarts, *shape), generator=generator).repeat(len(boxes), *([1] * len(shape)))
     x = lower + noise * (upper - lower)
     image = torch.as_tensor(problem.image, dtype=torch.float32)
     first = torch.arange(0, len(boxes) * restarts, restarts)  # restart 0 of every box starts at the image

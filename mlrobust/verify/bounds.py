@@ -394,7 +394,7 @@ def _crown_refine(
 @dataclass(frozen=True)
 class MarginBound:
     bound: float  # sound upper bound on max m over the box (before the safety margin)
-    per_class: np.ndarray  # U_j for j != t, in class order
+    per_class: np.ndarray  # U_r for every row of the property (top-k: U_j for j != t, in class order)
     gradient: np.ndarray | None  # ∂bound/∂ε per layer, relaxations held fixed (None unless asked)
     seconds: float
     unstable: int
@@ -460,7 +460,9 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
     eps_tensor = torch.as_tensor(np.asarray(eps, dtype=np.float64)).requires_grad_(with_gradient)
     lower, upper = problem.box_tensor(eps_tensor)
     box = Interval(lower.unsqueeze(0), upper.unsqueeze(0))
-    spec = torch.as_tensor(problem.spec_matrix())
+    output = problem.output
+    spec = torch.as_tensor(output.rows)
+    offsets = torch.as_tensor(output.offsets)
     with torch.no_grad():
         frozen = Interval(box.lower.detach(), box.upper.detach())
         plain = ibp(ops, frozen)
@@ -470,7 +472,7 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
             if method == "ibp"
             else crown_intermediate(ops, frozen, ibp_bounds=plain, remembered=patch_answers(problem))
         )
-    # IBP bound on every row: (e_j - e_t) over the logit box
+    # IBP bound on every row (top-k: e_j - e_t) over the logit box
     ibp_rows = (spec.clamp(min=0) * logits.upper).sum(1) + (spec.clamp(max=0) * logits.lower).sum(1)
     if intermediate is None:
         if with_gradient:
@@ -481,7 +483,9 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
         alphas = _optimise_alphas(ops, spec, intermediate, frozen, alpha_steps) if method == "alpha_crown" else None
         per_class = backsubstitute(ops, len(ops), spec, intermediate, box, alphas)
         per_class = torch.minimum(per_class, ibp_rows)
-    bound = per_class.topk(problem.k).values[-1]
+    per_class = per_class + offsets
+    # the margin is nondecreasing in every row (top-k: the k-th largest), so it bounds the margin
+    bound = output.margin_tensor(per_class[None])[0]
     gradient = None
     if with_gradient:
         (grad,) = torch.autograd.grad(bound, eps_tensor, allow_unused=True)

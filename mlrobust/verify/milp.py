@@ -15,11 +15,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 
 from mlrobust.problem.problem import Problem
+from mlrobust.problem.property import OutputProperty, TopK
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.milp_encoding import Encoding, encode_network, start_values, with_objective
 from mlrobust.verify.recheck import Recheck, recheck, snap_into_box
@@ -283,19 +283,6 @@ def _incumbent_point(
     return point, checked
 
 
-def live_subsets(crown_of: dict[int, float], k: int) -> list[tuple[int, ...]]:
-    """The k-subsets of classes that could all beat the target, most dangerous first.
-
-    `crown_of`: each class j != t and its CROWN bound U_j on d_j. m >= 0 needs k classes
-    with d_j >= 0, and a class whose U_j is below -SAFETY_MARGIN can be in no such set.
-    Order: by the subset's smallest U_j, largest first, so that a counterexample, if there
-    is one, is most likely met early.
-    """
-    live = [j for j, bound in crown_of.items() if bound >= -SAFETY_MARGIN]
-    subsets = list(combinations(live, k))
-    return sorted(subsets, key=lambda subset: -min(crown_of[j] for j in subset))
-
-
 def check(
     problem: Problem,
     eps: np.ndarray,
@@ -306,7 +293,8 @@ def check(
     threads: int,
     start_point: np.ndarray | None = None,
 ) -> Verdict:
-    """max m over N(ε), asked as one MILP per live k-subset S: max μ with μ <= d_j for j in S.
+    """max m over N(ε), asked as one MILP per live disjunct S of the property: max μ with
+    μ <= v_r for r in S (top-k: the k-subsets S of rival classes, v_j = d_j = F_j - F_t).
 
     Why subsets and not the one-model top-k form (`encode` with no selection): that form's
     selection big-Ms relax to nothing, so its LP relaxation is no tighter than the largest
@@ -323,10 +311,11 @@ def check(
     deadline = started + limit
     part = encode_network(problem, eps)
     point = snap_into_box(problem, eps, problem.image if start_point is None else start_point)
-    others = [j for j in range(problem.network.num_classes) if j != problem.target]
-    crown_of = dict(zip(others, part.upper_d, strict=True))
-    subsets = live_subsets(crown_of, problem.k)
-    crown = float(np.sort(part.upper_d)[::-1][problem.k - 1])
+    output = problem.output
+    upper = part.upper_d  # CROWN's bound on each row
+    # a disjunct with a row CROWN keeps below zero holds nowhere; the rest, most dangerous first
+    subsets = output.live_disjuncts(upper, -SAFETY_MARGIN)
+    crown = output.bound(upper)
     stats: dict = {
         "milp_margin": MILP_MARGIN,
         "crown_bound": crown,
@@ -335,8 +324,8 @@ def check(
         "nodes": 0,
         **part.counts,
     }
-    # per subset: the solver's dual bound once asked, CROWN's min U_j over S until then
-    bounds = {subset: min(crown_of[j] for j in subset) for subset in subsets}
+    # per subset: the solver's dual bound once asked, CROWN's min U_r over S until then
+    bounds = {subset: min(upper[r] for r in subset) for subset in subsets}
     best: float | None = None
     weakest: list[np.ndarray] = []
     unanswered = False
@@ -367,7 +356,8 @@ def check(
         if checked is not None:
             stats["recheck"] = checked.reason
             if checked.confirmed:
-                stats.update(subset=list(subset), solver_status=solution.status, dual_bound=max(bounds.values()))
+                stats.update(subset=_described(output, subset), solver_status=solution.status)
+                stats["dual_bound"] = max(bounds.values())
                 elapsed = time.perf_counter() - started
                 return Verdict(Status.NOT_ROBUST, "milp", None, checked.margin, found, tuple(weakest), elapsed, stats)
         if bounds[subset] < -MILP_MARGIN:
@@ -376,17 +366,22 @@ def check(
             stats["solver_status"] = solution.status
             unanswered = True
             break  # this subset may hold m >= 0: the box cannot be proved robust any more
-    # every other k-subset holds a class that CROWN keeps below zero: its min U_j bounds it
-    dead = [min(crown_of[j] for j in subset) for subset in combinations(others, problem.k) if subset not in bounds]
+    # every other disjunct holds a row that CROWN keeps below zero: its min U_r bounds it
+    dead = [min(upper[r] for r in subset) for subset in output.disjuncts() if subset not in bounds]
     bound = max([*bounds.values(), *dead])
     stats["dual_bound"] = bound
     proved = not unanswered
     if proved:
         stats["proof"] = (
-            "CROWN bound of the encoding" if not subsets else f"solver dual bounds of {len(subsets)} class subset(s)"
+            "CROWN bound of the encoding" if not subsets else f"solver dual bounds of {len(subsets)} disjunct(s)"
         )
     status = Status.ROBUST if proved else Status.UNKNOWN
     return Verdict(status, "milp", bound, best, None, tuple(weakest), time.perf_counter() - started, stats)
+
+
+def _described(output: OutputProperty, subset: tuple[int, ...]) -> list[int]:
+    """A disjunct as a person reads it: the rival classes of a top-k subset, else its rows."""
+    return [output.rival(r) for r in subset] if isinstance(output, TopK) else list(subset)
 
 
 def check_pairwise(problem: Problem, eps: np.ndarray, budget: QueryBudget, *, time_limit: float) -> Verdict:

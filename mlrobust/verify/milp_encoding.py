@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import scipy.sparse as sp
 
 from mlrobust.nn import ops as o
 from mlrobust.problem.problem import Problem
+from mlrobust.problem.property import TopK
 from mlrobust.verify.bounds import Interval, crown_intermediate, ibp, patch_answers
 
 INF = float("inf")
@@ -252,9 +252,9 @@ class NetworkPart:
     """The network's encoding over N(ε), shared by every objective asked on the same box."""
 
     builder: Builder
-    diff_expr: sp.csr_matrix  # d_j = F_j - F_t for j != t, as expressions over the variables
+    diff_expr: sp.csr_matrix  # the property's rows v_r (top-k: d_j = F_j - F_t), as expressions over the variables
     diff_const: np.ndarray
-    upper_d: np.ndarray  # CROWN bounds on each d_j
+    upper_d: np.ndarray  # CROWN bounds on each row
     lower_d: np.ndarray
     pixel_columns: np.ndarray
     free: np.ndarray
@@ -263,7 +263,8 @@ class NetworkPart:
 
 
 def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
-    """Pixels, ReLUs and max-pools of N(ε), and the class differences d_j with their bounds."""
+    """Pixels, ReLUs and max-pools of N(ε), and the property's rows (top-k: the class
+    differences d_j = F_j - F_t) with their bounds."""
     import torch
 
     from mlrobust.verify.bounds import backsubstitute
@@ -294,14 +295,14 @@ def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
             builder, op, _widen(expr, builder.count), const, bounds[index] or ibp_bounds[index], counts, index
         )
     expr = _widen(expr, builder.count)
-    target = problem.target
-    others = np.array([j for j in range(problem.network.num_classes) if j != target])
-    diff_expr = expr[others] - sp.vstack([expr[target]] * others.size)
-    diff_const = const[others] - const[target]
-    # bounds on d_j from CROWN on both signs of each row
-    spec = torch.as_tensor(problem.spec_matrix())
-    upper_d = backsubstitute(ops, len(ops), spec, bounds, box).numpy()
-    lower_d = -backsubstitute(ops, len(ops), -spec, bounds, box).numpy()
+    output = problem.output
+    rows = sp.csr_matrix(output.rows)
+    diff_expr = rows @ expr
+    diff_const = output.rows @ const + output.offsets
+    # bounds on each row from CROWN on both of its signs
+    spec = torch.as_tensor(output.rows)
+    upper_d = backsubstitute(ops, len(ops), spec, bounds, box).numpy() + output.offsets
+    lower_d = -backsubstitute(ops, len(ops), -spec, bounds, box).numpy() + output.offsets
     fixed = np.where(flat_lower < flat_upper, 0.0, flat_lower)
     return NetworkPart(
         builder, sp.csr_matrix(diff_expr), diff_const, upper_d, lower_d, pixel_columns, free, fixed, counts
@@ -322,11 +323,12 @@ def _copy(builder: Builder) -> Builder:
 
 
 def with_objective(problem: Problem, part: NetworkPart, selection: tuple[int, ...] | None = None) -> Encoding:
-    """The top-k model (selection None) or the pairwise model max min_{j in S} d_j on `part`."""
+    """The one-model top-k form (selection None; top-k problems only) or the disjunct model
+    max min_{r in S} v_r (S: row indices of one disjunct) on `part`."""
     builder = _copy(part.builder)
     counts = dict(part.counts)
     ops = problem.network.ops
-    others = np.array([j for j in range(problem.network.num_classes) if j != problem.target])
+    others = np.arange(len(part.diff_const))
     diff_expr, diff_const, upper_d, lower_d = part.diff_expr, part.diff_const, part.upper_d, part.lower_d
     (mu,) = builder.add_variables(np.array([-INF]), np.array([upper_d.max()]), integer=False)
     builder.tag("mu", len(ops), [0], [mu], None if selection is None else np.array(selection))
@@ -341,30 +343,33 @@ def with_objective(problem: Problem, part: NetworkPart, selection: tuple[int, ..
             np.full(others.size, -INF),
             diff_const + big,
         )  # μ <= d_j + M_j (1 - s_j)
-        builder.add_rows(_unit(chosen, width).sum(axis=0), np.array([problem.k]), np.array([problem.k]))
+        assert isinstance(problem.output, TopK), "the one-model form is the top-k property's"
+        k = problem.output.k
+        builder.add_rows(_unit(chosen, width).sum(axis=0), np.array([k]), np.array([k]))
         counts["selection_binaries"] = int(others.size)
     else:
-        picked = np.array([int(np.flatnonzero(others == j)[0]) for j in selection])
+        picked = np.array(selection)
         width = builder.count
         builder.add_rows(
             _unit(np.full(picked.size, mu), width) - _widen(diff_expr[picked], width),
             np.full(picked.size, -INF),
             diff_const[picked],
-        )  # μ <= d_j for j in S
+        )  # μ <= v_r for r in S
     counts["variables"] = builder.count
     counts["binaries"] = int(sum(builder.integer))
     return Encoding(builder, int(mu), part.pixel_columns, part.free, part.fixed, counts, upper_d, lower_d)
 
 
 def encode(problem: Problem, eps: np.ndarray, selection: tuple[int, ...] | None = None) -> Encoding:
-    """The MILP for max m over N(ε); with `selection`, the pairwise model max min_{j in S} d_j."""
+    """The MILP for max m over N(ε); with `selection` (a disjunct's rows), the model
+    max min_{r in S} v_r."""
     return with_objective(problem, encode_network(problem, eps), selection)
 
 
 def selections(problem: Problem) -> list[tuple[int, ...]]:
-    """The C(n-1, k) class subsets of the pairwise formulation."""
-    others = [j for j in range(problem.network.num_classes) if j != problem.target]
-    return list(combinations(others, problem.k))
+    """Every disjunct of the property, as row indices (top-k: the C(n-1, k) rival subsets of
+    the thesis's pairwise formulation)."""
+    return list(problem.output.disjuncts())
 
 
 def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.ndarray:
@@ -378,9 +383,7 @@ def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.
             activations.append(op.forward(activations[-1]))
     flat = [a.flatten().numpy() for a in activations]
     values = np.zeros(encoding.builder.count)
-    logits = flat[-1]
-    differences = np.delete(logits, problem.target) - logits[problem.target]
-    others = np.array([j for j in range(network.num_classes) if j != problem.target])
+    rows = problem.output.row_values(flat[-1])[0]  # top-k: F_j - F_t for j != t
     for block in encoding.builder.tags:
         if block.kind == "pixel":
             values[block.columns] = flat[0][block.neurons]
@@ -397,11 +400,12 @@ def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.
             values[block.columns] = chosen
         elif block.kind == "mu":
             if block.members is None:
-                values[block.columns] = np.sort(differences)[::-1][problem.k - 1]
+                values[block.columns] = problem.output.margin(flat[-1])[0]
             else:
-                values[block.columns] = min(differences[np.flatnonzero(np.isin(others, block.members))])
+                values[block.columns] = min(rows[np.asarray(block.members)])
         elif block.kind == "select":
-            top = np.argsort(-differences, kind="stable")[: problem.k]
+            assert isinstance(problem.output, TopK)
+            top = np.argsort(-rows, kind="stable")[: problem.output.k]
             chosen = np.zeros(len(block.columns))
             chosen[top] = 1.0
             values[block.columns] = chosen

@@ -1,5 +1,6 @@
 """The gate every NOT_ROBUST passes: the point is in N(ε) exactly, and onnxruntime on the
-user's own file puts the target out of the top k. Anything else is not a counterexample."""
+user's own file puts its output in the unsafe region (top-k: the target out of the top k).
+Anything else is not a counterexample."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def recheck(problem: Problem, eps: np.ndarray, point: np.ndarray) -> Recheck:
     logits = onnxruntime_logits(problem.network.path, as_run[None])
     margin = float(problem.margin(logits)[0])
     if not problem.violated(logits)[0]:
-        return Recheck(False, f"onnxruntime keeps the target in the top {problem.k} (m = {margin:.4g})", margin)
+        return Recheck(False, problem.output.describe_safe(margin), margin)
     return Recheck(True, "confirmed by onnxruntime", margin)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlrobust.contract.verifiers import CATALOGUE, OptionValue, Tier, Unavailable, VerifierInfo, VerifierStep
 from mlrobust.problem.problem import Problem
-from mlrobust.verify import attack, bounds, milp
+from mlrobust.verify import attack, bounds, external, milp
 from mlrobust.verify.verdict import UNLIMITED, QueryBudget, Verdict
 
 Check = Callable[..., Verdict]  # (problem, eps, budget, **options)
@@ -84,6 +84,7 @@ VERIFIERS: dict[str, Verifier] = {
         Verifier(CATALOGUE["attack"], attack.check, run_many=attack.check_many),
         Verifier(CATALOGUE["bounds"], bounds.check, remembers=bounds.proved_before, guide=_bound_guide),
         Verifier(CATALOGUE["milp"], milp.check),
+        Verifier(CATALOGUE["external"], external.check),
         Verifier(CATALOGUE["milp_pairwise"], milp.check_pairwise),
     )
 }
@@ -108,7 +109,7 @@ def guide_step(chain: Sequence[VerifierStep]) -> VerifierStep:
 def strongest_sound_step(chain: Sequence[VerifierStep]) -> VerifierStep:
     """The chain's strongest sound verifier (its last complete one, else its last sound one),
     for the final re-proof; the last step if none is sound."""
-    sound = [step for step in chain if VERIFIERS[step.name].sound]
+    sound = [step for step in chain if step.info.is_sound(dict(step.options))]
     complete = [step for step in sound if VERIFIERS[step.name].tier == "complete"]
     return (complete or sound or list(chain))[-1]
 
