@@ -26,3 +26,15 @@ def gurobi_problem() -> str | None:
 
 
 GUROBI_FIX = "pip install 'mlrobust[gurobi]' (its size-limited licence covers small nets), or use solver = highs"
+
+
+@functools.cache
+def cuda_problem() -> str | None:
+    """None when torch sees a CUDA device; else why not (the import is paid only when asked)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device here (torch " + torch.__version__ + ")"
+    return None

@@ -106,6 +106,15 @@ class VerifierInfo:
         return self.availability(options) if self.availability is not None else None
 
 
+def _bab_availability(options: Mapping[str, OptionValue]) -> Unavailable | None:
+    if options.get("device") != "cuda":
+        return None
+    from mlrobust.contract.solvers import cuda_problem
+
+    problem = cuda_problem()
+    return Unavailable(f"device = cuda chosen, but {problem}", "device", "use device = cpu") if problem else None
+
+
 def _milp_availability(options: Mapping[str, OptionValue]) -> Unavailable | None:
     if options.get("solver") != "gurobi":
         return None
@@ -151,6 +160,20 @@ CATALOGUE: dict[str, VerifierInfo] = {
                 Option("threads", "int", 1, "solver threads", minimum=1),
             ),
             availability=_milp_availability,
+        ),
+        VerifierInfo(
+            "bab",
+            sound=True,
+            tier="complete",
+            summary="branch and bound on ReLU splits over the bound engine (β-CROWN style); proves or refutes "
+            "given time",
+            options=(
+                Option("time_limit", "duration", 10.0, "time limit per query", minimum=0),
+                Option("batch", "int", 64, "domains bounded together in one pass of the engine", minimum=2),
+                Option("steps", "int", 8, "α/β optimisation steps per batch of domains", minimum=0),
+                Option("device", "choice", "cpu", "where the bound engine runs", choices=("cpu", "cuda")),
+            ),
+            availability=_bab_availability,
         ),
         VerifierInfo(
             "external",

@@ -62,7 +62,7 @@ CODES: dict[str, Code] = _codes(
     ("unknown-verifier", E, "a verifier name the chain does not know"),
     ("unknown-option", E, "an option a verifier does not take"),
     ("bad-option", E, "an option value of the wrong type or outside its choices"),
-    ("solver-unavailable", E, "the chosen MILP solver is not installed or not licensed"),
+    ("solver-unavailable", E, "a verifier's solver or device is not available here (Gurobi, CUDA)"),
     ("no-sound-verifier", W, "the chain can never prove ROBUST"),
     ("unknown-generator", E, "a weights, cutting or mask form the language does not know"),
     ("needs-dataset", E, "the value needs `dataset` (and `canvas`) to be set"),

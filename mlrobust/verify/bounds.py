@@ -101,20 +101,22 @@ def relax_maxpool(op: o.MaxPool, bounds: Interval) -> MaxPoolRelaxation:
     """
     lower = bounds.lower.flatten()
     upper = bounds.upper.flatten()
-    windows = torch.as_tensor(op.windows)
+    windows = torch.as_tensor(op.windows, device=lower.device)
     valid = windows >= 0
     safe = windows.clamp(min=0)
     low = torch.where(valid, lower[safe], torch.full_like(lower[safe], -torch.inf))
     up = torch.where(valid, upper[safe], torch.full_like(upper[safe], -torch.inf))
     best = low.argmax(dim=1)
-    rows = torch.arange(windows.shape[0])
+    rows = torch.arange(windows.shape[0], device=lower.device)
     others = up.clone()
     others[rows, best] = -torch.inf
     decided = low[rows, best] >= others.max(dim=1).values
     # max_{j != i} l_j: the window's largest lower bound, or its second largest at i* itself
     top_two = low.topk(min(2, low.shape[1]), dim=1).values
     second = top_two[:, -1] if low.shape[1] > 1 else torch.full_like(top_two[:, 0], -torch.inf)
-    rival = torch.where(torch.arange(low.shape[1])[None] == best[:, None], second[:, None], top_two[:, :1])
+    rival = torch.where(
+        torch.arange(low.shape[1], device=lower.device)[None] == best[:, None], second[:, None], top_two[:, :1]
+    )
     raw = torch.where(valid, (up - rival).clamp(min=0), torch.zeros_like(up))
     raw = torch.where(torch.isfinite(raw), raw, torch.zeros_like(raw))
     total = raw.sum(dim=1, keepdim=True)
@@ -186,6 +188,34 @@ BACKWARD_RULES: Mapping[type, BackwardRule] = {
 }
 
 
+def backward(
+    ops: tuple[o.Op, ...],
+    end: int,
+    rows: torch.Tensor,
+    bounds: list[Interval | None],
+    context=None,  # type: ignore[no-untyped-def]
+    rules: Mapping[type, BackwardRule] = BACKWARD_RULES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows λ at a_end taken back to the input: (rows at the input, constant) with
+    λ·a_end <= rows·x + constant for every x the bounds allow. `context` is what the rules
+    read besides the bounds (α-CROWN's slopes; branch and bound's splits, α and β), and
+    `rules` the table (branch and bound swaps in its own ReLU rule)."""
+    constant = rows.new_zeros(rows.shape[0])
+    for index in range(end - 1, -1, -1):
+        op = ops[index]
+        rule = o.rule(rules, op, "back-substitution (CROWN)")
+        rows, constant = rule(op, index, rows, constant, bounds, context)
+    return rows, constant
+
+
+def concretize(rows: torch.Tensor, constant: torch.Tensor, box: Interval) -> torch.Tensor:
+    """max of rows·x + constant over the box: λ⁺·upper + λ⁻·lower + constant, per row."""
+    flat = rows.flatten(1)
+    return (
+        constant + (flat.clamp(min=0) * box.upper.flatten()).sum(1) + (flat.clamp(max=0) * box.lower.flatten()).sum(1)
+    )
+
+
 def backsubstitute(
     ops: tuple[o.Op, ...],
     end: int,
@@ -195,16 +225,8 @@ def backsubstitute(
     alphas: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Upper bounds of rows·a_end over the box (rows: (S, *shape of a_end)) -> (S,)."""
-    constant = rows.new_zeros(rows.shape[0])
-    for index in range(end - 1, -1, -1):
-        op = ops[index]
-        backward = o.rule(BACKWARD_RULES, op, "back-substitution (CROWN)")
-        rows, constant = backward(op, index, rows, constant, bounds, alphas)
-    # at the input: max λ·x over the box = λ⁺·upper + λ⁻·lower
-    flat = rows.flatten(1)
-    return (
-        constant + (flat.clamp(min=0) * box.upper.flatten()).sum(1) + (flat.clamp(max=0) * box.lower.flatten()).sum(1)
-    )
+    inputs, constant = backward(ops, end, rows, bounds, alphas)
+    return concretize(inputs, constant, box)
 
 
 def _unstable_relus(op: o.Relu, bounds: Interval) -> torch.Tensor:
@@ -214,7 +236,7 @@ def _unstable_relus(op: o.Relu, bounds: Interval) -> torch.Tensor:
 
 def _undecided_windows(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
     relaxation = relax_maxpool(op, bounds)
-    windows = torch.as_tensor(op.windows)[~relaxation.decided]
+    windows = torch.as_tensor(op.windows, device=bounds.lower.device)[~relaxation.decided]
     return torch.unique(windows[windows >= 0])
 
 
@@ -269,13 +291,13 @@ def _outclassed(op: o.MaxPool, bounds: Interval) -> torch.Tensor:
     the rival: a different, equally sound plane, but not the same bound.)
     """
     relaxation = relax_maxpool(op, bounds)
-    windows = torch.as_tensor(op.windows)
+    windows = torch.as_tensor(op.windows, device=bounds.lower.device)
     valid = windows >= 0
     safe = windows.clamp(min=0)
     lower = torch.where(valid, bounds.lower.flatten()[safe], torch.full_like(bounds.lower.flatten()[safe], -torch.inf))
     second = lower.topk(min(2, lower.shape[1]), dim=1).values[:, -1]  # the window's second largest lower bound
     matters = valid & ((bounds.upper.flatten()[safe] > second[:, None]) | (safe == relaxation.argmax_lower[:, None]))
-    outclassed = torch.ones(bounds.upper.numel(), dtype=torch.bool)
+    outclassed = torch.ones(bounds.upper.numel(), dtype=torch.bool, device=bounds.lower.device)
     outclassed[safe[matters]] = False
     return outclassed
 
@@ -376,7 +398,7 @@ def _crown_refine(
     shape = ops[index].in_shape
     size = int(np.prod(shape))
     lower, upper = current.lower.flatten().clone(), current.upper.flatten().clone()
-    if patches.applies(ops, index):
+    if patches.applies(ops, index) and box.lower.device.type == "cpu":  # the patch path's tables are CPU ones
         above, below = patches.refine(ops, neurons, bounds[1], box, remembered)
         lower[neurons], upper[neurons] = intersect(lower[neurons], upper[neurons], below, above)
         return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
@@ -384,8 +406,8 @@ def _crown_refine(
         part = neurons[start : start + chunk]
         count = part.numel()
         rows = lower.new_zeros((2 * count, size))
-        rows[torch.arange(count), part] = 1.0
-        rows[torch.arange(count, 2 * count), part] = -1.0
+        rows[torch.arange(count, device=rows.device), part] = 1.0
+        rows[torch.arange(count, 2 * count, device=rows.device), part] = -1.0
         result = backsubstitute(ops, index, rows.reshape(2 * count, *shape), bounds, box)
         lower[part], upper[part] = intersect(lower[part], upper[part], -result[count:], result[:count])
     return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))

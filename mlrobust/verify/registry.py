@@ -19,7 +19,7 @@ import numpy as np
 
 from mlrobust.contract.verifiers import CATALOGUE, OptionValue, Tier, Unavailable, VerifierInfo, VerifierStep
 from mlrobust.problem.problem import Problem
-from mlrobust.verify import attack, bounds, external, milp
+from mlrobust.verify import attack, bab, bounds, external, milp
 from mlrobust.verify.verdict import UNLIMITED, QueryBudget, Verdict
 
 Check = Callable[..., Verdict]  # (problem, eps, budget, **options)
@@ -83,6 +83,7 @@ VERIFIERS: dict[str, Verifier] = {
     for verifier in (
         Verifier(CATALOGUE["attack"], attack.check, run_many=attack.check_many),
         Verifier(CATALOGUE["bounds"], bounds.check, remembers=bounds.proved_before, guide=_bound_guide),
+        Verifier(CATALOGUE["bab"], bab.check),
         Verifier(CATALOGUE["milp"], milp.check),
         Verifier(CATALOGUE["external"], external.check),
         Verifier(CATALOGUE["milp_pairwise"], milp.check_pairwise),

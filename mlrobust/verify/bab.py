@@ -1,0 +1,826 @@
+"""`bab`: branch and bound on ReLU splits over the bound engine (β-CROWN style), complete given time.
+
+A *domain* is the query's box with some unstable ReLUs fixed: z_i >= 0 (active) or z_i <= 0
+(inactive). Its bound is CROWN's back-substitution with
+- the split neurons relaxed exactly (identity or zero), from their root bounds clipped at 0;
+- the split constraints themselves in the linear bound by Lagrange multipliers β >= 0 (as in
+  β-CROWN, Wang et al. 2021): max λ·F over {x in box : s_i z_i(x) >= 0} is at most
+  max over the box of λ·F + Σ β_i s_i z_i for any β >= 0, so each split adds β_i s_i to the
+  rows at its pre-activation, and β is tuned (with the lower ReLU slopes α) by projected
+  Adam to lower the bound. Every α in [0, 1] and β >= 0 gives a sound bound, so tuning only
+  tightens;
+- the root's intermediate bounds for every other neuron (valid in every subdomain), the
+  max-pool relaxations included.
+Domains go through the engine in batches: one back-substitution of (domains × rows) rows.
+
+A domain is closed when the margin's bound (the property's margin of its rows' bounds: the
+k-th largest for top-k, max-min for a disjunction) is below -SAFETY_MARGIN. Open domains are
+split on the neuron with the best BaBSR intercept score (Bunel et al. 2020: the amount the
+upper relaxation's offset adds to the live rows' bounds), hardest domain first; a domain with
+every unstable ReLU split is linear, and is settled by an exact LP (HiGHS) over the box and
+its split constraints. Candidate counterexamples: the input corner that maximises each open
+domain's bound, and PGD from those corners; each goes through the onnxruntime re-check.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mlrobust.nn import ops as o
+from mlrobust.problem.problem import Problem
+from mlrobust.verify import bounds as B
+from mlrobust.verify.recheck import recheck, snap_into_box
+from mlrobust.verify.verdict import QueryBudget, Status, Verdict
+
+ROOT_STEPS = 100  # α/β/c optimisation steps at the root (one domain: cheap, and it warm-starts all)
+MAX_DOMAINS = 20_000  # open domains kept at once (each holds its splits: a few bytes per unstable ReLU)
+
+
+@dataclass
+class SplitContext:
+    """What the ReLU rule of a domain batch needs: splits, α, β, and where to record rows."""
+
+    domains: int
+    splits: dict[int, torch.Tensor]  # ReLU op index -> (D, *shape) in {-1, 0, +1}
+    ops: tuple = ()  # the network's ops (a rule looks at its neighbours)
+    alphas: dict[int, torch.Tensor] = field(default_factory=dict)  # (D, R, *shape) lower slopes
+    betas: dict[int, torch.Tensor] = field(default_factory=dict)  # (D, R, *shape) multipliers >= 0
+    recorded: dict[int, torch.Tensor] = field(default_factory=dict)  # rows at each ReLU's output
+    # max-pool op index -> (upper-plane logits, lower logits), each (D, R, out, window): the
+    # plane's slopes c and the lower combination μ, both on each window's simplex (softmax)
+    pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # ReLU op index -> (D, *shape) pre-activation bounds recomputed in each domain (its splits
+    # in earlier layers taken into account); the root's where absent
+    refined: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def get(self, index: int) -> None:  # the plain CROWN rules ask contexts for α this way
+        return None
+
+    def relu_bounds(self, index: int, bounds: list[B.Interval | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ReLU's pre-activation bounds in each domain: refined or the root's, clipped by splits."""
+        interval = bounds[index]
+        assert interval is not None
+        lower, upper = self.refined.get(index, (interval.lower, interval.upper))
+        split = self.splits.get(index)
+        if split is None:
+            return lower, upper
+        return torch.where(split > 0, lower.clamp(min=0), lower), torch.where(split < 0, upper.clamp(max=0), upper)
+
+
+def domain_bounds(bounds: B.Interval, split: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, *shape) pre-activation bounds of each domain: the root's, clipped at 0 by its splits."""
+    lower, upper = bounds.lower, bounds.upper  # (1, *shape)
+    return (
+        torch.where(split > 0, lower.clamp(min=0), lower),
+        torch.where(split < 0, upper.clamp(max=0), upper),
+    )
+
+
+def _split_relu_backward(op: o.Relu, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
+    """The ReLU rule for a batch of domains: each with its own split neurons, α and β."""
+    domains = context.domains
+    split = context.splits.get(index)
+    if split is None:  # no neuron of this layer is unstable at the root: nothing to split
+        split = torch.zeros_like(bounds[index].lower)
+    lower, upper = context.relu_bounds(index, bounds)
+    active, inactive = lower >= 0, upper <= 0
+    unstable = ~active & ~inactive
+    width = torch.where(unstable, upper - lower, torch.ones_like(upper))
+    up_slope = torch.where(
+        active, torch.ones_like(upper), torch.where(unstable, upper / width, torch.zeros_like(upper))
+    )
+    up_offset = torch.where(unstable, -up_slope * lower, torch.zeros_like(upper))
+    view = rows.view(domains, -1, *rows.shape[1:])  # (D, R, *shape)
+    context.recorded[index] = view
+    alpha = context.alphas.get(index)
+    chosen = (upper > -lower).to(upper.dtype)[:, None] if alpha is None else alpha
+    low_slope = torch.where(active[:, None], 1.0, torch.where(unstable[:, None], chosen, 0.0))
+    positive, negative = view.clamp(min=0), view.clamp(max=0)
+    constant = constant + (positive * up_offset[:, None]).flatten(2).sum(2).flatten()
+    new = positive * up_slope[:, None] + negative * low_slope
+    beta = context.betas.get(index)
+    if beta is not None:  # + Σ β_i s_i z_i: zero on the domain, so the bound still holds there
+        new = new + beta * split[:, None].to(new.dtype)
+    return new.reshape(rows.shape[0], *rows.shape[1:]), constant
+
+
+def _window_bounds(op: o.MaxPool, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(members (out, W) flat input indices, valid (out, W), lower, upper (B, out, W) with -inf at
+    padding) from (B, *in_shape) bounds of the max-pool's input (B = 1 or the domains)."""
+    lower, upper = lower.flatten(1), upper.flatten(1)
+    windows = torch.as_tensor(op.windows, device=lower.device)
+    valid = windows >= 0
+    members = windows.clamp(min=0)
+    low = torch.where(valid, lower[:, members], torch.full_like(lower[:, members], -torch.inf))
+    up = torch.where(valid, upper[:, members], torch.full_like(upper[:, members], -torch.inf))
+    return members, valid, low, up
+
+
+def pool_start(op: o.MaxPool, bounds: B.Interval) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose relaxation is CROWN's own choice: (out, W) for the upper plane's slopes
+    (sigmoid: the chord weights), and (out, W + 1) for the lower combination (softmax over the
+    inputs and the window's largest lower bound: nearly all weight on i*)."""
+    relaxation = B.relax_maxpool(op, bounds)
+    members, valid, _, _ = _window_bounds(op, bounds.lower, bounds.upper)
+    chord = relaxation.weights.clamp(1e-4, 1 - 1e-4)
+    upper = torch.where(valid, torch.log(chord / (1 - chord)), torch.full_like(chord, -torch.inf))
+    best = members == relaxation.argmax_lower[:, None]
+    lower = torch.where(valid, torch.where(best, 10.0, 0.0), torch.full_like(upper, -torch.inf)).to(upper.dtype)
+    lower = torch.cat([lower, torch.zeros_like(lower[:, :1])], dim=1)  # the floor's weight
+    return upper, lower
+
+
+def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
+    """The max-pool rule with tuned relaxations. Above: any plane y <= Σ c_i x_i + d with every
+    c_i in [0, 1] and d = max_j (u_j - c_j (u_j - l_j)) - Σ c_i l_i, the least valid constant
+    (y - c·x is convex, so largest at a vertex; where x_j is the maximum its coefficient 1 - c_j
+    >= 0 sends it to u_j and the others' -c_i <= 0 send them to l_i, which keeps j the maximum):
+    the chord weights, and the constant y <= max u (c = 0), are two points of it. Below: any
+    convex combination of the inputs and of the window's largest lower bound (each is below y).
+    CROWN's own choices are one point of each family; the tuned ones reach toward (and, having
+    every window's whole family, sometimes past) the LP relaxation of the exact encoding."""
+    tuned = context.pools.get(index)
+    if tuned is None:
+        return B.BACKWARD_RULES[o.MaxPool](op, index, rows, constant, bounds, None)
+    previous = index - 1
+    if previous >= 0 and isinstance(context.ops[previous], o.Relu):
+        # the input is a ReLU's output: its bounds in each domain follow from the domain's
+        # pre-activation bounds (split or refined), tighter than the root's
+        lower, upper = context.relu_bounds(previous, bounds)
+        lower, upper = lower.clamp(min=0), upper.clamp(min=0)
+    else:
+        lower, upper = bounds[index].lower, bounds[index].upper
+    members, valid, low, up = _window_bounds(op, lower, upper)
+    low, up = low[:, None], up[:, None]  # (B, 1, out, W): the same for every row of a domain
+    up_logits, low_logits = tuned
+    domains = context.domains
+    view = rows.reshape(domains, -1, members.shape[0])  # (D, R, out)
+    count = view.shape[1]
+    c = torch.where(valid, torch.sigmoid(up_logits), torch.zeros_like(up_logits))  # (D, R, out, W)
+    weights = torch.softmax(low_logits, dim=-1)  # (D, R, out, W + 1)
+    mu, floor_weight = weights[..., :-1], weights[..., -1]
+    finite_low = torch.where(valid, low, torch.zeros_like(low))
+    reach = torch.where(valid, up - c * (up - finite_low), torch.full_like(c, -torch.inf)).max(dim=-1).values
+    offset = reach - (c * finite_low).sum(dim=-1)  # (D, R, out)
+    floor = low.max(dim=-1).values  # (B, 1, out): the window's largest lower bound
+    positive, negative = view.clamp(min=0), view.clamp(max=0)
+    constant = constant + (positive * offset + negative * floor_weight * floor).sum(dim=-1).flatten()
+    spread = positive[..., None] * c + negative[..., None] * mu  # (D, R, out, W)
+    inputs = rows.new_zeros((domains * count, int(np.prod(op.in_shape))))
+    inputs.index_add_(1, members.flatten(), spread.reshape(domains * count, -1))
+    return inputs.reshape(domains * count, *op.in_shape), constant
+
+
+RULES = {**B.BACKWARD_RULES, o.Relu: _split_relu_backward, o.MaxPool: _split_maxpool_backward}
+
+
+@dataclass
+class Root:
+    """What every domain of a query shares."""
+
+    problem: Problem
+    box: B.Interval
+    bounds: list[B.Interval | None]  # the root's intermediate bounds (the input of each ReLU / max-pool)
+    relus: list[int]  # op indices of the ReLUs with unstable neurons
+    unstable: dict[int, torch.Tensor]  # op index -> (*shape) bool: unstable at the root
+    rows: torch.Tensor  # (R, n) the property's rows
+    offsets: torch.Tensor  # (R,)
+    box32: B.Interval | None = None  # float32 copies, for the optimisation steps
+    bounds32: list[B.Interval | None] = field(default_factory=list)
+    objective: Objective | None = None  # set after the root bound
+    warm: Params | None = None  # the root's tuned parameters (on the objective's rows)
+
+
+MAX_COMBINED = 64  # disjuncts bounded as one combined row each; beyond this, rows alone
+
+
+@dataclass
+class Objective:
+    """What the domains below the root are bounded on.
+
+    Only the live rows (those the root cannot keep below -margin) are bounded again, and each
+    live disjunct S of two or more rows also gets a combined row Σ λ_r v_r with λ on the
+    simplex, tuned like α and β: min over S of v_r <= Σ λ_r v_r, so its bound is also one of
+    the disjunct's, and a tighter one than the smallest separate bound (the worst x for one row
+    is seldom the worst for the other; the MILP's disjunct models couple rows the same way).
+    A disjunct holds nowhere in a domain once the smaller of its two bounds is below -margin.
+    """
+
+    live: torch.Tensor  # (L,) row indices
+    members: torch.Tensor  # (S, L) bool: the live disjuncts, over the live rows
+    combined: bool  # whether each disjunct gets a combined row
+    dead_bound: float  # the largest root bound of a dead row: bounds every disjunct that holds one
+
+    @property
+    def extra(self) -> int:
+        return self.members.shape[0] if self.combined else 0
+
+    def margins(self, values: torch.Tensor) -> torch.Tensor:
+        """(D,) the margin's bound from (D, L + extra) bounds of the live and combined rows."""
+        rows = values[:, : self.live.numel()]
+        members = self.members.to(values.device)
+        inf = torch.full_like(rows[:, None, :], torch.inf)
+        smallest = torch.where(members[None], rows[:, None, :], inf).min(dim=2).values  # (D, S)
+        if self.combined:
+            smallest = torch.minimum(smallest, values[:, self.live.numel() :])
+        worst = smallest.max(dim=1).values if smallest.shape[1] else torch.full_like(values[:, 0], -torch.inf)
+        return torch.clamp(worst, min=self.dead_bound)
+
+    def open_rows(self, values: torch.Tensor, margin: float) -> torch.Tensor:
+        """(D, L + extra) weights: 1 on the rows whose bound keeps an open disjunct open."""
+        count = self.live.numel()
+        rows = values[:, :count]
+        members = self.members.to(values.device)
+        inf = torch.full_like(rows[:, None, :], torch.inf)
+        smallest = torch.where(members[None], rows[:, None, :], inf).min(dim=2).values
+        if self.combined:
+            smallest = torch.minimum(smallest, values[:, count:])
+        open_disjuncts = (smallest >= -margin).to(values.dtype)  # (D, S)
+        weights = torch.zeros_like(values)
+        if self.combined:
+            weights[:, count:] = open_disjuncts
+        else:
+            weights[:, :count] = (open_disjuncts @ members.to(values.dtype)).clamp(max=1)
+        return weights
+
+
+@dataclass(order=True)
+class Domain:
+    priority: float  # -bound: the heap pops the hardest domain first
+    serial: int
+    splits: dict[int, torch.Tensor] = field(compare=False)  # op index -> (*shape) int8
+    bound: float = field(compare=False, default=float("inf"))
+    depth: int = field(compare=False, default=0)
+    values: torch.Tensor | None = field(compare=False, default=None)  # its rows' bounds: its children's too
+
+
+@dataclass
+class Stats:
+    domains_bounded: int = 0
+    closed: int = 0
+    leaves_by_lp: int = 0
+    max_queue: int = 0
+    max_depth: int = 0
+    batches: int = 0
+    bound_seconds: float = 0.0
+    branch_seconds: float = 0.0
+    attack_seconds: float = 0.0
+    lp_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in vars(self).items()}
+
+
+def _single(interval: B.Interval | None) -> B.Interval | None:
+    return None if interval is None else B.Interval(interval.lower.float(), interval.upper.float())
+
+
+def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
+    lower, upper = problem.box(eps)
+    box = B.Interval(
+        torch.as_tensor(lower, dtype=torch.float64, device=device)[None],
+        torch.as_tensor(upper, dtype=torch.float64, device=device)[None],
+    )
+    ops = problem.network.ops
+    with torch.no_grad():
+        plain = B.ibp(ops, box)
+        remembered = B.patch_answers(problem) if device.type == "cpu" else None
+        bounds = B.crown_intermediate(ops, box, ibp_bounds=plain, remembered=remembered)
+    unstable = {}
+    for index, op in enumerate(ops):
+        if isinstance(op, o.Relu) and bounds[index] is not None:
+            found = (bounds[index].lower[0] < 0) & (bounds[index].upper[0] > 0)  # type: ignore[union-attr]
+            if bool(found.any()):
+                unstable[index] = found
+    output = problem.output
+    return Root(
+        problem,
+        box,
+        bounds,
+        sorted(unstable),
+        unstable,
+        torch.as_tensor(output.rows, dtype=torch.float64, device=device),
+        torch.as_tensor(output.offsets, dtype=torch.float64, device=device),
+        box32=_single(box),
+        bounds32=[_single(b) for b in bounds],
+    )
+
+
+def make_objective(root: Root, values: torch.Tensor, margin: float) -> Objective:
+    """From the root's bounds of every row: the live rows and disjuncts the domains are bounded on."""
+    output = root.problem.output
+    upper = values.detach()[0].cpu().numpy()
+    live = [int(r) for r in np.flatnonzero(upper >= -margin)]
+    position = {row: i for i, row in enumerate(live)}
+    disjuncts = output.live_disjuncts(upper, -margin)
+    members = torch.zeros((len(disjuncts), len(live)), dtype=torch.bool)
+    for index, disjunct in enumerate(disjuncts):
+        members[index, [position[r] for r in disjunct]] = True
+    dead = [float(upper[r]) for r in range(len(upper)) if r not in position]
+    combined = 0 < len(disjuncts) <= MAX_COMBINED and max((len(d) for d in disjuncts), default=0) > 1
+    return Objective(torch.tensor(live, dtype=torch.long), members, combined, max(dead, default=-np.inf))
+
+
+@dataclass
+class Params:
+    """Tuned relaxation parameters of a batch (float32): α per ReLU, (c, μ) logits per max-pool,
+    λ logits of the combined rows."""
+
+    alphas: dict[int, torch.Tensor]
+    pools: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    logits: torch.Tensor | None
+
+
+@dataclass
+class Bounded:
+    """A batch of domains after bounding: per domain its rows' bounds, its margin bound, its
+    branching choice (None: every unstable ReLU is split) and its candidate counterexample."""
+
+    rows: torch.Tensor  # (D, R) upper bounds of the property's rows
+    margins: torch.Tensor  # (D,)
+    choices: list[tuple[int, int] | None]  # (ReLU op index, flat neuron) to split next
+    corners: torch.Tensor  # (D, *input) the input corner that maximises the worst row's bound
+    params: Params | None = None
+
+
+def _full_splits(root: Root, domains: list[Domain]) -> dict[int, torch.Tensor]:
+    """Each ReLU layer's splits of a batch, dense: (D, *shape) in {-1, 0, +1}."""
+    device = root.box.lower.device
+    dense = {}
+    for index in root.relus:
+        shape = root.unstable[index].shape
+        layer = torch.zeros((len(domains), *shape), dtype=torch.float64, device=device)
+        flat = layer.view(len(domains), -1)
+        for row, domain in enumerate(domains):
+            split = domain.splits.get(index)
+            if split is not None:
+                flat[row] = split.to(device=device, dtype=torch.float64)
+        dense[index] = layer
+    return dense
+
+
+def _pass(root: Root, spec, offsets, count, splits, alphas, betas, pools, refined, single: bool):  # type: ignore[no-untyped-def]
+    """One back-substitution of the batch: (bounds (D, rows), rows at the input, context).
+    `spec` (D, rows, n) and `offsets` (D, rows) may differ per domain (the combined rows)."""
+    ops = root.problem.network.ops
+    context = SplitContext(count, splits, ops, alphas, betas, pools=pools, refined=refined)
+    bounds, box = (root.bounds32, root.box32) if single else (root.bounds, root.box)
+    assert box is not None
+    inputs, constant = B.backward(ops, len(ops), spec.reshape(-1, spec.shape[-1]), bounds, context, RULES)
+    values = B.concretize(inputs, constant, box).view(count, -1) + offsets
+    return values, inputs, context
+
+
+def _rows(root: Root, count: int, mix: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, rows, n) and (D, rows): every domain's rows, the property's own live rows, or (at
+    the root) all of them, then one combined row per live disjunct (weights `mix`, (D, S, L))."""
+    objective = root.objective
+    if objective is None:
+        spec, offsets = root.rows, root.offsets
+    else:
+        spec, offsets = root.rows[objective.live], root.offsets[objective.live]
+    spec, offsets = spec.to(dtype), offsets.to(dtype)
+    rows = spec.expand(count, *spec.shape)
+    shifts = offsets.expand(count, *offsets.shape)
+    if mix is not None:
+        rows = torch.cat([rows, mix.to(dtype) @ spec], dim=1)
+        shifts = torch.cat([shifts, mix.to(dtype) @ offsets], dim=1)
+    return rows, shifts
+
+
+def _mix(objective: Objective | None, logits: torch.Tensor | None) -> torch.Tensor | None:
+    """λ on the simplex of each disjunct's rows, from free parameters (softmax over members)."""
+    if objective is None or not objective.combined or logits is None:
+        return None
+    members = objective.members.to(logits.device)
+    return torch.softmax(torch.where(members[None], logits, torch.full_like(logits, -torch.inf)), dim=2)
+
+
+def _margins(root: Root, values: torch.Tensor) -> torch.Tensor:
+    if root.objective is None:
+        return root.problem.output.margin_tensor(values)
+    return root.objective.margins(values)
+
+
+def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, deadline: float) -> Bounded:
+    """Bounds of a batch of domains. α, β (and the combined rows' λ) are tuned by `steps` of
+    projected Adam in float32 (fast, and every α in [0, 1], β >= 0, λ on the simplex is sound),
+    then the bound is computed in float64 with the best ones found: only that pass counts, as
+    every bound of the engine."""
+    count = len(domains)
+    objective = root.objective
+    splits64 = _full_splits(root, domains)
+    splits32 = {i: s.float() for i, s in splits64.items()}
+    refined64, infeasible = refine_domains(root, splits64, count)
+    refined32 = {i: (low.float(), up.float()) for i, (low, up) in refined64.items()}
+    bounds_of = SplitContext(count, splits64, root.problem.network.ops, refined=refined64)
+    rows_per = root.offsets.numel() if objective is None else objective.live.numel() + objective.extra
+    alphas: dict[int, torch.Tensor] = {}
+    betas: dict[int, torch.Tensor] = {}
+    warm = root.warm if objective is not None else None  # the root's tuned parameters start every domain
+
+    def start_from(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.float().expand(count, *tensor.shape[1:]).clone().requires_grad_(True)
+
+    for index in root.relus:
+        lower, upper = bounds_of.relu_bounds(index, root.bounds)
+        lower, upper = lower.expand(count, *lower.shape[1:]), upper.expand(count, *upper.shape[1:])
+        start = (upper > -lower).float()[:, None].expand(count, rows_per, *lower.shape[1:])
+        if warm is not None:
+            # the root's slopes, except where a split fixed the neuron (its slope no longer matters)
+            start = warm.alphas[index].float().expand(count, *warm.alphas[index].shape[1:])
+        alphas[index] = start.clone().requires_grad_(True)
+        if bool((splits64[index] != 0).any()):
+            betas[index] = torch.zeros_like(start).requires_grad_(True)
+    pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for index, op in enumerate(root.problem.network.ops):
+        if isinstance(op, o.MaxPool) and root.bounds[index] is not None:
+            if warm is not None:
+                pools[index] = (start_from(warm.pools[index][0]), start_from(warm.pools[index][1]))
+                continue
+            upper, lower = pool_start(op, root.bounds[index])  # type: ignore[arg-type]
+            pools[index] = (
+                upper.float().expand(count, rows_per, *upper.shape).clone().requires_grad_(True),
+                lower.float().expand(count, rows_per, *lower.shape).clone().requires_grad_(True),
+            )
+    logits = None
+    if objective is not None and objective.combined:
+        if warm is not None and warm.logits is not None:
+            logits = start_from(warm.logits)
+        else:
+            logits = torch.zeros((count, *objective.members.shape), device=root.rows.device, requires_grad=True)
+    parameters = [*alphas.values(), *betas.values(), *([logits] if logits is not None else [])]
+    parameters += [tensor for pair in pools.values() for tensor in pair]
+    best_pools = {i: (u.detach().clone(), v.detach().clone()) for i, (u, v) in pools.items()}
+    best_alphas = {i: a.detach().clone() for i, a in alphas.items()}
+    best_betas = {i: b.detach().clone() for i, b in betas.items()}
+    best_logits = logits.detach().clone() if logits is not None else None
+
+    def keep(mask: torch.Tensor, current: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, *([1] * (current.dim() - 1))), current.detach(), kept)
+
+    if steps > 0 and parameters:
+        optimiser = torch.optim.Adam(parameters, lr=0.1)
+        best = torch.full((count,), torch.inf, device=root.rows.device)
+        for _ in range(steps):
+            if time.perf_counter() >= deadline:
+                break
+            spec, shifts = _rows(root, count, _mix(objective, logits), torch.float32)
+            values, _, _ = _pass(root, spec, shifts, count, splits32, alphas, betas, pools, refined32, single=True)
+            margins = _margins(root, values)
+            with torch.no_grad():
+                improved = margins.detach() < best
+                best = torch.where(improved, margins.detach(), best)
+                best_alphas = {key: keep(improved, alphas[key], kept) for key, kept in best_alphas.items()}
+                best_betas = {key: keep(improved, betas[key], kept) for key, kept in best_betas.items()}
+                best_pools = {
+                    key: (keep(improved, pools[key][0], up), keep(improved, pools[key][1], down))
+                    for key, (up, down) in best_pools.items()
+                }
+                if logits is not None and best_logits is not None:
+                    best_logits = keep(improved, logits, best_logits)
+            if bool((best < -2 * margin - 1e-3).all()):  # closed with room for float32's error: stop tuning
+                break
+            optimiser.zero_grad()
+            (margins.sum() + 0.1 * values.mean()).backward()
+            optimiser.step()
+            with torch.no_grad():
+                for alpha in alphas.values():
+                    alpha.clamp_(0, 1)
+                for beta in betas.values():
+                    beta.clamp_(min=0)
+    with torch.no_grad():
+        spec, shifts = _rows(root, count, _mix(objective, best_logits), torch.float64)
+        alphas64 = {i: a.double() for i, a in best_alphas.items()}
+        betas64 = {i: b.double() for i, b in best_betas.items()}
+        pools64 = {i: (u.double(), v.double()) for i, (u, v) in best_pools.items()}
+        values, inputs, context = _pass(
+            root, spec, shifts, count, splits64, alphas64, betas64, pools64, refined64, single=False
+        )
+        values = torch.where(infeasible[:, None], torch.full_like(values, -torch.inf), values)
+        margins = _margins(root, values)
+        weights = objective.open_rows(values, margin) if objective is not None else (values >= -margin).double()
+        choices = _choose(root, context, weights)
+        corners = _corners(root, inputs.view(count, values.shape[1], *inputs.shape[1:]), values, weights)
+    return Bounded(values, margins, choices, corners, Params(best_alphas, best_pools, best_logits))
+
+
+def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tuple[int, int] | None]:
+    """BaBSR's intercept score per domain: for each free unstable neuron, how much its upper
+    relaxation's offset -l u / (u - l) adds to the bounds of the rows that keep the domain
+    open (`weights`, through their positive coefficients at the ReLU's output); the best
+    neuron, or None when every unstable neuron is split (or made stable by refined bounds)."""
+    count = weights.shape[0]
+    best_score = torch.full((count,), -1.0, dtype=torch.float64)
+    best_choice: list[tuple[int, int] | None] = [None] * count
+    for index in root.relus:
+        lower, upper = context.relu_bounds(index, root.bounds)
+        free = (lower < 0) & (upper > 0) & (context.splits[index] == 0)
+        if not bool(free.any()):
+            continue
+        intercept = torch.where(free, -lower * upper / (upper - lower).clamp(min=1e-12), torch.zeros_like(upper))
+        coefficients = context.recorded[index].clamp(min=0)  # (D, rows, *shape)
+        weight = weights.view(count, -1, *([1] * (coefficients.dim() - 2)))
+        score = (coefficients * weight).sum(1) * intercept
+        # a tiny backup (the neuron's width) breaks ties where every live coefficient is zero
+        score = score + 1e-9 * torch.where(free, upper - lower, torch.zeros_like(upper))
+        score = torch.where(free, score, torch.full_like(score, -1.0)).flatten(1).cpu()
+        value, neuron = score.max(dim=1)
+        for d in range(count):
+            if value[d] > best_score[d]:
+                best_score[d] = value[d]
+                best_choice[d] = (index, int(neuron[d]))
+    return best_choice
+
+
+REFINE_LIMIT = 40_000_000  # elements of one refinement pass (domains × rows × a layer's size); beyond: chunks
+
+
+def refine_domains(
+    root: Root, splits: dict[int, torch.Tensor], count: int
+) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Each domain's pre-activation bounds of the unstable neurons of every ReLU layer after its
+    first split, by CROWN with the domain's split neurons relaxed exactly (valid on the domain:
+    its points satisfy its splits), intersected with the root's. Also (D,) bool: domains whose
+    bounds cross (lower > upper): their split constraints hold nowhere, so they are closed."""
+    ops = root.problem.network.ops
+    device = root.rows.device
+    refined: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    infeasible = torch.zeros(count, dtype=torch.bool, device=device)
+    split_layers = [i for i in root.relus if bool((splits[i] != 0).any())]
+    if not split_layers:
+        return refined, infeasible
+    context = SplitContext(count, splits, ops, refined=refined)
+    for index in root.relus:
+        if index <= split_layers[0]:
+            continue
+        interval = root.bounds[index]
+        assert interval is not None
+        shape = interval.lower.shape[1:]
+        neurons = torch.nonzero(root.unstable[index].flatten()).flatten().to(device)
+        n = neurons.numel()
+        widest = max(int(np.prod(op.in_shape)) for op in ops[:index])
+        chunk = max(1, REFINE_LIMIT // max(1, 2 * n * widest))
+        lower = interval.lower.expand(count, *shape).clone().flatten(1)
+        upper = interval.upper.expand(count, *shape).clone().flatten(1)
+        for first in range(0, count, chunk):
+            part = slice(first, min(count, first + chunk))
+            size = part.stop - part.start
+            rows = torch.zeros((size, 2 * n, lower.shape[1]), dtype=torch.float64, device=device)
+            positions = torch.arange(n, device=device)
+            rows[:, positions, neurons] = 1.0
+            rows[:, n + positions, neurons] = -1.0
+            sub = SplitContext(
+                size,
+                {i: s[part] for i, s in splits.items()},
+                ops,
+                refined={i: (low[part], up[part]) for i, (low, up) in refined.items()},
+            )
+            inputs, constant = B.backward(ops, index, rows.view(size * 2 * n, *shape), root.bounds, sub, RULES)
+            values = B.concretize(inputs, constant, root.box).view(size, 2 * n)
+            lower[part, neurons] = torch.maximum(lower[part, neurons], -values[:, n:])
+            upper[part, neurons] = torch.minimum(upper[part, neurons], values[:, :n])
+        crossed = (lower > upper + 1e-9 * (1 + lower.abs())).any(dim=1)
+        infeasible |= crossed
+        # keep lower <= upper where they cross (those domains are closed anyway)
+        lower = torch.minimum(lower, upper)
+        refined[index] = (lower.view(count, *shape), upper.view(count, *shape))
+        context.refined = refined
+    return refined, infeasible
+
+
+def _corners(root: Root, inputs: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per domain, the box corner that maximises the linear bound of its worst open row (D, *input)."""
+    worst = torch.where(weights > 0, values, torch.full_like(values, -torch.inf)).argmax(dim=1)
+    chosen = inputs[torch.arange(inputs.shape[0], device=inputs.device), worst]
+    return torch.where(chosen > 0, root.box.upper, root.box.lower)
+
+
+def _counterexample(problem: Problem, eps: np.ndarray, points: torch.Tensor) -> tuple[np.ndarray, float] | None:
+    """The first of `points` that onnxruntime confirms (after snapping into the box), if any."""
+    with torch.no_grad():
+        margins = problem.margin_tensor(problem.network.forward(points.to(torch.float64))).cpu().numpy()
+    for index in np.argsort(-margins):
+        if margins[index] < 0:
+            break
+        candidate = snap_into_box(problem, eps, points[index].cpu().numpy())
+        checked = recheck(problem, eps, candidate)
+        if checked.confirmed:
+            assert checked.margin is not None
+            return candidate, checked.margin
+    return None
+
+
+def _pgd_from(problem: Problem, root: Root, starts: torch.Tensor, steps: int) -> torch.Tensor:
+    """A few signed-gradient steps on the margin from each start, inside the box (float32)."""
+    lower, upper = root.box.lower.float(), root.box.upper.float()
+    x = starts.float().clone()
+    step = 0.1 * (upper - lower)
+    for _ in range(steps):
+        x.requires_grad_(True)
+        margin = problem.margin_tensor(problem.network.forward(x))
+        (gradient,) = torch.autograd.grad(margin.sum(), x)
+        x = torch.minimum(torch.maximum(x.detach() + step * gradient.sign(), lower), upper)
+    return x.detach()
+
+
+def _children(root: Root, domain: Domain, choice: tuple[int, int], serial: int) -> list[Domain]:
+    """The two halves of a domain: the chosen neuron active, and inactive."""
+    index, neuron = choice
+    children = []
+    for sign in (1, -1):
+        splits = dict(domain.splits)
+        layer = splits.get(index)
+        layer = torch.zeros(root.unstable[index].numel(), dtype=torch.int8) if layer is None else layer.clone()
+        layer[neuron] = sign
+        splits[index] = layer
+        children.append(
+            Domain(domain.priority, serial + len(children), splits, domain.bound, domain.depth + 1, domain.values)
+        )
+    return children
+
+
+@dataclass
+class LeafSolver:
+    """The exact LP of a domain whose every unstable ReLU is split (the network is linear
+    there): the MILP encoding of the box with those ReLUs' gates fixed (max-pools keep theirs)."""
+
+    problem: Problem
+    eps: np.ndarray
+    part: object = None  # the encoding's network part, built on first use
+
+    def solve(self, domain: Domain, seconds: float) -> tuple[str, np.ndarray | None, float | None]:
+        """("closed" | "counterexample" | "open", the point, its margin)."""
+        from mlrobust.verify import milp
+        from mlrobust.verify.milp_encoding import encode_network, start_values, with_objective
+
+        if self.part is None:
+            self.part = encode_network(self.problem, self.eps)
+        part = self.part
+        deadline = time.perf_counter() + seconds
+        worst = -np.inf
+        for subset in self.problem.output.live_disjuncts(part.upper_d, -B.SAFETY_MARGIN):  # type: ignore[attr-defined]
+            encoding = with_objective(self.problem, part, subset)  # type: ignore[arg-type]
+            builder = encoding.builder
+            for block in builder.tags:
+                split = domain.splits.get(block.op_index)
+                if block.kind != "gate" or split is None:
+                    continue
+                signs = split.numpy()[np.asarray(block.neurons)]
+                for column, sign in zip(block.columns, signs, strict=True):
+                    if sign:
+                        builder.lower[column] = builder.upper[column] = 1.0 if sign > 0 else 0.0
+            start = start_values(self.problem, encoding, self.problem.image)
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return "open", None, None
+            solution = milp.solve_highs(encoding, left, start=start, stop_below=-milp.MILP_MARGIN, stop_at=0.0)
+            point, checked = milp._incumbent_point(self.problem, self.eps, encoding, solution)
+            if checked is not None and checked.confirmed:
+                return "counterexample", point, checked.margin
+            worst = max(worst, solution.dual_bound)
+            if solution.dual_bound >= -milp.MILP_MARGIN:
+                return "open", None, None
+        return ("closed" if worst < -milp.MILP_MARGIN else "open"), None, None
+
+
+def inherit(root: Root, bounded: Bounded, children: list[Domain]) -> Bounded:
+    """A parent's row bounds hold on its children (subsets of its domain): a child keeps the
+    smaller of its own and its parent's, so a split never loosens a bound (a tighter interval
+    can flip a heuristic slope choice elsewhere, and tuning is not exact)."""
+    inherited = [child.values for child in children]
+    if all(values is not None for values in inherited):
+        bounded.rows = torch.minimum(bounded.rows, torch.stack(inherited))  # type: ignore[arg-type]
+        bounded.margins = _margins(root, bounded.rows)
+    return bounded
+
+
+def milp_margin() -> float:
+    from mlrobust.verify.milp import MILP_MARGIN
+
+    return MILP_MARGIN
+
+
+def check(
+    problem: Problem,
+    eps: np.ndarray,
+    budget: QueryBudget,
+    *,
+    time_limit: float,
+    batch: int,
+    steps: int,
+    device: str,
+) -> Verdict:
+    """ROBUST when every domain is closed; NOT_ROBUST with a counterexample onnxruntime
+    confirms; UNKNOWN when the time limit (or the queue's size) ends the search first, with
+    the largest bound of the open domains as the margin bound (a sound one)."""
+    started = time.perf_counter()
+    limit = time_limit if budget.seconds is None else min(time_limit, budget.seconds)
+    deadline = started + limit
+    where = torch.device(device)
+    stats = Stats()
+    margin = B.SAFETY_MARGIN
+
+    def verdict(status: Status, bound: float | None, point: np.ndarray | None = None, found: float | None = None):  # type: ignore[no-untyped-def]
+        weakest = (point,) if point is not None else ()
+        info = {**stats.as_dict(), "device": device, "batch": batch, "steps": steps, "safety_margin": margin}
+        if status is Status.ROBUST:
+            info["proof"] = f"bab closed {stats.closed + stats.leaves_by_lp} domain(s)"
+        return Verdict(status, "bab", bound, found, point, weakest, time.perf_counter() - started, info)
+
+    clock = time.perf_counter()
+    root = prepare(problem, eps, where)
+    first = bound_domains(root, [Domain(0.0, 0, {})], steps, margin, deadline)
+    stats.bound_seconds += time.perf_counter() - clock
+    stats.domains_bounded += 1
+    root_bound = float(first.margins[0])
+    if root_bound < -margin:
+        stats.closed += 1
+        return verdict(Status.ROBUST, root_bound)
+    clock = time.perf_counter()
+    found = _counterexample(problem, eps, first.corners)
+    stats.attack_seconds += time.perf_counter() - clock
+    if found is not None:
+        return verdict(Status.NOT_ROBUST, None, *found)
+    # the root again, on the live rows and disjuncts only, tuned long: every domain starts there
+    clock = time.perf_counter()
+    root.objective = make_objective(root, first.rows, margin)
+    first = bound_domains(root, [Domain(0.0, 0, {})], ROOT_STEPS, margin, deadline)
+    stats.bound_seconds += time.perf_counter() - clock
+    stats.domains_bounded += 1
+    root.warm = first.params
+    root_bound = min(root_bound, float(first.margins[0]))
+    if root_bound < -margin:
+        stats.closed += 1
+        return verdict(Status.ROBUST, root_bound)
+    if first.choices[0] is None:  # nothing unstable, and not proved: the LP decides
+        outcome, point, value = LeafSolver(problem, eps).solve(Domain(0.0, 0, {}), deadline - time.perf_counter())
+        if outcome == "counterexample":
+            return verdict(Status.NOT_ROBUST, None, point, value)
+        return verdict(Status.ROBUST if outcome == "closed" else Status.UNKNOWN, root_bound)
+    queue: list[tuple[Domain, tuple[int, int]]] = []
+    serial = 1
+    start = Domain(-root_bound, 0, {}, root_bound, 0, first.rows[0])
+    heapq.heappush(queue, (start, first.choices[0]))  # type: ignore[misc]
+    leaves = LeafSolver(problem, eps)
+    open_leaves: list[float] = []
+    proved = -np.inf  # the largest bound of a closed domain: the proof's margin once every domain is closed
+    while queue:
+        if time.perf_counter() >= deadline:
+            return verdict(Status.UNKNOWN, max([-queue[0][0].priority, *open_leaves]))
+        if len(queue) > MAX_DOMAINS:
+            stats.max_queue = max(stats.max_queue, len(queue))
+            return verdict(Status.UNKNOWN, max([-queue[0][0].priority, *open_leaves]))
+        clock = time.perf_counter()
+        parents = [heapq.heappop(queue) for _ in range(min(max(batch // 2, 1), len(queue)))]
+        children: list[Domain] = []
+        for domain, choice in parents:
+            children.extend(_children(root, domain, choice, serial))
+            serial += 2
+        stats.branch_seconds += time.perf_counter() - clock
+        clock = time.perf_counter()
+        bounded = inherit(root, bound_domains(root, children, steps, margin, deadline), children)
+        stats.bound_seconds += time.perf_counter() - clock
+        stats.batches += 1
+        stats.domains_bounded += len(children)
+        clock = time.perf_counter()
+        open_children = [i for i in range(len(children)) if float(bounded.margins[i]) >= -margin]
+        stats.closed += len(children) - len(open_children)
+        proved = max([proved, *(float(bounded.margins[i]) for i in set(range(len(children))) - set(open_children))])
+        if open_children:
+            starts = bounded.corners[open_children]
+            found = _counterexample(problem, eps, starts)
+            if found is None and stats.batches % 4 == 1:
+                found = _counterexample(problem, eps, _pgd_from(problem, root, starts, 10))
+            if found is not None:
+                stats.attack_seconds += time.perf_counter() - clock
+                return verdict(Status.NOT_ROBUST, None, *found)
+        stats.attack_seconds += time.perf_counter() - clock
+        for i in open_children:
+            child, choice = children[i], bounded.choices[i]
+            child.bound = float(bounded.margins[i])
+            child.priority = -child.bound
+            child.values = bounded.rows[i]
+            stats.max_depth = max(stats.max_depth, child.depth)
+            if choice is None:  # every unstable ReLU is split: the domain is linear
+                clock = time.perf_counter()
+                outcome, point, value = leaves.solve(child, max(deadline - time.perf_counter(), 0.0))
+                stats.lp_seconds += time.perf_counter() - clock
+                if outcome == "counterexample":
+                    return verdict(Status.NOT_ROBUST, None, point, value)
+                if outcome == "closed":
+                    stats.leaves_by_lp += 1
+                    proved = max(proved, -milp_margin())
+                else:
+                    open_leaves.append(child.bound)
+                continue
+            heapq.heappush(queue, (child, choice))  # type: ignore[misc]
+        stats.max_queue = max(stats.max_queue, len(queue))
+    if open_leaves:
+        return verdict(Status.UNKNOWN, max(open_leaves))
+    return verdict(Status.ROBUST, proved)
