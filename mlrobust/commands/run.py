@@ -107,8 +107,6 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 
 def summary(console: Console, result: Result) -> None:
-    from mlrobust.contract.verifiers import CATALOGUE
-
     setup = result.setup
     asked = setup.asked
     console.print(
@@ -118,16 +116,24 @@ def summary(console: Console, result: Result) -> None:
         soft_wrap=True,
     )
     table = Table(title=f"ε* per layer (resolution δ = {setup.resolution:g})")
-    for column in ("layer", "weight", "ε*", "maximality"):
+    for column in ("layer", "weight", "ε*", "counterexample at", "maximality"):
         table.add_column(column)
-    complete = [step.name for step in setup.chain if CATALOGUE[step.name].tier == "complete"]
     for layer, (eps, weight, info) in enumerate(zip(result.eps, setup.weights, result.maximality, strict=True)):
         evidence = EVIDENCE.get(info.status, info.status)
-        if info.status == "not_expandable" and info.chain == "fast" and complete:
-            skipped = ", ".join(complete)
-            evidence = f"not expandable by the chain without {skipped} ({skipped} skipped: it kept timing out)"
-        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", evidence)
+        if info.status in ("not_expandable", "not_checked") and info.reason:
+            evidence = f"open: {info.reason}"
+        if info.grown > 0:
+            evidence += f" (grew {info.grown:.4f} past the fast chain)"
+        refuted = "-" if info.refuted is None else f"{info.refuted:.4f}"
+        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", refuted, evidence)
     console.print(table)
+    decided = sum(w for w, m in zip(setup.weights, result.maximality, strict=True) if m.status == "proved_maximal")
+    console.print(
+        f"layers proved maximal: {sum(m.status == 'proved_maximal' for m in result.maximality)} of "
+        f"{len(result.maximality)} ({decided / max(float(sum(setup.weights)), 1e-300):.0%} of the weight); "
+        f"grown past the fast chain: {sum(m.grown > 0 for m in result.maximality)}",
+        highlight=False,
+    )
 
     per_verifier: dict[str, list[float]] = defaultdict(list)
     for query in result.queries:

@@ -18,6 +18,7 @@ def write(result: Result, problem: Problem, mask: np.ndarray) -> None:
     atomic_write_json(folder / "result.json", result.to_json())
     asked = result.setup.asked
     title = f"{Path(asked.model).name}, target {asked.target}: w·ε* = {result.size:.4g}"
-    heatmap(folder / "heatmap.png", problem.image, problem.layer_map, np.array(result.eps), mask, title)
+    refuted = [m.refuted for m in result.maximality]
+    heatmap(folder / "heatmap.png", problem.image, problem.layer_map, np.array(result.eps), mask, title, refuted)
     sizes = [result.query_size(q) for q in result.queries]
     trace(folder / "trace.png", sizes, [q.status.value for q in result.queries], title)

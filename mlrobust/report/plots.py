@@ -22,11 +22,21 @@ def _save(figure, path: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 def heatmap(
-    path: Path, image: np.ndarray, layer_map: np.ndarray, eps: np.ndarray, mask: np.ndarray, title: str
+    path: Path,
+    image: np.ndarray,
+    layer_map: np.ndarray,
+    eps: np.ndarray,
+    mask: np.ndarray,
+    title: str,
+    refuted: list[float | None] | None = None,
 ) -> None:
-    """The image, and ε of each pixel's layer as a colour map with the perturbed object outlined."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4))
-    left.imshow(image.mean(axis=0), cmap="gray", vmin=0, vmax=1)
+    """The image, ε of each pixel's layer as a colour map with the perturbed object outlined,
+    and per layer the bracket of its edge: ε* proved (bars) and the smallest ε_d where a
+    confirmed counterexample was found (marks), where one was."""
+    panels = 3 if refuted is not None else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4))
+    left, right = axes[0], axes[1]
+    left.imshow(image.mean(axis=0) if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=1)
     left.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
     left.set_title("image (perturbed object in red)")
     shown = right.imshow(eps[layer_map], cmap="viridis")
@@ -36,6 +46,18 @@ def heatmap(
     for axis in (left, right):
         axis.set_xticks([])
         axis.set_yticks([])
+    if refuted is not None:
+        bracket = axes[2]
+        layers = np.arange(len(eps))
+        bracket.bar(layers, eps, color="tab:green", label="ε* (proved)")
+        found = [(d, value) for d, value in enumerate(refuted) if value is not None]
+        if found:
+            xs, ys = zip(*found, strict=True)
+            bracket.scatter(xs, ys, marker="v", color="tab:red", s=18, label="counterexample at ε_d")
+        bracket.set_xlabel("layer")
+        bracket.set_ylabel("ε")
+        bracket.set_title("each layer's edge: proved / refuted")
+        bracket.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
 

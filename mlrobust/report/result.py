@@ -105,6 +105,9 @@ class Result:
                     "counterexample": m.counterexample,
                     "probe": list(m.probe) if m.probe else None,
                     "chain": m.chain,
+                    "reason": m.reason,
+                    "grown": m.grown,
+                    "refuted": m.refuted,
                 }
                 for m in self.maximality
             ],

@@ -30,7 +30,7 @@ The caller then re-proves ε* with the strongest verifier of the chain (`certify
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from mlrobust.verify.verdict import Status
 # UNKNOWN (their time limit), the other layers are probed with the fast chain only: on big
 # boxes the MILP rarely finishes, and each try costs its whole time limit (on the bundled PGD
 # model, 3 tries cost 6 of 19 s per canvas and none of them ever answered)
-COMPLETE_PROBE_PATIENCE = 1
+COMPLETE_PROBE_PATIENCE = 2
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
 LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
@@ -65,6 +65,11 @@ class LayerMaximality:
     probe: tuple[float, ...] | None = None
     # "full": the whole chain answered the probe; "fast": the chain without its complete verifiers
     chain: str | None = None
+    reason: str | None = None  # why a layer is open (not_expandable / not_checked): which verifier, which budget
+    grown: float = 0.0  # how far the complete verifiers grew the layer past where the fast chain left it
+    # the smallest ε_d (the other layers at ε*) where a confirmed counterexample was found:
+    # with ε*_d, the bracket of the layer's true edge; None when none was found (or not looked for)
+    refuted: float | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +320,7 @@ def maximality(
             if eps[layer] >= limit[layer]:
                 results[layer] = LayerMaximality(layer, "at_range_limit")
             elif oracle.exhausted():
-                results[layer] = LayerMaximality(layer, "not_checked")
+                results[layer] = LayerMaximality(layer, "not_checked", reason=oracle.exhausted())
             else:
                 batch.append(layer)
         probes = []
@@ -338,11 +343,18 @@ def maximality(
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
             else:
                 # the probe box lies inside ε* + δ e_d (ε only grows from here)
-                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked)
+                which = "the chain without its complete verifiers" if asked == "fast" else "the chain"
+                reason = f"UNKNOWN one δ out ({which}, last {query.verifier})"
+                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, asked, reason)
                 unknown.append(layer)
+    start = eps.copy()  # where the fast chain left every layer
     if asked == "fast":
         eps = _full_chain_gallops(oracle, eps, sorted(unknown, key=order.index), resolution, limit, results)
-    return eps, tuple(results[d] for d in range(len(eps)))
+    final = {
+        d: replace(result, grown=float(eps[d] - start[d])) if eps[d] > start[d] else result
+        for d, result in results.items()
+    }
+    return eps, tuple(final[d] for d in range(len(eps)))
 
 
 def _full_chain_gallops(
@@ -366,14 +378,19 @@ def _full_chain_gallops(
     complete_unknowns = 0  # consecutive δ-probes the full chain (its complete verifiers) left UNKNOWN
     for layer in layers:
         if complete_unknowns >= COMPLETE_PROBE_PATIENCE or oracle.exhausted():
-            break
+            why = (
+                oracle.exhausted()
+                or f"the complete verifiers were not asked: they left {complete_unknowns} δ-probes in a row UNKNOWN"
+            )
+            results[layer] = replace(results[layer], reason=f"{results[layer].reason}; {why}")
+            continue
         step = resolution
         while True:
             if eps[layer] >= limit[layer]:
                 results[layer] = LayerMaximality(layer, "at_range_limit")
                 break
             if oracle.exhausted():
-                results[layer] = LayerMaximality(layer, "not_checked")
+                results[layer] = LayerMaximality(layer, "not_checked", reason=oracle.exhausted())
                 break
             probe = eps.copy()
             probe[layer] = min(eps[layer] + step, limit[layer])
@@ -389,9 +406,66 @@ def _full_chain_gallops(
             if query.status is Status.NOT_ROBUST:
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, "full")
             else:
-                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, "full")
+                reason = f"UNKNOWN one δ out (the whole chain, last {query.verifier})"
+                results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, "full", reason)
             break
     return eps
+
+
+BRACKET_SHARE = 0.9  # the brackets cover the heaviest layers holding this share of the weight
+BRACKET_ROUNDS = 12  # batched attacks per bracket pass, at most
+BRACKET_PRECISION = 0.1  # bisection stops when the bracket is this fraction of its upper end (or δ)
+
+
+def brackets(
+    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float, results: tuple[LayerMaximality, ...]
+) -> tuple[LayerMaximality, ...]:
+    """Per layer, the smallest ε_d (the others at ε*) where a confirmed counterexample was found:
+    the upper end of the bracket whose lower end is the proved ε*_d, so a user sees how far the
+    proved box is from the true edge. A layer proved maximal has it already (one δ out); for the
+    others (the heaviest, holding BRACKET_SHARE of the weight) the chain's attack gallops out
+    (×2 from δ) and bisects, all layers in one batch per round. A layer where nothing breaks up
+    to its range limit keeps None. Only counterexamples count (re-checked by onnxruntime)."""
+    attacks = [step for step in oracle.chain if step.info.tier == "fast" and not step.info.sound]
+    if not attacks or oracle.exhausted():
+        return results
+    limit = range_limit(oracle)
+    out = list(results)
+    order = [int(d) for d in np.argsort(-weights, kind="stable") if weights[d] > 0]
+    covered = np.cumsum(weights[order]) / max(float(weights.sum()), 1e-300)
+    chosen = order[: int(np.searchsorted(covered, BRACKET_SHARE)) + 1]
+    for d in chosen:
+        if out[d].status == "proved_maximal" and out[d].probe is not None:
+            out[d] = replace(out[d], refuted=out[d].probe[d])
+    todo = [d for d in chosen if out[d].status not in ("proved_maximal", "at_range_limit", "zero_weight")]
+    low = {d: float(eps[d]) for d in todo}  # largest ε_d the attack did not refute
+    high: dict[int, float] = {}
+    step = {d: resolution for d in todo}
+    for _ in range(BRACKET_ROUNDS):
+        asking = [
+            d
+            for d in todo
+            if (d not in high and low[d] < limit[d])
+            or (d in high and high[d] - low[d] > max(resolution, BRACKET_PRECISION * high[d]))
+        ]
+        if not asking or oracle.exhausted():
+            break
+        boxes = []
+        for d in asking:
+            box = eps.copy()
+            box[d] = min(low[d] + step[d], limit[d]) if d not in high else (low[d] + high[d]) / 2
+            boxes.append(box)
+        answers = oracle.refute_many(boxes, [f"bracket layer {d}" for d in asking], attacks[0])
+        for d, box, answer in zip(asking, boxes, answers, strict=True):
+            if answer.status is Status.NOT_ROBUST:
+                high[d] = float(box[d])
+            else:
+                low[d] = float(box[d])
+                step[d] *= 2
+    for d in todo:
+        if d in high:
+            out[d] = replace(out[d], refuted=high[d])
+    return tuple(out)
 
 
 def _jumps(
@@ -424,9 +498,7 @@ def _jumps(
     return eps, beyond
 
 
-def _joint_jump(
-    oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray
-) -> np.ndarray:
+def _joint_jump(oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: float, limit: np.ndarray) -> np.ndarray:
     """Grow together the layers with room: those where the bound's tangent allows at least
     JOINT_ROOM steps of δ, each in proportion to its own room.
 
@@ -491,7 +563,11 @@ def oracle_guided(oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, reso
         eps = max(candidates, key=lambda box: float(np.dot(weights, box)))
         eps, layers_result = maximality(oracle, eps, weights, resolution)
         complete = oracle.exhausted() is None
-        return SearchOutcome(eps, uniform, layers_result, complete, reason if complete else oracle.exhausted() or "")
+        stop = reason if complete else oracle.exhausted() or ""
+        # the brackets are evidence about ε*, not part of finding it: a budget they spend leaves
+        # the search complete (their layers then keep refuted = None)
+        layers_result = brackets(oracle, eps, weights, resolution, layers_result)
+        return SearchOutcome(eps, uniform, layers_result, complete, stop)
     except KeyboardInterrupt:
         return interrupted(oracle, weights)
     except OutOfTime:  # a step that keeps nothing of its own ran into the deadline

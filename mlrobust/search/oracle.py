@@ -172,27 +172,74 @@ class Oracle:
                 answers[i] = self._answered(boxes[i], outcome, purposes[i], full)
         return [self._record(answer) for answer in answers if answer is not None]
 
-    def _known(self, eps: np.ndarray, purpose: str, full: bool) -> Query | None:
-        """The answer without a verifier: by monotonicity, a known counterexample or the journal."""
+    def refute_many(self, boxes: list[np.ndarray], purposes: list[str], step: VerifierStep) -> list[Query]:
+        """Ask one falsifier (the chain's attack) about boxes, for the counterexamples alone: a
+        NOT_ROBUST is a fact (kept, journaled, its point saved) whichever verifier found it; an
+        UNKNOWN only says this falsifier found nothing, so its journal line is marked and answers
+        no question of the chain, only a rerun's same falsifier question. Counted against the
+        query budget like any query."""
+        boxes = [np.maximum(np.asarray(eps, dtype=np.float64), 0.0) for eps in boxes]
+        answers: list[Query | None] = [
+            self._known(eps, purpose, False, falsifier=True) for eps, purpose in zip(boxes, purposes, strict=True)
+        ]
+        asked = [i for i, answer in enumerate(answers) if answer is None]
+        if asked:
+            seconds = None if self.deadline is None else max(self.deadline - time.perf_counter(), 0.0)
+            verifier = VERIFIERS[step.name]
+            verdicts = verifier.check_many(
+                self.problem, [boxes[i] for i in asked], QueryBudget(seconds), **dict(step.options)
+            )
+            for i, verdict in zip(asked, verdicts, strict=True):
+                name = None
+                if verdict.status is Status.NOT_ROBUST:
+                    assert verdict.counterexample is not None
+                    self.counterexamples.append(verdict.counterexample)
+                    name = self._save(verdict.counterexample)
+                status = Status.NOT_ROBUST if verdict.status is Status.NOT_ROBUST else Status.UNKNOWN
+                query = Query(
+                    tuple(float(v) for v in boxes[i]), status, verdict.verifier, None, verdict.best_margin,
+                    verdict.seconds, False, name, purposes[i],
+                )  # fmt: skip
+                cut_short = self.deadline is not None and time.perf_counter() >= self.deadline
+                if status is Status.NOT_ROBUST or not cut_short:
+                    self._append_journal(query, False, falsifier=status is Status.UNKNOWN)
+                self.new_queries += 1
+                answers[i] = query
+        return [self._record(answer) for answer in answers if answer is not None]
+
+    def _known(self, eps: np.ndarray, purpose: str, full: bool, falsifier: bool = False) -> Query | None:
+        """The answer without a verifier: by monotonicity, a known counterexample or the journal.
+        A falsifier's UNKNOWN (`refute_many`) answers only another falsifier question."""
         key = tuple(float(v) for v in eps)
+        entry = self.journal.get(key)
+        if falsifier and entry is not None:
+            # a rerun replays a falsifier's answers as they were: the run that asked had not yet
+            # found the counterexamples a replay knows from the start, and the brackets it
+            # computed followed those answers
+            return self._from_journal(key, entry, purpose)
         if any(np.all(eps <= proved) for proved in self.robust):
             return Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
         if self._contains_counterexample(eps) is not None:
             return Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
-        entry = self.journal.get(key)
+        if entry is not None and entry["status"] == Status.UNKNOWN and entry.get("falsifier") and not falsifier:
+            return None
         if entry is not None and (entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full):
-            return Query(
-                key,
-                Status(entry["status"]),
-                entry["verifier"],
-                entry["margin_bound"],
-                entry["best_margin"],
-                entry["seconds"],
-                True,
-                entry.get("counterexample"),
-                purpose,
-            )
+            return self._from_journal(key, entry, purpose)
         return None
+
+    @staticmethod
+    def _from_journal(key: tuple[float, ...], entry: dict, purpose: str) -> Query:
+        return Query(
+            key,
+            Status(entry["status"]),
+            entry["verifier"],
+            entry["margin_bound"],
+            entry["best_margin"],
+            entry["seconds"],
+            True,
+            entry.get("counterexample"),
+            purpose,
+        )
 
     def _answered(self, eps: np.ndarray, outcome: ChainResult, purpose: str, full: bool) -> Query:
         """Keep a verifier's answer: in the cache, the counterexample on disk, the journal."""
@@ -234,8 +281,9 @@ class Oracle:
         """The counterexample's file, relative to the run folder (as the journal keeps it)."""
         return str(save_counterexample(self.folder / "counterexamples", point).relative_to(self.folder))
 
-    def _append_journal(self, query: Query, full: bool) -> None:
+    def _append_journal(self, query: Query, full: bool, falsifier: bool = False) -> None:
         entry = {
+            **({"falsifier": True} if falsifier else {}),
             "full": full,
             "key": self.key,
             "eps": list(query.eps),
