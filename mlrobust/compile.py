@@ -108,7 +108,8 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
         instance.target,
         spec.k,
         list(spec.value_range),
-        [[step.name, [list(option) for option in step.options]] for step in chain],
+        # (the device a verifier runs on decides no verdict: left out, so journals replay across it)
+        [[step.name, [list(option) for option in step.options if option[0] != "device"]] for step in chain],
     ]
     search = [repr((spec.weights, spec.cutting)), repr((spec.search.resolution, spec.search.seed)), method.name]
     answer = [*queries, *search]

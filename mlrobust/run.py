@@ -7,6 +7,7 @@ returned; this module only passes it along, and tells a listener about every ans
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from mlrobust.report.result import Result, SearchSetup
 from mlrobust.search.certify import certify
 from mlrobust.search.loop import LayerMaximality, search
 from mlrobust.search.oracle import Oracle, Query
-from mlrobust.spec.check import load_checked
+from mlrobust.spec.check import chain_on_device, load_checked
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
 from mlrobust.verify.verdict import Status
@@ -54,14 +55,17 @@ def run(
     method: str | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     export_queries: Path | None = None,
+    device: str | None = None,
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
     `method` overrides the spec's `search { method = … }` (default: the search itself).
+    `device` (the CLI's --device) moves the chain's bound engines (bab's) to cpu or cuda.
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
     `export_queries`: a folder that receives every query the search asked, as ONNX + VNN-LIB.
     """
     spec, instances, chosen = checked_spec(spec_path, method)
+    spec = dataclasses.replace(spec, chain=chain_on_device(spec.chain, device))
     if not 0 <= instance < len(instances):
         raise UserError(f"the spec has {len(instances)} instance(s); --instance {instance} is out of range")
     return run_instance(
@@ -160,6 +164,7 @@ def run_instance(
         folder=folder.resolve(),
         method=method,
         guide=oracle.guide_stats,
+        work=dict(oracle.work),
     )
     report.write(result, plan.problem, instance.mask)
     if export_queries is not None:

@@ -139,6 +139,7 @@ def instance_folders(instances: list[Instance]) -> list[str]:
 
 # --- the worker side -----------------------------------------------------------------------
 
+
 def _worker_setup() -> None:
     """Ctrl-C reaches every process of the terminal's group: an idle worker stays quiet (a
     running one takes it: `_interruptible`)."""

@@ -68,3 +68,38 @@ def test_a_bad_spec_exits_1_with_diagnostics(tmp_path: Path) -> None:
     spec.write_text('model = "missing.onnx"\n')
     result = run_cli("check", str(spec), "--eps", "0.1")
     assert result.code == 1 and "file-not-found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_device_flag_moves_bab_and_refuses_a_missing_gpu() -> None:
+    """`--device cpu` runs the spec's bab on the CPU (its stats say so); `--device cuda` without
+    a CUDA device is a user error naming the verifier and the fix, not a traceback."""
+    import torch
+
+    spec = str(REPO / "specs" / "double_mnist_pgd_bab.mlr")
+    payload = _check(spec, "--eps", "0.1", "--device", "cpu")  # just past CROWN's edge: bab decides
+    ran = {s["verifier"]: s for s in payload["steps"]}
+    assert ran["bab"]["stats"]["device"] == "cpu" and ran["bab"]["stats"]["domains_bounded"] >= 1
+    if not torch.cuda.is_available():
+        result = run_cli("check", spec, "--eps", "0.05", "--device", "cuda")
+        assert result.code == 1
+        assert "bab" in result.stderr and "cuda" in result.stderr.lower() and "--device cpu" in result.stderr
+
+
+def test_the_device_is_not_part_of_the_question() -> None:
+    """A journal answered on one device replays on the other: the hashes leave the device out,
+    and keep every other option in."""
+    import dataclasses
+
+    from mlrobust.compile import question_hashes
+    from mlrobust.contract.methods import METHOD_TABLE
+    from mlrobust.contract.verifiers import on_device, step
+    from mlrobust.spec.check import load_checked
+
+    checked = load_checked(REPO / "specs" / "double_mnist_pgd_bab.mlr")
+    spec, instance = checked.spec, checked.instances[0]
+    method = METHOD_TABLE["search"]
+    moved = dataclasses.replace(spec, chain=on_device(spec.chain, "cuda"))
+    assert [s.option("device") for s in moved.chain if s.name == "bab"] == ["cuda"]
+    assert question_hashes(spec, instance, method) == question_hashes(moved, instance, method)
+    longer = dataclasses.replace(spec, chain=(*spec.chain[:-1], step("bab", time_limit=9.0)))
+    assert question_hashes(spec, instance, method)[1] != question_hashes(longer, instance, method)[1]

@@ -72,8 +72,6 @@ def test_no_import_runs_against_the_pipeline(path: Path) -> None:
     source = stage(module_name(path))
     forbidden = FORBIDDEN.get(source or "", set())
     wrong = [
-        f"{module_name(path)}:{line} imports {module}"
-        for line, module in imports(path)
-        if stage(module) in forbidden
+        f"{module_name(path)}:{line} imports {module}" for line, module in imports(path) if stage(module) in forbidden
     ]
     assert wrong == []

@@ -130,3 +130,24 @@ def test_every_result_field_is_documented(finished) -> None:
         assert f"`{key}`" in section, key
     for key in payload["problem"]:
         assert f"`{key}`" in section, f"problem.{key}"
+
+
+def test_verifier_work_accounts_for_every_new_query(finished) -> None:
+    """Each query a verifier decided in this process is one of that verifier's runs, with its
+    verdict counted; and nothing is counted for a rerun that only read the journal."""
+    result, folder = finished
+    payload = result.to_json()["verifiers"]  # (result.json itself is rewritten by the rerun tests)
+    decided: dict[str, dict[str, int]] = {}
+    for query in result.queries:
+        if not query.cached:
+            by = decided.setdefault(query.verifier, {})
+            by[query.status.value] = by.get(query.status.value, 0) + 1
+    assert decided, "the search asked no verifier"
+    for name, verdicts in decided.items():
+        for verdict, count in verdicts.items():
+            if verdict != "UNKNOWN":  # an UNKNOWN query is the merged verdict of every step
+                assert payload[name]["verdicts"].get(verdict, 0) >= count, (name, verdict)
+        assert payload[name]["runs"] >= sum(verdicts.values())
+        assert payload[name]["seconds"] >= 0
+    again = run(SPEC, out=folder)
+    assert again.new_queries == 0 and again.work == {}

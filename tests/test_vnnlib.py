@@ -98,7 +98,7 @@ def test_malformed_files_get_positions_and_a_message(text: str, expected: str) -
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("()XY_0123456789 .-+*<=>;\n\"abcdeflnorst|")), max_size=200))
+@given(st.text(alphabet=st.sampled_from(list('()XY_0123456789 .-+*<=>;\n"abcdeflnorst|')), max_size=200))
 def test_the_parser_never_crashes_on_any_text(text: str) -> None:
     """Whatever the text: a property, or diagnostics with a position (no traceback)."""
     try:

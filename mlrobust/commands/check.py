@@ -52,7 +52,7 @@ def _step_json(verdict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 def check(args: argparse.Namespace) -> ExitCode:
     from mlrobust.compile import Networks, compile_problem
     from mlrobust.report.provenance import Asked
-    from mlrobust.spec.check import load_checked
+    from mlrobust.spec.check import chain_on_device, load_checked
     from mlrobust.verify.chain import run_chain
 
     checked = load_checked(args.spec)
@@ -71,7 +71,7 @@ def check(args: argparse.Namespace) -> ExitCode:
     problem = compile_problem(spec, instance, networks)
     eps = parse_eps(args.eps, problem.num_layers)
     started = time.perf_counter()
-    outcome = run_chain(problem, eps, spec.chain)
+    outcome = run_chain(problem, eps, chain_on_device(spec.chain, args.device))
     seconds = time.perf_counter() - started
     verdict = outcome.verdict
     counterexample = None

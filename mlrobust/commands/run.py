@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             args.method,
             header,
             Path(args.export_queries) if args.export_queries else None,
+            args.device,
         )
     interrupted = result.interrupted
     if args.json:
@@ -145,10 +146,20 @@ def summary(console: Console, result: Result) -> None:
         work.add_row(name, str(len(seconds)), "-" if name == "cache" else f"{sum(seconds):.1f}")
     guide = result.guide
     work.add_row(
-        f"[dim]guide: {guide.step.name}[/]", f"[dim]{guide.calls} bounds ({guide.computed} computed)[/]",
+        f"[dim]guide: {guide.step.name}[/]",
+        f"[dim]{guide.calls} bounds ({guide.computed} computed)[/]",
         f"[dim]{guide.seconds:.1f}[/]",
     )
     console.print(work)
+    bab = result.work.get("bab")
+    if bab is not None and bab.totals:
+        t = bab.totals
+        console.print(
+            f"[dim]bab: {int(t.get('domains_bounded', 0))} domains bounded, {int(t.get('closed', 0))} closed, "
+            f"deepest split {int(t.get('max_depth', 0))}, largest queue {int(t.get('max_queue', 0))}; "
+            f"{t.get('bound_seconds', 0.0):.1f} s bounding, {t.get('branch_seconds', 0.0):.1f} s branching[/]",
+            highlight=False,
+        )
 
     status = "complete" if result.complete else f"[yellow]incomplete[/] ({result.stop_reason})"
     reproof = result.certificate.reproof

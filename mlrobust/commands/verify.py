@@ -79,7 +79,7 @@ def _supervised(model: Path, prop, chain, timeout: float) -> dict[str, Any] | No
 
 
 def verify(args: argparse.Namespace) -> ExitCode:
-    from mlrobust.spec.check import parse_chain
+    from mlrobust.spec.check import chain_on_device, parse_chain
     from mlrobust.vnnlib.parse import load_vnnlib
     from mlrobust.vnnlib.result import write_result
 
@@ -89,7 +89,7 @@ def verify(args: argparse.Namespace) -> ExitCode:
     if not model.is_file():
         raise UserError(f"model file not found: {model}")
     prop = load_vnnlib(prop_path)
-    chain = parse_chain(args.chain or DEFAULT_CHAIN)
+    chain = chain_on_device(parse_chain(args.chain or DEFAULT_CHAIN), args.device)
     if args.timeout is None:
         from mlrobust.vnnlib.verify import outcome_json, verify_property
 

@@ -13,7 +13,7 @@ Torch-free and free of the other stages: Spec, Verify and Search all import it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from mlrobust.contract.span import UNKNOWN_SPAN, Span
@@ -223,6 +223,24 @@ DEFAULT_CHAIN = ("attack", "bounds", "milp")
 
 def default_chain() -> tuple[VerifierStep, ...]:
     return tuple(CATALOGUE[name].step() for name in DEFAULT_CHAIN)
+
+
+def on_device(chain: tuple[VerifierStep, ...], device: str) -> tuple[VerifierStep, ...]:
+    """The chain with `device` on every step that declares a `device` option (the CLI's
+    `--device`): where those verifiers' bound engines run. A device changes no verdict's meaning,
+    so the question hashes leave it out (a journal answered on the GPU replays on the CPU)."""
+    return tuple(replace(s, options=tuple((n, device if n == "device" else v) for n, v in s.options)) for s in chain)
+
+
+def unavailable_steps(chain: tuple[VerifierStep, ...]) -> list[tuple[VerifierStep, Unavailable]]:
+    """The steps that cannot run here as configured, with why (a spec's are caught by lint;
+    this is for options that come from the command line)."""
+    found = []
+    for s in chain:
+        why = s.info.available(dict(s.options))
+        if why is not None:
+            found.append((s, why))
+    return found
 
 
 def step(name: str, **options: OptionValue) -> VerifierStep:

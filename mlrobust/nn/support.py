@@ -59,4 +59,3 @@ def summarize_onnx(path: Path) -> OnnxSummary:
     output = file.output_dims
     num_classes = output[-1] if output and isinstance(output[-1], int) else None
     return OnnxSummary(file.input_dims, num_classes, file.opset, unsupported, refused)
-

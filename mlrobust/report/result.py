@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from mlrobust.contract.verifiers import VerifierStep
 from mlrobust.report.provenance import Asked
 from mlrobust.search.certify import Certificate
 from mlrobust.search.loop import LayerMaximality
-from mlrobust.search.oracle import GuideStats, Query
+from mlrobust.search.oracle import GuideStats, Query, VerifierWork
 
 SCHEMA = "mlrobust.run/1"
 
@@ -69,6 +69,7 @@ class Result:
     folder: Path
     method: str
     guide: GuideStats
+    work: dict[str, VerifierWork] = field(default_factory=dict)  # verifier name -> its runs in this process
 
     @property
     def verifier(self) -> str:
@@ -143,4 +144,5 @@ class Result:
                 "computed": self.guide.computed,
                 "seconds": round(self.guide.seconds, 3),
             },
+            "verifiers": {name: work.to_json() for name, work in sorted(self.work.items())},
         }

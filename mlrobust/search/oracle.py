@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from mlrobust.storage import save_counterexample
 from mlrobust.verify.bounds import MarginBound
 from mlrobust.verify.chain import ChainResult, run_chain_many
 from mlrobust.verify.registry import VERIFIERS, fast_steps, guide_step
-from mlrobust.verify.verdict import QueryBudget, Status
+from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
 
 class OutOfTime(Exception):
@@ -56,6 +57,39 @@ class GuideStats:
 
 
 @dataclass
+class VerifierWork:
+    """What one verifier of the chain did in this process (journal answers are not counted):
+    how often it ran, how long, its verdicts, and its own statistics summed over its runs (a
+    `max_…` statistic keeps its maximum) — e.g. bab's domains bounded and closed, the MILP's
+    nodes — so a user sees where the search's time went."""
+
+    runs: int = 0
+    seconds: float = 0.0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def add(self, verdict: Verdict) -> None:
+        self.runs += 1
+        self.seconds += verdict.seconds
+        self.verdicts[verdict.status.value] = self.verdicts.get(verdict.status.value, 0) + 1
+        for name, value in verdict.stats.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if name.startswith("max_"):
+                self.totals[name] = max(self.totals.get(name, value), value)
+            else:
+                self.totals[name] = self.totals.get(name, 0) + value
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "seconds": round(self.seconds, 3),
+            "verdicts": dict(sorted(self.verdicts.items())),
+            "stats": {k: round(v, 3) if isinstance(v, float) else v for k, v in sorted(self.totals.items())},
+        }
+
+
+@dataclass
 class Oracle:
     problem: Problem
     chain: tuple[VerifierStep, ...]
@@ -71,6 +105,7 @@ class Oracle:
     deadline: float | None = None  # perf_counter time: the search's time budget also caps each query
     query_cap: int | None = None  # new queries the search may ask
     guide_stats: GuideStats | None = None
+    work: dict[str, VerifierWork] = field(default_factory=dict)  # verifier name -> what it did
 
     def __post_init__(self) -> None:
         if self.guide_stats is None:
@@ -190,6 +225,7 @@ class Oracle:
                 self.problem, [boxes[i] for i in asked], QueryBudget(seconds), **dict(step.options)
             )
             for i, verdict in zip(asked, verdicts, strict=True):
+                self._worked(verdict)
                 name = None
                 if verdict.status is Status.NOT_ROBUST:
                     assert verdict.counterexample is not None
@@ -244,6 +280,8 @@ class Oracle:
     def _answered(self, eps: np.ndarray, outcome: ChainResult, purpose: str, full: bool) -> Query:
         """Keep a verifier's answer: in the cache, the counterexample on disk, the journal."""
         verdict = outcome.verdict
+        for step in outcome.steps:
+            self._worked(step)
         bounds = [v.margin_bound for v in outcome.steps if v.margin_bound is not None]
         counterexample_name = None
         if verdict.status is Status.ROBUST:
@@ -270,6 +308,9 @@ class Oracle:
             self._append_journal(query, full)
         self.new_queries += 1
         return query
+
+    def _worked(self, verdict: Verdict) -> None:
+        self.work.setdefault(verdict.verifier, VerifierWork()).add(verdict)
 
     def _record(self, query: Query) -> Query:
         self.history.append(query)

@@ -312,6 +312,22 @@ def load_spec(path: Path | str) -> ir.Spec:
     return spec
 
 
+def chain_on_device(chain: tuple[VerifierStep, ...], device: str | None) -> tuple[VerifierStep, ...]:
+    """A chain moved to the CLI's `--device` (None: as written); raises UserError when a step
+    cannot run there (e.g. `cuda` without a CUDA device), before any work."""
+    if device is None:
+        return chain
+    from mlrobust.contract.verifiers import on_device, unavailable_steps
+    from mlrobust.errors import UserError
+
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r} is not a device", hint="choose cpu or cuda")
+    moved = on_device(chain, device)
+    for step, why in unavailable_steps(moved):
+        raise UserError(f"--device {device}: {step.name} cannot run: {why.reason}", hint="use --device cpu")
+    return moved
+
+
 def parse_chain(text: str) -> tuple[VerifierStep, ...]:
     """A verifier chain written as in a spec (`attack() -> bounds() -> milp(time_limit = 5s)`),
     for commands that take one on their command line; raises SpecError with the diagnostics,

@@ -34,6 +34,7 @@ import torch
 from mlrobust.nn import ops as o
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds as B
+from mlrobust.verify.adam import Adam
 from mlrobust.verify.recheck import recheck, snap_into_box
 from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
@@ -416,7 +417,7 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
     objective = root.objective
     splits64 = _full_splits(root, domains)
     splits32 = {i: s.float() for i, s in splits64.items()}
-    refined64, infeasible = refine_domains(root, splits64, count)
+    refined64, infeasible = refine_domains(root, splits64, count, deadline)
     refined32 = {i: (low.float(), up.float()) for i, (low, up) in refined64.items()}
     bounds_of = SplitContext(count, splits64, root.problem.network.ops, refined=refined64)
     rows_per = root.offsets.numel() if objective is None else objective.live.numel() + objective.extra
@@ -465,7 +466,7 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
         return torch.where(mask.view(-1, *([1] * (current.dim() - 1))), current.detach(), kept)
 
     if steps > 0 and parameters:
-        optimiser = torch.optim.Adam(parameters, lr=0.1)
+        optimiser = Adam(parameters, lr=0.1)
         best = torch.full((count,), torch.inf, device=root.rows.device)
         for _ in range(steps):
             if time.perf_counter() >= deadline:
@@ -538,11 +539,11 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
     return best_choice
 
 
-REFINE_LIMIT = 40_000_000  # elements of one refinement pass (domains × rows × a layer's size); beyond: chunks
+REFINE_LIMIT = 30_000_000  # elements of one refinement pass (domains × rows × the widest layer); beyond: skipped
 
 
 def refine_domains(
-    root: Root, splits: dict[int, torch.Tensor], count: int
+    root: Root, splits: dict[int, torch.Tensor], count: int, deadline: float
 ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Each domain's pre-activation bounds of the unstable neurons of every ReLU layer after its
     first split, by CROWN with the domain's split neurons relaxed exactly (valid on the domain:
@@ -565,26 +566,20 @@ def refine_domains(
         neurons = torch.nonzero(root.unstable[index].flatten()).flatten().to(device)
         n = neurons.numel()
         widest = max(int(np.prod(op.in_shape)) for op in ops[:index])
-        chunk = max(1, REFINE_LIMIT // max(1, 2 * n * widest))
+        if 2 * n * widest * count > REFINE_LIMIT or time.perf_counter() >= deadline:
+            # too costly for this batch (thousands of unstable neurons over a large input) or no
+            # time left: the root's bounds stay, which hold in every domain
+            continue
         lower = interval.lower.expand(count, *shape).clone().flatten(1)
         upper = interval.upper.expand(count, *shape).clone().flatten(1)
-        for first in range(0, count, chunk):
-            part = slice(first, min(count, first + chunk))
-            size = part.stop - part.start
-            rows = torch.zeros((size, 2 * n, lower.shape[1]), dtype=torch.float64, device=device)
-            positions = torch.arange(n, device=device)
-            rows[:, positions, neurons] = 1.0
-            rows[:, n + positions, neurons] = -1.0
-            sub = SplitContext(
-                size,
-                {i: s[part] for i, s in splits.items()},
-                ops,
-                refined={i: (low[part], up[part]) for i, (low, up) in refined.items()},
-            )
-            inputs, constant = B.backward(ops, index, rows.view(size * 2 * n, *shape), root.bounds, sub, RULES)
-            values = B.concretize(inputs, constant, root.box).view(size, 2 * n)
-            lower[part, neurons] = torch.maximum(lower[part, neurons], -values[:, n:])
-            upper[part, neurons] = torch.minimum(upper[part, neurons], values[:, :n])
+        rows = torch.zeros((count, 2 * n, lower.shape[1]), dtype=torch.float64, device=device)
+        positions = torch.arange(n, device=device)
+        rows[:, positions, neurons] = 1.0
+        rows[:, n + positions, neurons] = -1.0
+        inputs, constant = B.backward(ops, index, rows.view(count * 2 * n, *shape), root.bounds, context, RULES)
+        values = B.concretize(inputs, constant, root.box).view(count, 2 * n)
+        lower[:, neurons] = torch.maximum(lower[:, neurons], -values[:, n:])
+        upper[:, neurons] = torch.minimum(upper[:, neurons], values[:, :n])
         crossed = (lower > upper + 1e-9 * (1 + lower.abs())).any(dim=1)
         infeasible |= crossed
         # keep lower <= upper where they cross (those domains are closed anyway)
@@ -744,6 +739,8 @@ def check(
         return verdict(Status.ROBUST, root_bound)
     clock = time.perf_counter()
     found = _counterexample(problem, eps, first.corners)
+    if found is None:  # a short PGD from the bound's corner before the long root tuning
+        found = _counterexample(problem, eps, _pgd_from(problem, root, first.corners, 10))
     stats.attack_seconds += time.perf_counter() - clock
     if found is not None:
         return verdict(Status.NOT_ROBUST, None, *found)
@@ -770,6 +767,7 @@ def check(
     leaves = LeafSolver(problem, eps)
     open_leaves: list[float] = []
     proved = -np.inf  # the largest bound of a closed domain: the proof's margin once every domain is closed
+    pace = 0.0  # seconds per domain of the last batch
     while queue:
         if time.perf_counter() >= deadline:
             return verdict(Status.UNKNOWN, max([-queue[0][0].priority, *open_leaves]))
@@ -777,14 +775,18 @@ def check(
             stats.max_queue = max(stats.max_queue, len(queue))
             return verdict(Status.UNKNOWN, max([-queue[0][0].priority, *open_leaves]))
         clock = time.perf_counter()
-        parents = [heapq.heappop(queue) for _ in range(min(max(batch // 2, 1), len(queue)))]
+        # as many parents as fit the time left at the last batch's pace (never fewer than one)
+        fits = int((deadline - time.perf_counter()) / max(pace, 1e-6) / 2)
+        parents = [heapq.heappop(queue) for _ in range(max(1, min(batch // 2, len(queue), fits)))]
         children: list[Domain] = []
         for domain, choice in parents:
             children.extend(_children(root, domain, choice, serial))
             serial += 2
         stats.branch_seconds += time.perf_counter() - clock
         clock = time.perf_counter()
+        batch_started = time.perf_counter()
         bounded = inherit(root, bound_domains(root, children, steps, margin, deadline), children)
+        pace = (time.perf_counter() - batch_started) / len(children)
         stats.bound_seconds += time.perf_counter() - clock
         stats.batches += 1
         stats.domains_bounded += len(children)

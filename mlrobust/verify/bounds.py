@@ -33,11 +33,13 @@ from mlrobust.nn import ops as o
 from mlrobust.nn.network import ORT_TOLERANCE
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import patches
+from mlrobust.verify.adam import Adam
 from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
 # Logit units. Covers float64 rounding in the bound arithmetic (~1e-12 here) and the float32
 # inference of the user's runtime, which load_network bounds by ORT_TOLERANCE on samples.
 SAFETY_MARGIN = ORT_TOLERANCE
+
 
 @dataclass
 class Interval:
@@ -544,7 +546,7 @@ def _optimise_alphas(
             alphas[index] = start.expand(spec.shape[0], *start.shape).clone().requires_grad_(True)
     if not alphas or steps <= 0:
         return {i: a.detach() for i, a in alphas.items()}
-    optimiser = torch.optim.Adam(list(alphas.values()), lr=0.1)
+    optimiser = Adam(list(alphas.values()), lr=0.1)
     best = backsubstitute(ops, len(ops), spec, bounds, box, alphas).detach()
     best_alphas = {i: a.detach().clone() for i, a in alphas.items()}
     for _ in range(steps):
