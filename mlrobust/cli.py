@@ -56,6 +56,15 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlrobust",
@@ -84,12 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write every query the search asked as ONNX + VNN-LIB pairs (both forms) into DIR",
     )
     run.set_defaults(handler="mlrobust.commands.run:run")
-    run.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
-    )
+    add_device_option(run)
 
     sweep = commands.add_parser(
         "sweep", help="run every instance of a spec (models × images) in parallel; a rerun resumes"
@@ -113,12 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object (docs/result-schema.md)")
     check.add_argument("--out", default=None, help="folder for a counterexample (default: the spec's output)")
     check.set_defaults(handler="mlrobust.commands.check:check")
-    check.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
-    )
+    add_device_option(check)
 
     verify = commands.add_parser(
         "verify", help="answer a VNN-LIB property about an ONNX model (the VNN-COMP interface: sat / unsat)"
@@ -134,12 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the answer, the timings and the witness as JSON")
     verify.set_defaults(handler="mlrobust.commands.verify:verify")
-    verify.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
-    )
+    add_device_option(verify)
 
     export = commands.add_parser(
         "export", help="write one query of a spec as an ONNX + VNN-LIB pair, for any VNN-COMP verifier"
