@@ -78,11 +78,8 @@ def time_method(name: str, problem: Problem, weights: np.ndarray, chain, seconds
         capped = oracle.exhausted() is not None
         per_verifier = Counter(q.verifier for q in oracle.history if not q.cached)
         guide = oracle.guide_stats.calls if oracle.guide_stats else 0
-        SHARES.append((name, maximality_shares(weights, outcome.maximality)))
-        return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier, guide, trace
-
-
-SHARES: list[tuple[str, dict[str, float]]] = []  # per run: the weight share of each maximality outcome
+        shares = maximality_shares(weights, outcome.maximality)
+        return float(np.dot(weights, eps)), elapsed, oracle.new_queries, capped, per_verifier, guide, shares, trace
 
 
 def maximality_shares(weights: np.ndarray, layers) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -157,6 +154,7 @@ def main() -> None:
         methods = {name: chain for name, chain in methods.items() if name in args.methods}
     rows: dict[str, list[tuple[float, float, int, bool, Counter[str], int]]] = {name: [] for name in methods}
     traces: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in methods}
+    maximality: dict[str, list[dict[str, float]]] = {name: [] for name in methods}  # per canvas: weight shares
     costs: list[tuple[float, float, float]] = []
     skipped: list[str] = []
     for number, (canvas, problem) in enumerate(problems(network, count)):
@@ -166,8 +164,9 @@ def main() -> None:
         weights = 0.8 ** np.arange(problem.num_layers)
         for name, chain in methods.items():
             seconds = args.time_cap if name == "thesis-style" else 600.0
-            *row, trace = time_method(name, problem, weights, chain, seconds)
+            *row, shares, trace = time_method(name, problem, weights, chain, seconds)
             rows[name].append(tuple(row))  # type: ignore[arg-type]
+            maximality[name].append(shares)
             traces[name].append(trace)
         print(
             f"done {canvas}: " + ", ".join(f"{n} {r[-1][0]:.3f} in {r[-1][1]:.1f} s" for n, r in rows.items()),
@@ -196,13 +195,13 @@ def main() -> None:
             f"{name:<20}{statistics.median(times):>10.2f}{p90:>9.2f}{statistics.median(queries):>9.0f}"
             f"{statistics.median(guides):>7.0f}{statistics.median(sizes):>13.4f}{sum(capped):>8}  {per_verifier}"
         )
-    if SHARES:
+    if any(maximality.values()):
         print(
             "maximality, median share of the weight per canvas: proved maximal / grown by the complete "
             "verifiers / open / bracketed"
         )
         for name in methods:
-            runs = [shares for method, shares in SHARES if method == name]
+            runs = maximality[name]
             if runs and name not in ("uniform", "per-layer"):
                 print(f"  {name:<20}" + " / ".join(f"{statistics.median(r[k] for r in runs):.0%}" for k in runs[0]))
     if costs:

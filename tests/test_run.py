@@ -151,3 +151,19 @@ def test_verifier_work_accounts_for_every_new_query(finished) -> None:
         assert payload[name]["seconds"] >= 0
     again = run(SPEC, out=folder)
     assert again.new_queries == 0 and again.work == {}
+
+
+def test_verifier_work_sums_tallies_and_nothing_else() -> None:
+    """Counts and seconds add up over runs and `max_…` ones keep the maximum; settings and
+    bounds in a verdict's stats (a batch size, a margin bound) are not summed into nonsense."""
+    from mlrobust.search.oracle import VerifierWork
+    from mlrobust.verify.verdict import Verdict
+
+    work = VerifierWork()
+    for domains, depth in ((10, 3), (4, 7)):
+        stats = {"batch": 64, "crown_bound": 0.5, "domains_bounded": domains, "max_depth": depth}
+        tallies = {"domains_bounded": domains, "max_depth": depth}
+        work.add(Verdict(Status.UNKNOWN, "bab", 0.5, None, seconds=1.5, stats=stats, tallies=tallies))
+    summary = work.to_json()
+    assert summary["runs"] == 2 and summary["seconds"] == 3.0 and summary["verdicts"] == {"UNKNOWN": 2}
+    assert summary["stats"] == {"domains_bounded": 14, "max_depth": 7}

@@ -59,9 +59,9 @@ class GuideStats:
 @dataclass
 class VerifierWork:
     """What one verifier of the chain did in this process (journal answers are not counted):
-    how often it ran, how long, its verdicts, and its own statistics summed over its runs (a
-    `max_…` statistic keeps its maximum) — e.g. bab's domains bounded and closed, the MILP's
-    nodes — so a user sees where the search's time went."""
+    how often it ran, how long, its verdicts, and its tallies summed over its runs (a `max_…`
+    one keeps its maximum) — e.g. bab's domains bounded and closed, the MILP's nodes — so a
+    user sees where the search's time went."""
 
     runs: int = 0
     seconds: float = 0.0
@@ -72,9 +72,7 @@ class VerifierWork:
         self.runs += 1
         self.seconds += verdict.seconds
         self.verdicts[verdict.status.value] = self.verdicts.get(verdict.status.value, 0) + 1
-        for name, value in verdict.stats.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
+        for name, value in verdict.tallies.items():
             if name.startswith("max_"):
                 self.totals[name] = max(self.totals.get(name, value), value)
             else:

@@ -323,7 +323,9 @@ def chain_on_device(chain: tuple[VerifierStep, ...], device: str | None) -> tupl
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {device!r} is not a device", hint="choose cpu or cuda")
     moved = on_device(chain, device)
-    for step, why in unavailable_steps(moved):
+    blocked = unavailable_steps(moved)
+    if blocked:
+        step, why = blocked[0]
         raise UserError(f"--device {device}: {step.name} cannot run: {why.reason}", hint="use --device cpu")
     return moved
 

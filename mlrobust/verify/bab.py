@@ -726,7 +726,8 @@ def check(
         info = {**stats.as_dict(), "device": device, "batch": batch, "steps": steps, "safety_margin": margin}
         if status is Status.ROBUST:
             info["proof"] = f"bab closed {stats.closed + stats.leaves_by_lp} domain(s)"
-        return Verdict(status, "bab", bound, found, point, weakest, time.perf_counter() - started, info)
+        elapsed = time.perf_counter() - started
+        return Verdict(status, "bab", bound, found, point, weakest, elapsed, info, tallies=stats.as_dict())
 
     clock = time.perf_counter()
     root = prepare(problem, eps, where)
@@ -784,9 +785,8 @@ def check(
             serial += 2
         stats.branch_seconds += time.perf_counter() - clock
         clock = time.perf_counter()
-        batch_started = time.perf_counter()
         bounded = inherit(root, bound_domains(root, children, steps, margin, deadline), children)
-        pace = (time.perf_counter() - batch_started) / len(children)
+        pace = (time.perf_counter() - clock) / len(children)
         stats.bound_seconds += time.perf_counter() - clock
         stats.batches += 1
         stats.domains_bounded += len(children)

@@ -359,7 +359,10 @@ def check(
                 stats.update(subset=_described(output, subset), solver_status=solution.status)
                 stats["dual_bound"] = max(bounds.values())
                 elapsed = time.perf_counter() - started
-                return Verdict(Status.NOT_ROBUST, "milp", None, checked.margin, found, tuple(weakest), elapsed, stats)
+                return Verdict(
+                    Status.NOT_ROBUST, "milp", None, checked.margin, found, tuple(weakest), elapsed, stats,
+                    tallies=_milp_tallies(stats),
+                )  # fmt: skip
         if bounds[subset] < -MILP_MARGIN:
             stats["refuted"] += 1
         else:
@@ -376,7 +379,12 @@ def check(
             "CROWN bound of the encoding" if not subsets else f"solver dual bounds of {len(subsets)} disjunct(s)"
         )
     status = Status.ROBUST if proved else Status.UNKNOWN
-    return Verdict(status, "milp", bound, best, None, tuple(weakest), time.perf_counter() - started, stats)
+    elapsed = time.perf_counter() - started
+    return Verdict(status, "milp", bound, best, None, tuple(weakest), elapsed, stats, tallies=_milp_tallies(stats))
+
+
+def _milp_tallies(stats: dict) -> dict[str, float]:  # type: ignore[type-arg]
+    return {"nodes": stats["nodes"], "refuted_subsets": stats["refuted"]}
 
 
 def _described(output: OutputProperty, subset: tuple[int, ...]) -> list[int]:

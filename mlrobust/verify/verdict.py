@@ -25,6 +25,9 @@ class Verdict:
     weakest_points: tuple[np.ndarray, ...] = ()  # points of largest m found (inside the box)
     seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    # the stats that add up over queries (counts and seconds; `max_…` ones keep a maximum), which
+    # a run sums per verifier; settings and bounds in `stats` do not add up, so they are not here
+    tallies: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status is Status.NOT_ROBUST and self.counterexample is None:
