@@ -23,7 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def bundled_model(name: str) -> Network:
-    """models/double_mnist_{name}.onnx (name: none, l0 or pgd)."""
+    """models/double_mnist_{name}.onnx (name: none, l0 or pgd), or `mlp`: the benchmarks' small
+    MLP (bench/small_mlp.py, trained on first use), where the exact MILP answers quickly."""
+    if name == "mlp":
+        from small_mlp import small_mlp_path
+
+        network, _ = load_network(small_mlp_path())
+        return network
     network, _ = load_network(REPO / "models" / f"double_mnist_{name}.onnx")
     return network
 

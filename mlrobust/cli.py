@@ -65,6 +65,14 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty output folder that holds no mlrobust run or sweep (refused without it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlrobust",
@@ -87,11 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }}",
     )
     run.add_argument(
+        "--start-from",
+        default=None,
+        metavar="RESULT",
+        help="also start the search from the ε* of a previous run's result.json (e.g. of a stronger property "
+        "on the same image and mask), once the chain proves it",
+    )
+    run.add_argument(
         "--export-queries",
         default=None,
         metavar="DIR",
         help="also write every query the search asked as ONNX + VNN-LIB pairs (both forms) into DIR",
     )
+    add_force_option(run)
     run.set_defaults(handler="mlrobust.commands.run:run")
     add_device_option(run)
 
@@ -109,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--method", choices=METHODS, default=None, help="as for `run`: the search or a baseline")
     sweep.add_argument("--json", action="store_true", help="print the manifest (sweep.json) to stdout")
+    add_force_option(sweep)
     sweep.set_defaults(handler="mlrobust.commands.sweep:sweep")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
     check.add_argument("spec", help="the .mlr spec")
@@ -212,6 +229,7 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
 def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True, highlight=False)
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -220,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_dispatch(args))
     except MlrobustError as error:
         diagnostics = getattr(error, "diagnostics", None)
+        if getattr(args, "json", False):
+            _print_error_json(error, diagnostics)
         if diagnostics:  # a SpecError: show every diagnostic as lint does
             from mlrobust.spec.report import print_human
 
@@ -242,6 +262,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USER_ERROR)
     except Exception as error:  # the boundary: anything unexpected is our bug
         return _internal(errors, error, debug)
+
+
+def _print_error_json(error: MlrobustError, diagnostics: list | None) -> None:
+    """A command asked for JSON still gets JSON when it fails on bad input: a script reading
+    stdout sees the diagnostics (as `lint --format json` gives them), not an empty stream."""
+    import json
+
+    from mlrobust.spec.report import as_json
+
+    payload = {
+        "schema": "mlrobust.error/1",
+        "exit_code": int(error.exit_code),
+        "message": error.message,
+        "hint": error.hint,
+        "diagnostics": as_json(diagnostics or []),
+    }
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _internal(errors: Console, error: Exception, debug: bool) -> int:

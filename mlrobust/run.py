@@ -8,6 +8,7 @@ returned; this module only passes it along, and tells a listener about every ans
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,15 +22,17 @@ from mlrobust import report
 from mlrobust.compile import Networks, compile
 from mlrobust.contract.methods import METHODS
 from mlrobust.errors import UserError
+from mlrobust.output_folder import check_folder, locked, refuse_spec_folder, refuse_symlinks
 from mlrobust.plan import Plan
 from mlrobust.report.provenance import Asked, spec_record, versions
-from mlrobust.report.result import Result, SearchSetup
+from mlrobust.report.result import SCHEMA, Result, SearchSetup
 from mlrobust.search.certify import certify
 from mlrobust.search.loop import LayerMaximality, search
 from mlrobust.search.oracle import Oracle, Query
 from mlrobust.spec.check import chain_on_device, load_checked
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
+from mlrobust.userfiles import require_regular_file
 from mlrobust.verify.verdict import Status
 
 
@@ -56,21 +59,65 @@ def run(
     on_start: Callable[[dict[str, Any]], None] | None = None,
     export_queries: Path | None = None,
     device: str | None = None,
+    force: bool = False,
+    start_from: Path | None = None,
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
     `method` overrides the spec's `search { method = … }` (default: the search itself).
+    `force` (the CLI's --force) writes into a non-empty folder that holds no mlrobust run.
     `device` (the CLI's --device) moves the chain's bound engines (bab's) to cpu or cuda.
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
     `export_queries`: a folder that receives every query the search asked, as ONNX + VNN-LIB.
+    `start_from` (the CLI's --start-from): a previous run's result.json whose ε* the search
+    also starts from (e.g. the answer to a stronger property), once this chain proves it.
     """
     spec, instances, chosen = checked_spec(spec_path, method)
     spec = dataclasses.replace(spec, chain=chain_on_device(spec.chain, device))
     if not 0 <= instance < len(instances):
         raise UserError(f"the spec has {len(instances)} instance(s); --instance {instance} is out of range")
+    if out is None:
+        refuse_spec_output_folder(spec)
     return run_instance(
-        spec, instances[instance], out or spec.output, progress, chosen, on_start, export_queries=export_queries
+        spec,
+        instances[instance],
+        out or spec.output,
+        progress,
+        chosen,
+        on_start,
+        export_queries=export_queries,
+        force=force,
+        start_from=start_from,
     )
+
+
+def read_start(path: Path, layers: int) -> tuple[str, np.ndarray]:
+    """(name, ε) of a previous run's result.json, to start the search from; a file that is not
+    one, or an ε of another length (another mask's layers), is the user's to mend."""
+    require_regular_file(path, "--start-from result")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        eps = np.asarray(payload["eps"], dtype=np.float64)
+        schema = payload.get("schema")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise UserError(
+            f"--start-from {path}: not a result.json of `mlrobust run` ({error})",
+            hint="give the result.json of a finished or interrupted run",
+        ) from None
+    if schema != SCHEMA or eps.shape != (layers,) or not np.all(np.isfinite(eps)) or np.any(eps < 0):
+        raise UserError(
+            f"--start-from {path}: its ε is not a {layers}-layer epsilon vector of an {SCHEMA} result "
+            f"(schema {schema!r}, {eps.size} values)",
+            hint="start from a run of the same model, image and mask (the same layers)",
+        )
+    return f"given ({path.name})", eps
+
+
+def refuse_spec_output_folder(spec: Spec) -> None:
+    """`output = ""` names the folder of the spec that wrote it (the spec's own, or a base's it
+    extends): refused for `run` and `sweep` alike, with a hint."""
+    refuse_spec_folder(spec.output, spec.file)
+    refuse_spec_folder(spec.output, Path(spec.span_of("output").file))
 
 
 def checked_spec(spec_path: Path | str, method: str | None) -> tuple[Spec, list[Instance], str]:
@@ -107,11 +154,38 @@ def run_instance(
     on_start: Callable[[dict[str, Any]], None] | None = None,
     networks: Networks | None = None,
     export_queries: Path | None = None,
+    force: bool = False,
+    start_from: Path | None = None,
 ) -> Result:
     """`on_start` gets what the run is about (model, image, target, k, layers, chain) once the
-    problem is compiled, before the first query."""
+    problem is compiled, before the first query.
+
+    The folder is checked before any work (refused if it is not ours and not empty, unless
+    `force`) and locked once the problem is compiled, so a misclassified image leaves no folder
+    behind and a second run into the same folder stops before its first query."""
     started = time.perf_counter()
+    check_folder(folder, force)
     plan = compile(spec, instance, method, networks)
+    with locked(folder):
+        refuse_symlinks(folder)
+        given = (read_start(start_from, plan.num_layers),) if start_from is not None else ()
+        return _search_and_write(
+            spec, instance, folder, plan, started, progress, method, on_start, export_queries, given
+        )
+
+
+def _search_and_write(
+    spec: Spec,
+    instance: Instance,
+    folder: Path,
+    plan: Plan,
+    started: float,
+    progress: Progress | None,
+    method: str,
+    on_start: Callable[[dict[str, Any]], None] | None,
+    export_queries: Path | None,
+    given_starts: tuple[tuple[str, np.ndarray], ...] = (),
+) -> Result:
     oracle = Oracle.for_plan(plan, folder)
     replayed = oracle.load_journal()
     if on_start is not None:
@@ -126,11 +200,12 @@ def run_instance(
                 "chain": " -> ".join(step.name for step in plan.chain),
                 "method": method,
                 "journal_answers": replayed,
+                "warnings": list(oracle.journal_warnings),
             }
         )
     if progress is not None:
         _listen(oracle, plan.weights, progress)
-    outcome = search(plan, oracle)
+    outcome = search(plan, oracle, given_starts)
     maximality = outcome.maximality or tuple(LayerMaximality(d, "not_checked") for d in range(plan.num_layers))
     certificate = certify(plan, outcome, oracle)
     complete, stop_reason = outcome.complete, outcome.stop_reason
@@ -165,6 +240,10 @@ def run_instance(
         method=method,
         guide=oracle.guide_stats,
         work=dict(oracle.work),
+        query_budget=oracle.query_cap,
+        repeated_answers=oracle.repeats,
+        starts=outcome.starts,
+        rounds=outcome.rounds,
     )
     report.write(result, plan.problem, instance.mask)
     if export_queries is not None:

@@ -14,11 +14,16 @@ killed part-way replays its own journal, so it asks again only what was never an
 The work goes through a `concurrent.futures.Executor`: a process pool by default, a Dask
 cluster when asked (a LocalCluster of this machine, or the scheduler at an address). Workers
 get the compiled spec and instance (plain dataclasses and arrays), not a path to re-check.
+
+The sweep holds its output folder's lock while it runs (a second sweep into it stops at once)
+and each worker holds its instance folder's. A pool worker dies with the sweep's process, even
+a SIGKILLed one: it would otherwise go on computing results no manifest records.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import json
 import logging
@@ -26,6 +31,7 @@ import math
 import os
 import signal
 import statistics
+import sys
 import threading
 import time
 import traceback
@@ -39,7 +45,8 @@ from typing import Any
 from mlrobust.compile import question_hashes
 from mlrobust.contract.methods import METHOD_TABLE
 from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
-from mlrobust.run import checked_spec, run_instance
+from mlrobust.output_folder import claimed
+from mlrobust.run import checked_spec, refuse_spec_output_folder, run_instance
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
 from mlrobust.storage import atomic_write_json, atomic_write_text
@@ -48,6 +55,8 @@ SCHEMA = "mlrobust.sweep/1"
 MANIFEST = "sweep.json"
 EXECUTORS = ("process", "dask")
 INTERRUPT_GRACE = 60.0  # seconds the running instances get, after Ctrl-C, to write their results
+PARENT_POLL = 0.5  # seconds between a pool worker's checks that the sweep's process is alive
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Task:
     folder: Path
     method: str
     threads: int  # torch threads in the worker (the machine's cores shared among the workers)
+    force: bool = False  # --force: the instance folder may be a non-empty folder of someone else's
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,29 @@ def instance_folders(instances: list[Instance]) -> list[str]:
 # --- the worker side -----------------------------------------------------------------------
 
 
-def _worker_setup() -> None:
+def _worker_setup(parent: int) -> None:
     """Ctrl-C reaches every process of the terminal's group: an idle worker stays quiet (a
-    running one takes it: `_interruptible`)."""
+    running one takes it: `_interruptible`). And the worker must not outlive the sweep's process
+    `parent` (a SIGKILL gives it no chance to shut the pool down): Linux kills it when the parent
+    dies (PR_SET_PDEATHSIG); a watchdog thread also ends it once its parent is gone, for
+    systems without prctl and for a parent that died before prctl was set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl in this libc: the watchdog alone
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="mlrobust-parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the worker at once (no cleanup: its run's journal is already fsynced) when it has
+    been re-parented, i.e. the sweep's process is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
 
 @contextmanager
@@ -168,7 +197,7 @@ def run_task(task: Task) -> dict[str, Any]:
     torch.set_num_threads(task.threads)
     try:
         with _interruptible():
-            result = run_instance(task.spec, task.instance, task.folder, method=task.method)
+            result = run_instance(task.spec, task.instance, task.folder, method=task.method, force=task.force)
     except TargetNotInTopK as error:  # a misclassified image: nothing to prove, not a failure
         return {"status": "skipped", "error": error.message}
     except MlrobustError as error:
@@ -261,7 +290,12 @@ def open_executor(kind: str, workers: int, scheduler: str | None) -> Iterator[tu
         import multiprocessing
 
         # spawn: a forked child would inherit torch's thread pool state and can hang in it
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup)
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_setup,
+            initargs=(os.getpid(),),
+        )
         try:
             yield pool, workers
         finally:
@@ -330,11 +364,34 @@ def sweep(
     method: str | None = None,
     listener: Listener | None = None,
     on_plan: Callable[[list[Row], int], None] | None = None,
+    force: bool = False,
 ) -> SweepResult:
-    """Run every instance not already done; the manifest is rewritten as each one finishes."""
+    """Run every instance not already done; the manifest is rewritten as each one finishes.
+    `force` (the CLI's --force) writes into a non-empty folder that holds no mlrobust output."""
     started = time.perf_counter()
     spec, instances, chosen = checked_spec(spec_path, method)
+    if out is None:
+        refuse_spec_output_folder(spec)
     root = (out or spec.output).resolve()
+    with claimed(root, force):
+        return _sweep(spec_path, spec, instances, chosen, root, executor, workers, scheduler, listener, on_plan,
+                      force, started)  # fmt: skip
+
+
+def _sweep(
+    spec_path: Path | str,
+    spec: Spec,
+    instances: list[Instance],
+    chosen: str,
+    root: Path,
+    executor: str,
+    workers: int | None,
+    scheduler: str | None,
+    listener: Listener | None,
+    on_plan: Callable[[list[Row], int], None] | None,
+    force: bool,
+    started: float,
+) -> SweepResult:
     rows = manifest_rows(spec, instances, root, chosen)
     todo = [row for row in rows if not row.reused]
     cores = os.cpu_count() or 1
@@ -366,7 +423,7 @@ def sweep(
                 row = next(queue, None)
                 if row is None:
                     return
-                task = Task(row.index, spec, instances[row.index], root / row.folder, chosen, threads)
+                task = Task(row.index, spec, instances[row.index], root / row.folder, chosen, threads, force)
                 try:
                     in_flight[pool.submit(run_task, task)] = row
                 except BrokenExecutor:  # a worker died (killed, out of memory): the rest stay pending

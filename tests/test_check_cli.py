@@ -103,3 +103,17 @@ def test_the_device_is_not_part_of_the_question() -> None:
     assert question_hashes(spec, instance, method) == question_hashes(moved, instance, method)
     longer = dataclasses.replace(spec, chain=(*spec.chain[:-1], step("bab", time_limit=9.0)))
     assert question_hashes(spec, instance, method)[1] != question_hashes(longer, instance, method)[1]
+
+
+def test_json_on_a_bad_spec_prints_the_diagnostics_as_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mlr"
+    bad.write_text('model = "missing.onnx"\ntarget = 3\n')
+    for command in (("check", str(bad), "--eps", "0.01"), ("run", str(bad))):
+        result = run_cli(*command, "--json")
+        assert result.code == 1
+        payload = json.loads(result.stdout)  # stdout is JSON, not empty
+        assert payload["schema"] == "mlrobust.error/1" and payload["exit_code"] == 1
+        codes = {d["code"] for d in payload["diagnostics"]}
+        assert {"missing-field", "file-not-found"} <= codes
+        assert all(d["file"] == str(bad) and d["line"] >= 1 for d in payload["diagnostics"])
+        assert "file-not-found" in result.stderr  # the human report is still on stderr

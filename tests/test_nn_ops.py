@@ -172,15 +172,14 @@ def test_unsupported_cases_name_the_op_and_node(tmp_path: Path) -> None:
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "x"], ["y"], name="skip")]
     with pytest.raises(UnsupportedModel, match=r"skip.*not a chain"):
         import_onnx(make_model(tmp_path, nodes, (4,), (4,)))
-    grouped = make_model(
+    indices = make_model(
         tmp_path,
-        [helper.make_node("Conv", ["x", "W"], ["y"], group=2, name="g")],
-        (2, 5, 5),
+        [helper.make_node("MaxPool", ["x"], ["y", "where"], kernel_shape=[2, 2], name="pool")],
+        (2, 4, 4),
         None,
-        {"W": RNG.normal(size=(2, 1, 3, 3))},
     )
-    with pytest.raises(UnsupportedModel, match="group"):
-        import_onnx(grouped)
+    with pytest.raises(UnsupportedModel, match=r"pool.*Indices"):
+        import_onnx(indices)
 
 
 def test_bundled_models_match_onnxruntime_closely() -> None:

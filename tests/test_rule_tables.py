@@ -83,40 +83,43 @@ def test_lint_lists_exactly_the_registry() -> None:
     assert {op for op, _ in REGISTRY} == set(supported_op_types())
 
 
-def _grouped_conv_model(path: Path) -> None:
-    """A model whose every op type is registered, but with an attribute the importer refuses."""
+def _refused_variant_model(path: Path) -> None:
+    """A model whose every op type is registered, but with a variant the importer refuses
+    (a Div by a constant holding a zero; grouped convolutions, once the example, are now supported)."""
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w")
+    weight = numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w")
+    divisor = numpy_helper.from_array(np.array([2.0, 0.0, 1.0, 4.0], dtype=np.float32).reshape(4, 1, 1), "z")
     dense = numpy_helper.from_array(rng.normal(size=(4 * 6 * 6, 3)).astype(np.float32), "d")
     nodes = [
-        helper.make_node("Conv", ["image", "w"], ["c"], name="grouped", group=2),
-        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["image", "w"], ["c"], name="conv"),
+        helper.make_node("Div", ["c", "z"], ["h"], name="halve"),
+        helper.make_node("Relu", ["h"], ["r"]),
         helper.make_node("Flatten", ["r"], ["f"]),
         helper.make_node("MatMul", ["f", "d"], ["logits"]),
     ]
     graph = helper.make_graph(
         nodes,
-        "grouped",
+        "refused",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 2, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [weight, dense],
+        [weight, divisor, dense],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def test_lint_refuses_what_run_refuses(tmp_path: Path) -> None:
-    """Every op type of this model is supported, but grouped convolutions are not: lint used to
-    pass it (it compared op names with a hand-made list) and `run` refused it."""
-    _grouped_conv_model(tmp_path / "grouped.onnx")
-    with pytest.raises(UnsupportedModel, match="grouped"):
-        import_onnx(tmp_path / "grouped.onnx")
-    summary = summarize_onnx(tmp_path / "grouped.onnx")
-    assert summary.unsupported == () and summary.refused is not None and "group" in summary.refused
+    """Every op type of this model is supported, but not this Div: lint used to pass such a
+    model (it compared op names with a hand-made list) and `run` refused it."""
+    _refused_variant_model(tmp_path / "refused.onnx")
+    with pytest.raises(UnsupportedModel, match=r"halve.*zero"):
+        import_onnx(tmp_path / "refused.onnx")
+    summary = summarize_onnx(tmp_path / "refused.onnx")
+    assert summary.unsupported == () and summary.refused is not None and "zero" in summary.refused.message
     np.save(tmp_path / "image.npy", np.zeros((2, 8, 8), dtype=np.float32))
     (tmp_path / "s.mlr").write_text(
-        'model = "grouped.onnx"\nimage = "image.npy"\ntarget = 0\n'
+        'model = "refused.onnx"\nimage = "image.npy"\ntarget = 0\n'
         "mask = rect(top = 0, left = 0, height = 2, width = 2)\n"
     )
     result = check_spec(tmp_path / "s.mlr")
     assert [d.code for d in result.errors] == ["unsupported-op"]
-    assert "grouped" in result.errors[0].message and "group" in result.errors[0].message
+    assert "halve" in result.errors[0].message and "zero" in result.errors[0].message

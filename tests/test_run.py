@@ -167,3 +167,61 @@ def test_verifier_work_sums_tallies_and_nothing_else() -> None:
     summary = work.to_json()
     assert summary["runs"] == 2 and summary["seconds"] == 3.0 and summary["verdicts"] == {"UNKNOWN": 2}
     assert summary["stats"] == {"domains_bounded": 14, "max_depth": 7}
+
+
+def test_the_query_budget_caps_new_queries_and_open_layers_say_why(tmp_path: Path) -> None:
+    queries = 40  # runs out inside the batch of 38 maximality probes (that batch is cut to fit)
+    spec = tmp_path / "capped.mlr"
+    spec.write_text(f'extends "{SPEC}"\nsearch {{\n  queries = {queries}\n}}\n')
+    result = run(spec, out=tmp_path / "out")
+    payload = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result.new_queries <= queries and payload["query_budget"] == queries
+    assert sum(not q["cached"] for q in payload["queries"]) == result.new_queries
+    assert not result.complete and "query budget" in result.stop_reason
+    unchecked = [info for info in result.maximality if info.status == "not_checked"]
+    assert unchecked and all("query budget" in (info.reason or "") for info in unchecked)
+    for info in result.maximality:
+        assert "budget" not in (info.reason or "") or info.status == "not_checked"  # never "UNKNOWN … budget"
+
+
+def test_every_start_is_reported_and_eps_star_is_at_least_the_best(finished, problem) -> None:
+    result, folder = finished
+    payload = json.loads((folder / "result.json").read_text())
+    names = [start["name"] for start in payload["starts"]]
+    assert names[:2] == ["uniform", "expand from uniform/2"] and "heaviest layer alone" in names
+    weights = np.array(result.setup.weights)
+    for start in payload["starts"]:
+        box = np.array(start["eps"])
+        assert start["size"] == pytest.approx(float(weights @ box))
+        if np.any(box > 0):  # each start is a proved box: inside one the chain answered ROBUST
+            assert any(
+                q.status is Status.ROBUST and np.all(box <= np.array(q.eps) + 1e-12) for q in result.queries
+            ), start["name"]
+    assert result.size >= max(start["size"] for start in payload["starts"]) - 1e-12
+    assert payload["maximality_rounds"] >= 1
+
+
+def test_a_weaker_property_gets_at_least_the_stronger_ones_box(tmp_path: Path) -> None:
+    """Top-1 (k = 1) is strictly stronger than top-2 on the same canvas: every box robust for it
+    is robust for top-2, so the top-2 search, started also from the top-1 answer, must end at
+    least as large (a local search alone need not: issue 20 saw one stop 19% short)."""
+    for k in (1, 2):
+        (tmp_path / f"k{k}.mlr").write_text(f'extends "{SPEC}"\nk = {k}\n')
+    strong = run(tmp_path / "k1.mlr", out=tmp_path / "strong")
+    weak = run(tmp_path / "k2.mlr", out=tmp_path / "weak", start_from=tmp_path / "strong" / "result.json")
+    assert weak.size >= strong.size - 1e-12
+    given = [start for start in weak.starts if start.name == "given (result.json)"]
+    assert len(given) == 1 and given[0].size == pytest.approx(strong.size)  # the chain proved it for top-2
+    assert any(q.purpose == "start (given (result.json))" and q.status is Status.ROBUST for q in weak.queries)
+
+
+def test_start_from_refuses_a_result_of_other_layers(tmp_path: Path) -> None:
+    from mlrobust.errors import UserError
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"schema": "mlrobust.run/1", "eps": [0.1, 0.2]}))
+    with pytest.raises(UserError, match="38-layer epsilon vector"):
+        run(SPEC, out=tmp_path / "out", start_from=other)
+    (tmp_path / "junk.json").write_text("not json")
+    with pytest.raises(UserError, match=r"not a result\.json"):
+        run(SPEC, out=tmp_path / "out2", start_from=tmp_path / "junk.json")

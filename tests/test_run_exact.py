@@ -67,3 +67,11 @@ def test_every_layer_is_proved_maximal_when_the_milp_is_exact(tmp_path: Path) ->
     assert check_maximality_evidence(result, tmp_path / "out", problem) >= 1
     exact = VERIFIERS["milp"].check(problem, np.array(result.eps), time_limit=60.0)
     assert exact.status is Status.ROBUST
+    # and the MILP itself cannot grow any layer one δ out (each probe has a counterexample)
+    eps = np.array(result.eps)
+    for info in result.maximality:
+        if info.status == "at_range_limit":
+            continue
+        probe = eps.copy()
+        probe[info.layer] += result.setup.resolution
+        assert VERIFIERS["milp"].check(problem, probe, time_limit=60.0).status is Status.NOT_ROBUST, info.layer

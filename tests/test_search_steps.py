@@ -119,3 +119,51 @@ def test_the_corner_is_the_heaviest_layer_alone_at_crowns_edge(problem, tmp_path
     beyond = box.copy()
     beyond[3] += 0.002
     assert margin_bound(problem, beyond).bound >= -SAFETY_MARGIN or beyond[3] > limit[3]
+
+
+def test_expand_stops_when_the_chain_cannot_prove_the_guides_steps(problem, tmp_path: Path) -> None:
+    """A chain whose sound verifier (IBP) is weaker than the bound the search steers by (CROWN)
+    leaves the guide's proposals UNKNOWN; the same proposal comes back after the cuts, and the
+    expansion must stop there instead of re-asking it from the cache until the time budget
+    (once 57,545 repeated cache answers and a 94 MB result.json)."""
+    from mlrobust.search.cutting import fixed_weights
+    from mlrobust.search.oracle import GuideStats
+
+    oracle = Oracle(problem, (step("attack", restarts=1, steps=5), step("bounds", method="ibp")), tmp_path, "spin")
+    oracle.guide_stats = GuideStats(step("bounds"))  # steer by CROWN, prove with IBP
+    layers = problem.num_layers
+    weights = 0.8 ** np.arange(layers)
+    oracle.start(SearchBudget(10_000, 60.0))
+    assert oracle.ask(np.zeros(layers)).status is Status.ROBUST
+    box, reason = loop.expand(oracle, np.zeros(layers), weights, fixed_weights(layers), 0.002)
+    assert reason != "time budget reached" and oracle.exhausted() is None, reason
+    assert oracle.new_queries < 40  # a handful of proposals and cuts, not a spin
+    keys = [(q.eps, q.status) for q in oracle.history]
+    assert len(keys) == len(set(keys))  # no repeated answer recorded twice
+    assert all(q.status is Status.ROBUST for q in oracle.history if np.array_equal(q.eps, box))
+
+
+def test_a_box_asked_again_from_the_cache_is_recorded_once(problem, tmp_path: Path) -> None:
+    oracle = Oracle(problem, (step("bounds"),), tmp_path, "repeats")
+    big = np.full(problem.num_layers, 0.3)
+    first = oracle.ask(big, "first")
+    for _ in range(5):
+        again = oracle.ask(big, "again")
+        assert again.cached and again.status is first.status
+    assert len(oracle.history) == 1 and oracle.repeats == 5  # the verifier's answer alone
+    assert oracle.new_queries == 1
+
+
+def test_the_query_budget_is_a_hard_cap_and_a_batch_is_cut_to_fit(problem, tmp_path: Path) -> None:
+    oracle = Oracle(problem, (step("bounds"),), tmp_path, "cap")
+    oracle.start(SearchBudget(3, 600.0))
+    layers = problem.num_layers
+    boxes = [np.full(layers, 0.001 * (i + 1)) for i in range(5)]
+    answers = oracle.ask_many(boxes, [f"box {i}" for i in range(5)])
+    assert oracle.new_queries == 3 and oracle.exhausted() is not None
+    assert [a.verifier for a in answers[3:]] == ["budget", "budget"]
+    assert all(a.status is Status.UNKNOWN for a in answers[3:])
+    assert len(oracle.history) == 3  # what the budget left unasked is no answer
+    journaled = oracle.journal_path.read_text().splitlines()
+    assert len(journaled) == 3
+    assert oracle.ask(np.full(layers, 0.5)).verifier == "budget" and oracle.new_queries == 3

@@ -119,3 +119,15 @@ def test_gurobi_choice_matches_what_is_installed(tmp_path: Path) -> None:
         (diagnostic,) = check_spec(path).diagnostics
         assert diagnostic.code == "solver-unavailable" and problem in diagnostic.message
         assert "mlrobust[gurobi]" in (diagnostic.hint or "") and "highs" in (diagnostic.hint or "")
+
+
+def test_fmt_keeps_the_files_own_permissions(tmp_path: Path) -> None:
+    import stat
+
+    spec = tmp_path / "spec.mlr"
+    spec.write_text('model   =   "m.onnx"\n')
+    spec.chmod(0o640)
+    result = run_cli("fmt", str(spec))
+    assert result.code == 0, result.stderr
+    assert spec.read_text() == 'model = "m.onnx"\n'  # it was rewritten
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o640

@@ -146,7 +146,8 @@ def test_an_instance_that_cannot_be_written_fails_alone(swept, tmp_path: Path) -
     blocked = tmp_path / result.rows[0].folder
     blocked.parent.mkdir(parents=True)
     blocked.write_text("a file where the instance's folder should go")
-    cli = run_cli("sweep", str(SPEC), "--out", str(tmp_path), "--workers", "2")
+    # --force: the folder holds something that is not a sweep (the blocker), refused without it
+    cli = run_cli("sweep", str(SPEC), "--out", str(tmp_path), "--workers", "2", "--force")
     assert cli.code == 1, cli.stderr
     assert "Traceback" not in cli.stdout + cli.stderr
     rows = manifest(tmp_path)["instances"]

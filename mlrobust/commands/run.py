@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> ExitCode:
             highlight=False,
             soft_wrap=True,
         )
+        for warning in info.get("warnings", ()):
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
     with ProgressLine(console) as progress:
         result = run_search(
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> ExitCode:
             header,
             Path(args.export_queries) if args.export_queries else None,
             args.device,
+            args.force,
+            Path(args.start_from) if args.start_from else None,
         )
     interrupted = result.interrupted
     if args.json:
@@ -161,6 +166,10 @@ def summary(console: Console, result: Result) -> None:
             highlight=False,
         )
 
+    if len(result.starts) > 1:
+        best = max(result.starts, key=lambda start: start.size)
+        sizes = ", ".join(f"{start.name} {start.size:.4g}" for start in result.starts)
+        console.print(f"starts (w·ε): {sizes}; best: {best.name}", highlight=False, soft_wrap=True)
     status = "complete" if result.complete else f"[yellow]incomplete[/] ({result.stop_reason})"
     reproof = result.certificate.reproof
     if reproof.verdict == "ROBUST":
@@ -171,9 +180,12 @@ def summary(console: Console, result: Result) -> None:
     baseline = (
         f"uniform baseline {result.uniform_size:.4g} at ε = {result.uniform_eps:.4g}; " if result.uniform_eps else ""
     )
+    budget = f" of a budget of {result.query_budget}" if result.query_budget is not None else ""
+    if result.repeated_answers:
+        budget += f"; {result.repeated_answers} repeated from the cache"
     console.print(
         f"w·ε* = [bold]{result.size:.4g}[/] ({result.method}); {proof}; {baseline}"
-        f"{len(result.queries)} answers ({result.new_queries} new queries); {result.seconds:.1f} s; {status}",
+        f"{len(result.queries)} answers ({result.new_queries} new queries{budget}); {result.seconds:.1f} s; {status}",
         highlight=False,
         soft_wrap=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import stat
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mlrobust.spec.diagnostics import Diagnostic, SpecError, sort_key
 from mlrobust.spec.format import format_spec
 from mlrobust.spec.parser import parse_text
 from mlrobust.spec.report import as_json, as_sarif, dumps, print_human
+from mlrobust.spec.source import read_spec_text
 from mlrobust.storage import atomic_write_text
 
 
@@ -40,9 +42,9 @@ def _extended_by(files: list[Path]) -> set[Path]:
     bases: set[Path] = set()
     for path in files:
         try:
-            document = parse_text(path.read_text(encoding="utf-8"), str(path))
-        except (SpecError, OSError, UnicodeDecodeError):
-            continue
+            document = parse_text(read_spec_text(path), str(path))
+        except SpecError:
+            continue  # check_spec reports why the file cannot be used
         for statement in document.statements:
             if isinstance(statement, s.Extends):
                 try:
@@ -82,8 +84,8 @@ def fmt(args: argparse.Namespace) -> ExitCode:
     changed: list[Path] = []
     failed = False
     for path in files:
-        text = path.read_text(encoding="utf-8")
         try:
+            text = read_spec_text(path)  # a regular UTF-8 file within the size limit, as lint reads
             formatted = format_spec(text, str(path))
         except SpecError as error:
             print_human(console, error.diagnostics)
@@ -99,7 +101,7 @@ def fmt(args: argparse.Namespace) -> ExitCode:
                 )
             )
         elif not args.check:
-            atomic_write_text(path, formatted)
+            atomic_write_text(path, formatted, mode=stat.S_IMODE(path.stat().st_mode))  # keep its permissions
     verb = "would reformat" if (args.check or args.diff) else "reformatted"
     for path in changed:
         console.print(f"{verb} {path}")

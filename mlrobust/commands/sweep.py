@@ -71,6 +71,7 @@ def sweep(args: argparse.Namespace) -> ExitCode:
         args.method,
         listener,
         on_plan,
+        args.force,
     )
     if args.json:
         payload = json.loads((result.folder / "sweep.json").read_text())

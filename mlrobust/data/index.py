@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mlrobust.errors import UserError
+from mlrobust.userfiles import load_image, require_regular_file
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "mlrobust-double-mnist/1"
@@ -59,6 +59,8 @@ class DatasetIndex:
 
 def load_index(root: Path) -> DatasetIndex:
     path = root / INDEX_FILE
+    if path.exists():
+        require_regular_file(path, "dataset index")  # before reading: a pipe named index.json must not hang
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError as error:
@@ -84,16 +86,11 @@ def load_index(root: Path) -> DatasetIndex:
 
 
 def read_gray_png(path: Path) -> np.ndarray:
-    """A grayscale PNG as float32 in [0, 1] (value / 255)."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "1"):
-                raise UserError(f"{path} is a {image.mode} image; expected 8-bit grayscale")
-            return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
-    except FileNotFoundError as error:
-        raise UserError(f"image file not found: {path}") from error
-    except OSError as error:
-        raise UserError(f"cannot read image {path}: {error}") from error
+    """A grayscale PNG as float32 in [0, 1] (value / 255); regular files within the pixel limit only."""
+    image = load_image(path)
+    if image.mode not in ("L", "1"):
+        raise UserError(f"{path} is a {image.mode} image; expected 8-bit grayscale")
+    return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
 
 
 def read_mask_png(path: Path) -> np.ndarray:

@@ -52,38 +52,113 @@ def _session(path: Path, mtime: float):  # type: ignore[no-untyped-def]
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _ort_session(path: Path):  # type: ignore[no-untyped-def]
+    """The pooled session of a file; onnxruntime's refusal to load it (types that do not fit,
+    an op it lacks) is a fault of the file, so a user error, not a crash."""
+    try:
+        return _session(path, path.stat().st_mtime)
+    except Exception as error:  # onnxruntime's own exception classes derive from Exception only
+        raise UnsupportedModel(
+            f"onnxruntime cannot load {path.name}: {_first_line(error)}",
+            hint="check the model with onnxruntime.InferenceSession; mlrobust runs every model through it",
+        ) from None
+
+
+# onnxruntime's input type -> the numpy dtype it accepts (onnx_file.read_onnx admits only these two)
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
 def onnxruntime_logits(path: Path, images: np.ndarray) -> np.ndarray:
     """Logits computed by onnxruntime on the user's own file: the ground truth for NOT_ROBUST.
 
-    (N, *input) in, (N, *output) out (logits: (N, classes)). A model exported with a fixed batch
-    of 1 (the default of `torch.onnx.export`, and of most VNN-COMP benchmarks) is run one image
-    at a time.
+    (N, *input) in, (N, *output) out (logits: (N, classes)), fed in the model's own input type
+    (float32, or float64 for a float64 model). A model exported with a fixed batch of 1 (the
+    default of `torch.onnx.export`, and of most VNN-COMP benchmarks) is run one image at a time.
     """
-    session = _session(path, path.stat().st_mtime)
+    session = _ort_session(path)
     declared = session.get_inputs()[0]
-    images = np.ascontiguousarray(images, dtype=np.float32)
+    images = np.ascontiguousarray(images, dtype=_ORT_DTYPES.get(declared.type, np.float32))
     batch = declared.shape[0] if declared.shape else None
-    if batch == 1 and images.shape[0] != 1:
-        parts = [np.asarray(session.run(None, {declared.name: images[i : i + 1]})[0]) for i in range(len(images))]
-        outputs = np.concatenate(parts)
-    else:
-        outputs = np.asarray(session.run(None, {declared.name: images})[0])
+    try:
+        if batch == 1 and images.shape[0] != 1:
+            parts = [np.asarray(session.run(None, {declared.name: images[i : i + 1]})[0]) for i in range(len(images))]
+            outputs = np.concatenate(parts)
+        else:
+            outputs = np.asarray(session.run(None, {declared.name: images})[0])
+    except Exception as error:  # as above: onnxruntime failing on the user's file
+        raise UnsupportedModel(f"onnxruntime cannot run {path.name}: {_first_line(error)}") from None
     return outputs.astype(np.float64)
 
 
 def max_difference_to_onnxruntime(network: Network, images: np.ndarray) -> float:
-    return float(np.max(np.abs(network.logits(images) - onnxruntime_logits(network.path, images))))
+    ours, theirs = network.logits(images), onnxruntime_logits(network.path, images)
+    if ours.shape != theirs.shape:
+        raise NetworkMismatch(
+            f"the network read from {network.path.name} gives logits of shape {ours.shape[1:]}, "
+            f"onnxruntime {theirs.shape[1:]}"
+        )
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.max(np.abs(ours - theirs)))
+
+
+def _largest_value(network: Network, images: np.ndarray) -> float:
+    """The largest |value| anywhere in the forward pass (input, every op's output), in float64."""
+    with torch.no_grad():
+        x = torch.as_tensor(images, dtype=torch.float64)
+        largest = float(x.abs().max())
+        for op in network.ops:
+            x = op.forward(x)
+            largest = max(largest, float(x.abs().max()))
+    return largest
+
+
+def _refuse_unverifiable(network: Network, samples: np.ndarray, difference: float) -> None:
+    """Raise a user error when the model, not mlrobust, is why the IR and onnxruntime disagree.
+
+    Non-finite logits (an overflow in float32 onnxruntime, or in the IR) leave nothing to
+    verify. Logits that differ by under 1e-5 of the largest value in the network (about 170
+    float32 steps) are rounding (values so large that onnxruntime's float32 cannot agree to
+    ORT_TOLERANCE), not a misread model. Anything else is left to NetworkMismatch: the IR would
+    be a different function.
+    """
+    name = network.path.name
+    theirs = onnxruntime_logits(network.path, samples)
+    ours = network.logits(samples)
+    for who, values in (("onnxruntime", theirs), ("the network IR (float64)", ours)):
+        if not np.all(np.isfinite(values)):
+            raise UnsupportedModel(
+                f"{who} computes NaN or infinite logits for {name} on inputs in [0, 1]: its weights overflow",
+                hint="the model is broken or its weights are too large; re-export a good checkpoint",
+            )
+    largest = _largest_value(network, samples)
+    if difference <= largest * 1e-5:
+        raise UnsupportedModel(
+            f"{name} computes values up to {largest:.3g}, too large to check: onnxruntime and the exact network "
+            f"differ by {difference:.3g}, float rounding at that size, above the {ORT_TOLERANCE} they must agree to",
+            hint="the weights are too large to verify soundly; rescale or retrain the model",
+        )
 
 
 def load_network(path: Path, check_images: np.ndarray | None = None, seed: int = 0) -> tuple[Network, float]:
     """Import an ONNX file and check it against onnxruntime on `check_images` and random points.
 
-    Returns the network and the largest logit difference seen; raises NetworkMismatch above
-    ORT_TOLERANCE (the IR would be verifying a different function than the user's file).
+    Returns the network and the largest logit difference seen. A model that cannot be checked
+    (onnxruntime refuses it, its logits overflow, its values are too large for float32 to
+    agree to ORT_TOLERANCE) is an UnsupportedModel (a user error); any other difference above
+    ORT_TOLERANCE is a NetworkMismatch (the IR would be verifying a different function than
+    the user's file: a bug in mlrobust).
     """
     graph = import_onnx(path)
     if len(graph.output_shape) != 1:
-        raise UnsupportedModel(f"{path.name}: the output shape {graph.output_shape} is not a vector of class scores")
+        raise UnsupportedModel(
+            f"{path.name}: the output shape {graph.output_shape} is not a vector of class scores",
+            hint="the model must end in one logit (or probability) per class, shape (batch, classes)",
+        )
     network = Network(graph.ops, graph.input_shape, graph.output_shape[0], path.resolve(), graph.opset)
     rng = np.random.default_rng(seed)
     samples = rng.uniform(0.0, 1.0, size=(8, *graph.input_shape))
@@ -91,6 +166,7 @@ def load_network(path: Path, check_images: np.ndarray | None = None, seed: int =
         samples = np.concatenate([check_images.reshape(-1, *graph.input_shape), samples])
     difference = max_difference_to_onnxruntime(network, samples)
     if not difference <= ORT_TOLERANCE:
+        _refuse_unverifiable(network, samples, difference)
         raise NetworkMismatch(
             f"the network read from {path.name} differs from onnxruntime by {difference:.2e} (> {ORT_TOLERANCE})"
         )

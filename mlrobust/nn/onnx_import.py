@@ -21,7 +21,15 @@ from mlrobust.nn.onnx_file import read_onnx
 
 
 class UnsupportedModel(UserError):
-    """The model uses something the network IR cannot represent exactly."""
+    """The model uses something the network IR cannot represent exactly.
+
+    `op_type` is set when one node is to blame (an op, or a variant of it, that no converter
+    implements), so `lint` can tell "unsupported op" from "this model is broken".
+    """
+
+    def __init__(self, message: str, hint: str | None = None, op_type: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.op_type = op_type
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,14 @@ class NodeContext:
             return None
         return self.constants.get(names[index])
 
-    def fail(self, why: str) -> UnsupportedModel:
+    def fail(self, why: str, supported: str | None = None) -> UnsupportedModel:
+        """The refusal of this node: the op, the node, why, and (as the hint) what is supported."""
         op_type = self.node.op_type  # type: ignore[attr-defined]
-        return UnsupportedModel(f"{op_type} node {self.name!r} (opset {self.opset}): {why}")
+        return UnsupportedModel(
+            f"{op_type} node {self.name!r} (opset {self.opset}): {why}",
+            hint=f"supported: {supported}" if supported else None,
+            op_type=op_type,
+        )
 
 
 Converter = Callable[[NodeContext], list[o.Op]]
@@ -97,10 +110,11 @@ def _conv(ctx: NodeContext) -> list[o.Op]:
     weight = ctx.constant(1)
     if weight is None or weight.ndim != 4:
         raise ctx.fail("only 2-D convolutions with constant weights are supported")
-    if int(ctx.attributes.get("group", 1)) != 1:
-        raise ctx.fail("grouped convolutions (group != 1) are not supported")
-    if len(ctx.in_shape) != 3 or ctx.in_shape[0] != weight.shape[1]:
-        raise ctx.fail(f"input shape {ctx.in_shape} does not match the weight {weight.shape}")
+    group = int(ctx.attributes.get("group", 1))
+    if len(ctx.in_shape) != 3 or ctx.in_shape[0] != weight.shape[1] * group or weight.shape[0] % group:
+        raise ctx.fail(f"input shape {ctx.in_shape} does not match the weight {weight.shape} (group = {group})")
+    if group != 1:
+        weight = _ungrouped(weight, group)
     bias = ctx.constant(2)
     kernel = (int(weight.shape[2]), int(weight.shape[3]))
     stride = _pairs(ctx.attributes.get("strides"), (1, 1))
@@ -120,6 +134,20 @@ def _conv(ctx: NodeContext) -> list[o.Op]:
             (int(weight.shape[0]), out_h, out_w),
         )
     ]
+
+
+def _ungrouped(weight: np.ndarray, group: int) -> np.ndarray:
+    """A grouped convolution's weight as the dense one it equals: block-diagonal over channels.
+
+    Exact (each output channel gets zeros for the inputs outside its group), so every verifier
+    handles it as a plain Conv; it costs `group` times the weight's memory.
+    """
+    out_per_group, in_per_group = weight.shape[0] // group, weight.shape[1]
+    dense = np.zeros((weight.shape[0], in_per_group * group, *weight.shape[2:]), dtype=weight.dtype)
+    for g in range(group):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * in_per_group : (g + 1) * in_per_group] = weight[rows]
+    return dense
 
 
 @register("Gemm", 1, 6, 7, 9, 11, 13)
@@ -180,7 +208,7 @@ def _elementwise(ctx: NodeContext, kind: str) -> list[o.Op]:
         if other_index == 0:
             raise ctx.fail("constant / x is not affine")
         if np.any(value == 0):
-            raise ctx.fail("division by a constant containing zero")
+            raise ctx.fail("division by a constant containing zero", "Div by a constant with no zero entry")
         scale, shift = 1.0 / value, zeros
     return [o.Affine(scale, shift, ctx.in_shape, ctx.in_shape)]
 
@@ -214,14 +242,14 @@ def _relu(ctx: NodeContext) -> list[o.Op]:
 def _maxpool(ctx: NodeContext) -> list[o.Op]:
     if len(ctx.node.output) > 1 and ctx.node.output[1]:  # type: ignore[attr-defined]
         raise ctx.fail("the Indices output is not supported")
-    if int(ctx.attributes.get("ceil_mode", 0)):
-        raise ctx.fail("ceil_mode = 1 is not supported")
     kernel = _pairs(ctx.attributes.get("kernel_shape"), None)
     if kernel is None or len(kernel) != 2 or len(ctx.in_shape) != 3:
         raise ctx.fail("only 2-D max-pools are supported")
     stride = _pairs(ctx.attributes.get("strides"), (1, 1))
     dilation = _pairs(ctx.attributes.get("dilations"), (1, 1))
     padding = _spatial_padding(ctx, kernel, stride, dilation)
+    if int(ctx.attributes.get("ceil_mode", 0)):
+        padding = _ceil_mode_padding(ctx.in_shape, kernel, stride, padding, dilation)
     windows, out_shape = o.maxpool_windows(ctx.in_shape, kernel, stride, padding, dilation)
     return [
         o.MaxPool(
@@ -234,6 +262,30 @@ def _maxpool(ctx: NodeContext) -> list[o.Op]:
             windows,
         )
     ]
+
+
+def _ceil_mode_padding(
+    in_shape: o.Shape,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, int, int, int],
+    dilation: tuple[int, ...],
+) -> tuple[int, int, int, int]:
+    """ceil_mode = 1 as extra bottom/right padding (max-pool padding is -inf, so it adds no value).
+
+    Rounding the output size up adds a last, partial window, except one that would start in the
+    bottom/right padding (the rule of onnxruntime and PyTorch); the load-time check against
+    onnxruntime confirms the shape and the values.
+    """
+    extra = []
+    for axis in (0, 1):
+        size, before, after = in_shape[1 + axis], padding[axis], padding[2 + axis]
+        span = size + before + after - dilation[axis] * (kernel[axis] - 1) - 1
+        out = -(-span // stride[axis]) + 1
+        if (out - 1) * stride[axis] >= size + before:
+            out -= 1
+        extra.append(max(0, (out - 1) * stride[axis] - span))
+    return (padding[0], padding[1], padding[2] + extra[0], padding[3] + extra[1])
 
 
 @register("Flatten", 1, 9, 11, 13, 21, 23, 24, 25)
@@ -320,6 +372,38 @@ class ImportedGraph:
     opset: int
 
 
+# Constant attributes that hold a number or a list of numbers, read as numpy arrays of their type.
+_CONSTANT_LISTS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+
+
+def _constant_value(name: str, attributes: dict[str, object]) -> np.ndarray:
+    """A Constant node's value: a tensor, or the scalar/list forms (opset 12+), read exactly."""
+    from onnx import numpy_helper
+
+    if "value" in attributes:
+        return numpy_helper.to_array(attributes["value"])  # type: ignore[arg-type]
+    for key, dtype in _CONSTANT_LISTS.items():
+        if key in attributes:
+            return np.asarray(attributes[key], dtype=dtype)
+    given = ", ".join(attributes) or "none"
+    raise UnsupportedModel(
+        f"Constant node {name!r}: the attribute {given} is not supported",
+        hint="supported: value, " + ", ".join(_CONSTANT_LISTS),
+        op_type="Constant",
+    )
+
+
+def _require_finite(path: Path, what: str, value: np.ndarray) -> None:
+    """NaN or inf in a weight makes every output NaN or inf: nothing to verify, so say where it is."""
+    if value.dtype.kind != "f" or np.all(np.isfinite(value)):
+        return
+    bad = int(np.count_nonzero(~np.isfinite(value)))
+    raise UnsupportedModel(
+        f"{path.name}: {what} holds {bad} NaN or infinite value(s) of {value.size}",
+        hint="the model is broken (a diverged training run, or an overflow on export); re-export a good checkpoint",
+    )
+
+
 def import_onnx(path: Path) -> ImportedGraph:
     """Read an ONNX file into IR ops; raises UnsupportedModel (a user error) with the reason."""
     import onnx
@@ -329,9 +413,19 @@ def import_onnx(path: Path) -> ImportedGraph:
     opset = file.opset
     graph = file.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    dims = file.input_dims[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise UnsupportedModel(f"{path.name}: the input shape {file.input_dims} must be fixed except the batch")
+    for name, value in constants.items():
+        _require_finite(path, f"the initializer {name!r}", value)
+    batch, *dims = file.input_dims or ("?",)
+    if isinstance(batch, int) and batch != 1:
+        raise UnsupportedModel(
+            f"{path.name}: the input's batch dimension is fixed to {batch}",
+            hint="export the model with a batch of 1 or a dynamic batch dimension",
+        )
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise UnsupportedModel(
+            f"{path.name}: the input shape {file.input_dims} must be fixed except the batch",
+            hint="export the model with fixed channels, height and width (dynamic_axes only for the batch)",
+        )
     shape: o.Shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
     input_shape = shape
     current = file.input.name  # type: ignore[attr-defined]
@@ -341,7 +435,9 @@ def import_onnx(path: Path) -> ImportedGraph:
         name = node.name or f"#{position}"
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedModel(
-                f"{node.op_type} node {name!r} is in domain {node.domain!r}; only ONNX ops are supported"
+                f"{node.op_type} node {name!r} is in domain {node.domain!r}; only ONNX ops are supported",
+                hint="supported ops (domain ai.onnx): " + ", ".join(sorted(supported_ops())),
+                op_type=node.op_type,
             )
         try:
             since = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
@@ -353,24 +449,26 @@ def import_onnx(path: Path) -> ImportedGraph:
             versions = f" (supported versions: {known[node.op_type]})" if node.op_type in known else ""
             raise UnsupportedModel(
                 f"{node.op_type} node {name!r} (opset {opset}, op version {since}) is not supported{versions}; "
-                f"supported ops: {', '.join(sorted(known))}"
+                f"supported ops: {', '.join(sorted(known))}",
+                op_type=node.op_type,
             )
         attributes = _attributes(node)
         if node.op_type == "Constant":
-            value = attributes.get("value")
-            if value is None:
-                raise UnsupportedModel(f"Constant node {name!r}: only the `value` attribute is supported")
-            constants[node.output[0]] = numpy_helper.to_array(value)  # type: ignore[arg-type]
+            constants[node.output[0]] = _constant_value(name, attributes)
+            _require_finite(path, f"the Constant node {name!r}", constants[node.output[0]])
             continue
         computed = [x for x in node.input if x and x not in constants]
         if computed != [current]:
             raise UnsupportedModel(
                 f"{node.op_type} node {name!r}: the graph is not a chain (it reads {computed}, "
-                f"expected only {current!r})"
+                f"expected only {current!r})",
+                op_type=node.op_type,
             )
         if node.op_type in ("Softmax", "Sigmoid"):
             if position != len(nodes) - 1:
-                raise UnsupportedModel(f"{node.op_type} node {name!r} is only supported as the last op")
+                raise UnsupportedModel(
+                    f"{node.op_type} node {name!r} is only supported as the last op", op_type=node.op_type
+                )
             current = node.output[0]
             break
         ctx = NodeContext(node, name, opset, shape, current, constants, attributes)
@@ -381,4 +479,11 @@ def import_onnx(path: Path) -> ImportedGraph:
         current = node.output[0]
     if current != graph.output[0].name:
         raise UnsupportedModel(f"{path.name}: the graph output {graph.output[0].name!r} is not the end of the chain")
+    declared = file.output_dims[1:]
+    if declared and all(isinstance(d, int) for d in declared) and tuple(declared) != shape:
+        raise UnsupportedModel(
+            f"{path.name} declares its output {graph.output[0].name!r} as {'×'.join(map(str, declared))} values "
+            f"but its graph computes {'×'.join(map(str, shape))}",
+            hint="fix the output's declared shape (re-export the model, or run onnx.shape_inference on it)",
+        )
     return ImportedGraph(tuple(_fold(ops)), input_shape, shape, opset)

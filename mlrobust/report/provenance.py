@@ -66,8 +66,11 @@ class Asked:
 
 
 def spec_record(spec: Spec) -> dict[str, str]:
-    """The spec's text as it was when the run started, and its sha256."""
-    text = spec.file.read_text()
+    """The spec's text as it was when the run started, and its sha256 (read as lint reads it: a
+    regular UTF-8 file within the size limit, so a file swapped since the check cannot hang it)."""
+    from mlrobust.spec.source import read_spec_text
+
+    text = read_spec_text(spec.file)
     return {"spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 

@@ -70,6 +70,10 @@ class Result:
     method: str
     guide: GuideStats
     work: dict[str, VerifierWork] = field(default_factory=dict)  # verifier name -> its runs in this process
+    query_budget: int | None = None  # the spec's `queries`: a hard cap on new_queries (per invocation)
+    repeated_answers: int = 0  # boxes answered again from the cache, not listed again in `queries`
+    starts: tuple[Any, ...] = ()  # StartResult: where each start of the search ended
+    rounds: int = 0  # maximality passes
 
     @property
     def verifier(self) -> str:
@@ -134,6 +138,10 @@ class Result:
             "uniform_size": self.uniform_size,
             "seconds": self.seconds,
             "new_queries": self.new_queries,
+            "query_budget": self.query_budget,
+            "repeated_answers": self.repeated_answers,
+            "starts": [{"name": st.name, "size": st.size, "eps": list(st.eps)} for st in self.starts],
+            "maximality_rounds": self.rounds,
             "folder": str(self.folder),
             "method": self.method,
             "reproof": reproof_json,

@@ -13,8 +13,12 @@ through the verifier chain.
    Otherwise CEGIS: cut toward the robust ε with the cutting weights (at most MAX_CUTS
    times). When a step gains less than δ, a boundary walk slides along CROWN's edge toward
    larger w·ε. Stop when that gains less than δ too, on the query or time budget, or on Ctrl-C.
-   Keep the largest of the expansion's box, the uniform box and the corner (the heaviest layer
-   alone, as far as CROWN proves).
+   The expansion is local, so it runs from several starts: half the uniform optimum, half the
+   corner (the heaviest layer alone, as far as CROWN proves), half the box along ε ∝ w at
+   CROWN's edge, and any box given from elsewhere (`--start-from`: a previous run's ε*) that
+   the chain proves. Keep the largest of the starts and their expansions; each one's size
+   goes into the result. A proposal the chain already left unproved ends an expansion (it
+   would only come back from the cache).
 3. Maximality: grow the layers the bound barely feels together, then each layer alone as far
    as CROWN proves (confirmed by the chain); then probe every layer with weight > 0 one δ
    beyond, all in one batch with the fast chain (the chain without its complete verifiers).
@@ -23,20 +27,24 @@ through the verifier chain.
    counterexample is one step out); UNKNOWN: the full chain gallops that layer (most valuable
    first; step ×2 after ROBUST, ÷2 after a failure, settled by a failure at exactly δ), until
    the full chain has left COMPLETE_PROBE_PATIENCE δ-probes in a row UNKNOWN; a layer still
-   UNKNOWN is not expandable by this chain.
+   UNKNOWN is not expandable by this chain. A pass that grew a layer with the complete
+   verifiers makes the box larger, so another pass follows (at most MAX_ROUNDS).
+4. Every query checks the query budget first: a batch is cut to fit, and what it leaves
+   unasked is no answer (its layer is not checked, and says so).
 
 The caller then re-proves ε* with the strongest verifier of the chain (`certify`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from mlrobust.plan import Plan
 from mlrobust.search.cutting import cut
-from mlrobust.search.oracle import Oracle, OutOfTime
+from mlrobust.search.oracle import NOT_ASKED, Oracle, OutOfTime
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.verdict import Status
 
@@ -49,6 +57,7 @@ MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (n
 LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
 LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
 JOINT_ROOM = 8  # maximality grows together the layers with room for this many δ steps (by the tangent)
+MAX_ROUNDS = 4  # maximality passes at most (another runs while the complete verifiers grow a layer)
 MAX_EDGE_STEPS = 16  # CROWN calls per edge search, at most
 WALK_STEPS = 40  # CROWN evaluations (with gradient) per boundary walk
 WALK_PATIENCE = 10  # stop a walk after this many iterations without a better proved point
@@ -79,6 +88,18 @@ class SearchOutcome:
     maximality: tuple[LayerMaximality, ...]
     complete: bool  # False when a budget or Ctrl-C stopped the search early
     stop_reason: str
+    starts: tuple[StartResult, ...] = ()  # where each start of the search ended, in the order run
+    rounds: int = 0  # maximality passes run (another follows while one grows a layer)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """One start of the search and the proved box it ended at: the search is local, so a user
+    sees how much the starts disagree (and the winner is only as good as the best of them)."""
+
+    name: str
+    eps: tuple[float, ...]
+    size: float
 
 
 def range_limit(oracle: Oracle) -> np.ndarray:
@@ -272,6 +293,7 @@ def expand(
     """Repeatedly step along the best size-per-margin direction as far as the guide bound allows."""
     robust = start.copy()
     limit = range_limit(oracle)
+    refused: set[tuple[float, ...]] = set()  # proposals the chain did not prove
     while True:
         reason = oracle.exhausted()
         if reason:
@@ -284,14 +306,23 @@ def expand(
             return robust, "no layer can grow"
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
             return robust, "converged"
+        if _key(proposal) in refused:
+            # the guide proposes again what the chain already left unproved (its sound verifier is
+            # weaker than the guide's bound): asking again would only replay the cached answer
+            return robust, "converged (the chain does not prove the guide's next step)"
         for _ in range(MAX_CUTS + 1):
             query = oracle.ask(proposal, "expand")
             if query.status is Status.ROBUST:
                 robust = proposal
                 break
+            refused.add(_key(proposal))
             proposal = cut(proposal, robust, cutting)
-            if np.max(proposal - robust) < resolution / 2 or oracle.exhausted():
+            if np.max(proposal - robust) < resolution / 2 or oracle.exhausted() or _key(proposal) in refused:
                 return robust, "converged"
+
+
+def _key(eps: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in eps)
 
 
 def maximality(
@@ -341,6 +372,8 @@ def maximality(
                 pending.append(layer)
             elif query.status is Status.NOT_ROBUST:
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, asked)
+            elif query.verifier == NOT_ASKED:
+                results[layer] = LayerMaximality(layer, "not_checked", reason=oracle.exhausted())
             else:
                 # the probe box lies inside ε* + δ e_d (ε only grows from here)
                 which = "the chain without its complete verifiers" if asked == "fast" else "the chain"
@@ -459,7 +492,7 @@ def brackets(
         for d, box, answer in zip(asking, boxes, answers, strict=True):
             if answer.status is Status.NOT_ROBUST:
                 high[d] = float(box[d])
-            else:
+            elif answer.verifier != NOT_ASKED:
                 low[d] = float(box[d])
                 step[d] *= 2
     for d in todo:
@@ -524,13 +557,15 @@ def _joint_jump(oracle: Oracle, eps: np.ndarray, layers: list[int], resolution: 
     return eps
 
 
-def search(plan: Plan, oracle: Oracle) -> SearchOutcome:
+def search(plan: Plan, oracle: Oracle, given_starts: Sequence[tuple[str, np.ndarray]] = ()) -> SearchOutcome:
     """The plan's method (the search, or a baseline it is measured against) through the oracle,
-    within the plan's budget, whose clock starts now."""
+    within the plan's budget, whose clock starts now. `given_starts`: boxes from elsewhere (a
+    previous run's ε*, e.g. of a stronger property) that the search also starts from, once the
+    chain proves them."""
     oracle.start(plan.budget)
     loop = plan.method.loop
     if loop == "search":
-        return oracle_guided(oracle, plan.weights, plan.cutting, plan.resolution)
+        return oracle_guided(oracle, plan.weights, plan.cutting, plan.resolution, given_starts)
     layers = oracle.problem.num_layers
     try:
         if loop == "uniform":
@@ -546,33 +581,123 @@ def search(plan: Plan, oracle: Oracle) -> SearchOutcome:
         return interrupted(oracle, plan.weights)
 
 
-def oracle_guided(oracle: Oracle, weights: np.ndarray, cutting: np.ndarray, resolution: float) -> SearchOutcome:
+def oracle_guided(
+    oracle: Oracle,
+    weights: np.ndarray,
+    cutting: np.ndarray,
+    resolution: float,
+    given_starts: Sequence[tuple[str, np.ndarray]] = (),
+) -> SearchOutcome:
     layers = oracle.problem.num_layers
     zero = oracle.ask(np.zeros(layers), "start")
     if zero.status is not Status.ROBUST:
         return SearchOutcome(np.zeros(layers), 0.0, (), False, f"the image itself is {zero.status.value} (ε = 0)")
     uniform = 0.0
+    starts: list[StartResult] = []
     try:
         limit = range_limit(oracle)
         uniform = uniform_bisection(oracle, resolution, float(limit.max()))
-        # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary
-        # in every direction); from half of it the size-per-margin direction has room to pay off.
-        eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution)
-        # all three are proved; keep the largest (the first of equals)
-        candidates = (eps, np.full(layers, uniform), corner(oracle, weights, resolution, limit))
-        eps = max(candidates, key=lambda box: float(np.dot(weights, box)))
-        eps, layers_result = maximality(oracle, eps, weights, resolution)
+        eps, reason, starts = _multi_start(oracle, weights, cutting, resolution, limit, uniform, given_starts)
+        rounds, grew = 0, True
+        layers_result: tuple[LayerMaximality, ...] = ()
+        while grew and oracle.exhausted() is None and rounds < MAX_ROUNDS:
+            # a layer the complete verifiers grew makes the box larger: the other layers' answers
+            # were about a smaller box, so they are asked again until a round changes nothing
+            before = eps.copy()
+            eps, layers_result = maximality(oracle, eps, weights, resolution)
+            rounds += 1
+            grew = bool(np.any(eps > before)) and any(r.grown > 0 for r in layers_result)
         complete = oracle.exhausted() is None
         stop = reason if complete else oracle.exhausted() or ""
         # the brackets are evidence about ε*, not part of finding it: a budget they spend leaves
         # the search complete (their layers then keep refuted = None)
         layers_result = brackets(oracle, eps, weights, resolution, layers_result)
-        return SearchOutcome(eps, uniform, layers_result, complete, stop)
+        return SearchOutcome(eps, uniform, layers_result, complete, stop, tuple(starts), rounds)
     except KeyboardInterrupt:
-        return interrupted(oracle, weights)
+        best = interrupted(oracle, weights)
+        return replace(best, uniform_eps=uniform, starts=tuple(starts))
     except OutOfTime:  # a step that keeps nothing of its own ran into the deadline
         best = interrupted(oracle, weights)
-        return SearchOutcome(best.eps, uniform, (), False, "time budget reached")
+        return SearchOutcome(best.eps, uniform, (), False, "time budget reached", tuple(starts))
+
+
+def _multi_start(
+    oracle: Oracle,
+    weights: np.ndarray,
+    cutting: np.ndarray,
+    resolution: float,
+    limit: np.ndarray,
+    uniform: float,
+    given: Sequence[tuple[str, np.ndarray]] = (),
+) -> tuple[np.ndarray, str, list[StartResult]]:
+    """Expand from several starts and keep the largest proved box (the first of equals).
+
+    The expansion is local: from the uniform start it spreads ε over the near layers, while the
+    best box of some problems puts nearly everything on one heavy layer (`corner`), and others
+    are best along the weights themselves. "Converged" is said only of the best start; every
+    start's size goes into the result."""
+    layers = len(weights)
+
+    def size(box: np.ndarray) -> float:
+        return float(np.dot(weights, box))
+
+    starts: list[StartResult] = []
+
+    def keep(name: str, box: np.ndarray) -> np.ndarray:
+        starts.append(StartResult(name, tuple(float(v) for v in box), size(box)))
+        return box
+
+    # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary in
+    # every direction); from half of it the size-per-margin direction has room to pay off.
+    keep("uniform", np.full(layers, uniform))
+    eps, reason = expand(oracle, np.full(layers, uniform / 2), weights, cutting, resolution)
+    keep("expand from uniform/2", eps)
+    reasons = {"expand from uniform/2": reason}
+    if oracle.exhausted() is None:
+        heavy = corner(oracle, weights, resolution, limit)
+        keep("heaviest layer alone", heavy)
+        if np.any(heavy > 0) and oracle.exhausted() is None:
+            box, reasons["expand from the heaviest layer"] = expand(oracle, heavy / 2, weights, cutting, resolution)
+            keep("expand from the heaviest layer", box)
+    if oracle.exhausted() is None:
+        try:
+            along = _weights_ray(oracle, weights, limit)
+        except OutOfTime:
+            along = None
+        if along is not None and oracle.ask(along, "start (along the weights)").status is Status.ROBUST:
+            keep("along the weights", along)
+            if oracle.exhausted() is None:
+                box, reasons["expand along the weights"] = expand(oracle, along / 2, weights, cutting, resolution)
+                keep("expand along the weights", box)
+    for name, box in given:
+        if oracle.exhausted() is not None:
+            break
+        box = np.clip(np.asarray(box, dtype=np.float64), 0.0, limit)
+        if oracle.ask(box, f"start ({name})").status is not Status.ROBUST:
+            continue  # not proved by this chain for this question: no start
+        keep(name, box)
+        if oracle.exhausted() is None:
+            grown, reasons[f"expand from {name}"] = expand(oracle, box, weights, cutting, resolution)
+            keep(f"expand from {name}", grown)
+    best = max(starts, key=lambda start: start.size)  # max keeps the first of equals
+    if best.name in reasons:
+        reason = reasons[best.name]
+    else:
+        reason = f"converged (the best start: {best.name})"
+    return np.array(best.eps), reason, starts
+
+
+def _weights_ray(oracle: Oracle, weights: np.ndarray, limit: np.ndarray) -> np.ndarray | None:
+    """The box along ε ∝ weights as far as the guide proves (None: not even a small step)."""
+    direction = weights / weights.max()
+    room = float(np.min(np.where(direction > 0, limit / np.maximum(direction, 1e-300), np.inf)))
+    if not np.isfinite(room) or room <= 0:
+        return None
+    point, _ = _ray_edge(
+        oracle, np.zeros(len(weights)), direction, room, room / 2**LINE_SEARCH_STEPS,
+        relative=2.0**-LINE_SEARCH_PRECISION,
+    )  # fmt: skip
+    return point if np.any(point > 0) else None
 
 
 def corner(oracle: Oracle, weights: np.ndarray, resolution: float, limit: np.ndarray) -> np.ndarray:

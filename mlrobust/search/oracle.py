@@ -4,7 +4,8 @@
 - A box containing a known counterexample is NOT_ROBUST without a query.
 - Every real query appends one JSON line to the journal (flushed and fsynced), so a killed run
   loses at most the query in flight; a rerun replays the journal into the cache and asks again
-  only what was never answered.
+  only what was never answered. A line torn by a kill mid-write is dropped on load (the next
+  entry then starts on a line of its own), and the journal is never opened through a symlink.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlrobust.contract.verifiers import VerifierStep
+from mlrobust.errors import UserError
 from mlrobust.plan import Plan, SearchBudget
 from mlrobust.problem.problem import Problem
 from mlrobust.storage import save_counterexample
@@ -27,6 +29,8 @@ from mlrobust.verify.bounds import MarginBound
 from mlrobust.verify.chain import ChainResult, run_chain_many
 from mlrobust.verify.registry import VERIFIERS, fast_steps, guide_step
 from mlrobust.verify.verdict import QueryBudget, Status, Verdict
+
+NOT_ASKED = "budget"  # the verifier named by an UNKNOWN that the query budget left unasked
 
 
 class OutOfTime(Exception):
@@ -96,6 +100,7 @@ class Oracle:
     query_seconds: float | None = None
     robust: list[np.ndarray] = field(default_factory=list)
     counterexamples: list[np.ndarray] = field(default_factory=list)
+    counterexample_files: list[str] = field(default_factory=list)  # each one's file in the run folder
     journal: dict[tuple[float, ...], dict] = field(default_factory=dict)
     history: list[Query] = field(default_factory=list)
     new_queries: int = 0
@@ -104,6 +109,9 @@ class Oracle:
     query_cap: int | None = None  # new queries the search may ask
     guide_stats: GuideStats | None = None
     work: dict[str, VerifierWork] = field(default_factory=dict)  # verifier name -> what it did
+    journal_warnings: list[str] = field(default_factory=list)  # what load_journal repaired, for the user
+    repeats: int = 0  # answers to a box already in the history, from the cache (not recorded again)
+    _recorded: set[tuple[Any, ...]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         if self.guide_stats is None:
@@ -148,15 +156,54 @@ class Oracle:
     def journal_path(self) -> Path:
         return self.folder / "journal.jsonl"
 
+    def _open_journal(self, flags: int) -> int:
+        """The journal's descriptor, never through a symlink: a link named journal.jsonl would
+        have every answer appended to its target (another run's journal, any file)."""
+        try:
+            return os.open(self.journal_path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            if self.journal_path.is_symlink():
+                raise UserError(
+                    f"{self.journal_path} is a symbolic link; mlrobust does not write its journal through links",
+                    hint=f"remove the link (`rm {self.journal_path}`) or choose another folder with --out",
+                ) from None
+            raise error
+
+    def _read_journal(self) -> str:
+        """The journal's complete lines. A last line without its newline that does not parse is a
+        write a kill cut short: it is cut off the file (and said in `journal_warnings`), or the next
+        append would join it and lose that answer too; its query is simply asked again."""
+        try:
+            fd = self._open_journal(os.O_RDONLY)
+        except FileNotFoundError:
+            return ""
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            try:
+                json.loads(data[cut:])
+            except ValueError:
+                fd = self._open_journal(os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, cut)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.journal_warnings.append(
+                    f"dropped a torn last line of {self.journal_path} ({len(data) - cut} bytes: a write cut "
+                    "short by a crash); that query is asked again"
+                )
+                data = data[:cut]
+        return data.decode("utf-8", "replace")
+
     def load_journal(self) -> int:
         """Replay a previous run's journal (same key only); returns how many answers it held."""
-        if not self.journal_path.exists():
-            return 0
-        for line in self.journal_path.read_text().splitlines():
+        for line in self._read_journal().splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by a kill: that query is simply asked again
+                continue  # a damaged line: that query is simply asked again
             if entry.get("key") != self.key:
                 continue
             eps = tuple(entry["eps"])
@@ -167,6 +214,7 @@ class Oracle:
                 path = self.folder / entry["counterexample"]
                 if path.exists():
                     self.counterexamples.append(np.load(path)[0].astype(np.float64))
+                    self.counterexample_files.append(entry["counterexample"])
         return len(self.journal)
 
     def _contains_counterexample(self, eps: np.ndarray) -> int | None:
@@ -193,7 +241,7 @@ class Oracle:
         answers: list[Query | None] = [
             self._known(eps, purpose, full) for eps, purpose in zip(boxes, purposes, strict=True)
         ]
-        asked = [i for i, answer in enumerate(answers) if answer is None]
+        asked = self._within_budget(boxes, purposes, answers)
         if asked:
             chain = self.chain if full else self.fast_chain
             seconds = self.query_seconds
@@ -205,6 +253,19 @@ class Oracle:
                 answers[i] = self._answered(boxes[i], outcome, purposes[i], full)
         return [self._record(answer) for answer in answers if answer is not None]
 
+    def _within_budget(self, boxes: list[np.ndarray], purposes: list[str], answers: list[Query | None]) -> list[int]:
+        """The unanswered questions that the query budget still allows, in order; the others are
+        answered UNKNOWN by the `budget` (not asked, not journaled, not recorded): the budget is
+        a hard cap on new queries, a batch is cut to fit."""
+        asked = [i for i, answer in enumerate(answers) if answer is None]
+        room = None if self.query_cap is None else max(self.query_cap - self.new_queries, 0)
+        if room is not None and len(asked) > room:
+            for i in asked[room:]:
+                key = tuple(float(v) for v in boxes[i])
+                answers[i] = Query(key, Status.UNKNOWN, NOT_ASKED, None, None, 0.0, True, purpose=purposes[i])
+            asked = asked[:room]
+        return asked
+
     def refute_many(self, boxes: list[np.ndarray], purposes: list[str], step: VerifierStep) -> list[Query]:
         """Ask one falsifier (the chain's attack) about boxes, for the counterexamples alone: a
         NOT_ROBUST is a fact (kept, journaled, its point saved) whichever verifier found it; an
@@ -215,7 +276,7 @@ class Oracle:
         answers: list[Query | None] = [
             self._known(eps, purpose, False, falsifier=True) for eps, purpose in zip(boxes, purposes, strict=True)
         ]
-        asked = [i for i, answer in enumerate(answers) if answer is None]
+        asked = self._within_budget(boxes, purposes, answers)
         if asked:
             seconds = None if self.deadline is None else max(self.deadline - time.perf_counter(), 0.0)
             verifier = VERIFIERS[step.name]
@@ -227,8 +288,7 @@ class Oracle:
                 name = None
                 if verdict.status is Status.NOT_ROBUST:
                     assert verdict.counterexample is not None
-                    self.counterexamples.append(verdict.counterexample)
-                    name = self._save(verdict.counterexample)
+                    name = self._keep_counterexample(verdict.counterexample)
                 status = Status.NOT_ROBUST if verdict.status is Status.NOT_ROBUST else Status.UNKNOWN
                 query = Query(
                     tuple(float(v) for v in boxes[i]), status, verdict.verifier, None, verdict.best_margin,
@@ -253,8 +313,11 @@ class Oracle:
             return self._from_journal(key, entry, purpose)
         if any(np.all(eps <= proved) for proved in self.robust):
             return Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
-        if self._contains_counterexample(eps) is not None:
-            return Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
+        known = self._contains_counterexample(eps)
+        if known is not None:
+            # the known point is the evidence: name its file, as a verifier's answer would
+            file = self.counterexample_files[known]
+            return Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, file, purpose)
         if entry is not None and entry["status"] == Status.UNKNOWN and entry.get("falsifier") and not falsifier:
             return None
         if entry is not None and (entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full):
@@ -286,8 +349,7 @@ class Oracle:
             self.robust.append(eps.copy())
         elif verdict.status is Status.NOT_ROBUST:
             assert verdict.counterexample is not None
-            self.counterexamples.append(verdict.counterexample)
-            counterexample_name = self._save(verdict.counterexample)
+            counterexample_name = self._keep_counterexample(verdict.counterexample)
         query = Query(
             tuple(float(v) for v in eps),
             verdict.status,
@@ -311,10 +373,27 @@ class Oracle:
         self.work.setdefault(verdict.verifier, VerifierWork()).add(verdict)
 
     def _record(self, query: Query) -> Query:
+        """Keep an answer in the run's history, once: the same box answered again from the cache
+        (a loop re-asking what it already asked) is a repeat, counted but not a new entry, so a
+        spinning caller cannot grow the history and result.json without bound."""
+        if query.verifier == NOT_ASKED:
+            return query  # no answer: the query budget ran out before it
+        key = (query.eps, query.status)
+        if query.cached and key in self._recorded:
+            self.repeats += 1
+            return query
+        self._recorded.add(key)
         self.history.append(query)
         if self.listener is not None:
             self.listener(query)
         return query
+
+    def _keep_counterexample(self, point: np.ndarray) -> str:
+        """Keep a confirmed counterexample for the cache and save it; returns its file name."""
+        name = self._save(point)
+        self.counterexamples.append(point)
+        self.counterexample_files.append(name)
+        return name
 
     def _save(self, point: np.ndarray) -> str:
         """The counterexample's file, relative to the run folder (as the journal keeps it)."""
@@ -336,7 +415,14 @@ class Oracle:
         }
         self.journal[query.eps] = entry
         self.folder.mkdir(parents=True, exist_ok=True)
-        with self.journal_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = (json.dumps(entry) + "\n").encode()
+        fd = self._open_journal(os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # never join a last line left without its newline
+            while line:
+                line = line[os.write(fd, line) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)

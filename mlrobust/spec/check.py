@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from mlrobust.contract.methods import SPEC_NAMES
 from mlrobust.contract.span import Span
 from mlrobust.contract.verifiers import VerifierStep, default_chain
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
-from mlrobust.spec.convert import Converter, unknown_name
+from mlrobust.spec.convert import MAX_WEIGHT, Converter, number_text, unknown_name
 from mlrobust.spec.diagnostics import Diagnostic, SpecError, sort_key
 from mlrobust.spec.instances import Instance, dataset_root, expand_instances
 from mlrobust.spec.parser import parse_text
@@ -126,6 +128,7 @@ def _search(merged: Merged, conv: Converter) -> ir.SearchOptions | None:
     if "resolution" in fields and values["resolution"] == 0:
         conv.report("bad-value", "search resolution must be positive", fields["resolution"].value.span)
         return None
+    # its upper bound, the range's width, is checked by _resolution_fits once the range is known
     values["method"] = _method(fields["method"].value, conv) if "method" in fields else defaults.method
     if any(v is None for v in values.values()):
         return None
@@ -137,6 +140,69 @@ def _search(merged: Merged, conv: Converter) -> ir.SearchOptions | None:
         str(values["method"]),
         span,
     )  # type: ignore[arg-type]
+
+
+# The smallest resolution, as a share of the range's width: finer steps than this are below what a
+# float64 ε can resolve near the range's ends, and a bisection would stop shrinking its interval.
+MIN_RESOLUTION_SHARE = 1e-9
+
+
+def _resolution_fits(
+    merged: Merged, conv: Converter, search: ir.SearchOptions, value_range: tuple[float, float]
+) -> None:
+    """δ must be below the range's width (a larger step jumps past every ε the range allows)
+    and above a billionth of it."""
+    field = merged.blocks.get("search", {}).get("resolution")
+    if field is None:
+        return
+    lo, hi = value_range
+    width = hi - lo
+    if search.resolution >= width:
+        conv.report(
+            "bad-value",
+            f"search resolution must be less than the range's width ({number_text(width)}), "
+            f"got {number_text(search.resolution)}",
+            field.value.span,
+            f"δ is the step of the search, a small share of the range [{lo:g}, {hi:g}]: e.g. 0.001",
+        )
+    elif search.resolution < width * MIN_RESOLUTION_SHARE:
+        conv.report(
+            "bad-value",
+            f"search resolution must be at least {number_text(width * MIN_RESOLUTION_SHARE)}, "
+            f"got {number_text(search.resolution)}",
+            field.value.span,
+            f"a step finer than {number_text(MIN_RESOLUTION_SHARE)} of the range's width is below float64's precision",
+        )
+
+
+def _weights_fit(spec: ir.Spec, instances: list[Instance], diagnostics: list[Diagnostic]) -> None:
+    """Each instance's weight vector: finite, at most MAX_WEIGHT per layer, not all zero.
+
+    Only the expanded vector shows it: exponential(base = 10) is harmless on 3 layers and
+    1e27 on 28; a size w·ε that overflows would be written as `Infinity` in result.json.
+    """
+    seen: set[str] = set()
+    span = spec.span_of("weights")
+    for instance in instances:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                vector = spec.weights.vector(instance.layers)
+        except ValueError:  # a list of the wrong length: weights-length says so
+            continue
+        where = f"{instance.model.name} on {instance.canvas or instance.image_path.name}"
+        if not np.all(np.isfinite(vector)) or vector.max() > MAX_WEIGHT:
+            layer = int(np.argmax(~np.isfinite(vector) | (vector > MAX_WEIGHT)))
+            reach = number_text(float(vector[layer]))
+            message = f"the weights reach {reach} on layer {layer} of {instance.layers} ({where})"
+            hint = f"each layer's weight must be at most {number_text(MAX_WEIGHT)}: use a smaller base or scale"
+        elif not vector.max() > 0:
+            message = f"the weights are 0 on every one of the {instance.layers} layers ({where})"
+            hint = "give some layer a positive weight: the search maximises w·ε"
+        else:
+            continue
+        if message.split(" (")[0] not in seen:
+            seen.add(message.split(" (")[0])
+            diagnostics.append(Diagnostic("bad-value", message, span, hint))
 
 
 def _method(value: s.Value, conv: Converter) -> str | None:
@@ -226,6 +292,8 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     value_range = convert("range", conv.value_range, (0.0, 1.0))
     output_ref = convert("output", lambda v: conv.path(v, "output", must_exist=False))
     search = _search(merged, conv)
+    if search is not None and value_range is not None:
+        _resolution_fits(merged, conv, search, value_range)
     sweep = _sweep(merged, conv, dataset)
 
     # Completeness looks at what is written, so a sweep value with its own error does not
@@ -292,6 +360,7 @@ def check_spec(path: Path | str, check_files: bool = True, partial: bool = False
     instances: list[Instance] = []
     if spec is not None and check_files and not partial:
         instances = expand_instances(spec, diagnostics)
+        _weights_fit(spec, instances, diagnostics)
     return CheckResult(spec, tuple(sorted(diagnostics, key=sort_key)), tuple(instances))
 
 

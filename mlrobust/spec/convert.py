@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob as globbing
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,28 @@ from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic
 
 Number = int | float
+
+# Bounds on what a spec may write; docs/spec-language.md ("Limits") documents each. A value past
+# them is a mistake (1e309 is inf, a weight of 1e308 makes the size inf), never a real setting.
+MAX_INTEGER = 2**31 - 1  # any integer: labels, k, seeds, budgets, rect sides, verifier options
+MAX_NUMBER = 1e15  # any other number
+MAX_WEIGHT = 1e6  # one layer's weight: w·ε over the whole range stays far inside float64
+MAX_RANGE = 1e6  # either end of `range` (PNG images are in [0, 1]; .npy arrays may use other scales)
+MAX_DURATION = 30 * 24 * 3600.0  # 30 days: past any budget, inside every timeout API
+
+
+def shown(text: str, limit: int = 24) -> str:
+    """A literal as a message quotes it: a 5,000-digit number must not make a 5,000-column message."""
+    return text if len(text) <= limit else f"{text[: limit - 8]}…{text[-4:]} ({len(text):,} characters)"
+
+
+def number_text(value: float) -> str:
+    """A bound as people write it in a spec: 1e6, 0.5, 2147483647 (not 1e+06)."""
+    return f"{value:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+WEIGHT_WHY = f"a layer's weight is at most {number_text(MAX_WEIGHT)}, so that w·ε stays far inside float range"
+RANGE_WHY = f"range ends are within ±{number_text(MAX_RANGE)} (PNG images are in [0, 1])"
 
 
 def head(value: s.Value) -> str | None:
@@ -43,23 +66,67 @@ class Converter:
 
     # --- scalars ----------------------------------------------------------------------
 
-    def number(self, value: s.Value, what: str, minimum: float | None = None, integer: bool = False) -> Number | None:
+    def number(
+        self,
+        value: s.Value,
+        what: str,
+        minimum: float | None = None,
+        integer: bool = False,
+        maximum: float | None = None,
+        why: str | None = None,
+    ) -> Number | None:
+        """A number within [minimum, maximum] (`why`: the hint when it is above the maximum) and
+        within the spec-wide bounds (finite; MAX_INTEGER, MAX_NUMBER)."""
         if isinstance(value, s.Duration):
             self.report(
                 "bad-unit",
                 f"{what} is a plain number, not a duration",
                 value.span,
-                f"write {value.text.rstrip('hmins')} without a unit",
+                f"write {shown(value.text.rstrip('hmins'))} without a unit",
             )
             return None
-        if not isinstance(value, s.Number) or (integer and not isinstance(value.value, int)):
+        if not isinstance(value, s.Number):
             self.wrong_type(what, "an integer" if integer else "a number", value)
+            return None
+        if isinstance(value.value, float) and not math.isfinite(value.value):
+            self.report(
+                "bad-value",
+                f"{what} must be a finite number, got {shown(value.text)}",
+                value.span,
+                f"{shown(value.text)} is beyond float range; numbers in a spec are at most {number_text(MAX_NUMBER)}",
+            )
+            return None
+        if integer and not isinstance(value.value, int) and abs(value.value) <= MAX_INTEGER:
+            self.wrong_type(what, "an integer", value)
             return None
         if minimum is not None and value.value < minimum:
             code = "negative-value" if minimum == 0 else "bad-value"
-            self.report(code, f"{what} must be at least {minimum}, got {value.text}", value.span)
+            self.report(code, f"{what} must be at least {number_text(minimum)}, got {shown(value.text)}", value.span)
             return None
-        return value.value
+        if maximum is not None and value.value > maximum:
+            message = f"{what} must be at most {number_text(maximum)}, got {shown(value.text)}"
+            self.report("bad-value", message, value.span, why)
+            return None
+        return value.value if self.in_scale(value, what, integer) else None
+
+    def in_scale(self, value: s.Number, what: str, integer: bool = False) -> bool:
+        """Whether a number is within the spec-wide bounds (else say so): an integer past
+        MAX_INTEGER overflows a C int (solver threads, seeds), a float past MAX_NUMBER is no
+        setting anyone means."""
+        number = value.value
+        integral = integer or isinstance(number, int)
+        bound = MAX_INTEGER if integral else MAX_NUMBER
+        if not abs(number) <= bound:  # inf and nan included
+            self.report(
+                "bad-value",
+                f"{what} is out of scale: {shown(value.text)}",
+                value.span,
+                f"integers in a spec are at most {MAX_INTEGER} in size"
+                if integral
+                else f"numbers in a spec are at most {number_text(MAX_NUMBER)} in size",
+            )
+            return False
+        return True
 
     def duration(self, value: s.Value, what: str, minimum: float = 0.0) -> float | None:
         if isinstance(value, s.Number):
@@ -74,7 +141,15 @@ class Converter:
             self.wrong_type(what, "a duration (30s, 5min)", value)
             return None
         if value.seconds < minimum or (minimum == 0 and value.seconds <= 0):
-            self.report("bad-value", f"{what} must be positive, got {value.text}", value.span)
+            self.report("bad-value", f"{what} must be positive, got {shown(value.text)}", value.span)
+            return None
+        if not value.seconds <= MAX_DURATION:  # inf included
+            self.report(
+                "bad-value",
+                f"{what} is out of scale: {shown(value.text)}",
+                value.span,
+                f"durations are at most 30 days ({MAX_DURATION / 3600:g}h)",
+            )
             return None
         return value.seconds
 
@@ -147,7 +222,7 @@ class Converter:
 
     def target(self, value: s.Value) -> ir.Target | None:
         if isinstance(value, s.Number) and isinstance(value.value, int):
-            return ir.LabelTarget(value.value, value.span)
+            return ir.LabelTarget(value.value, value.span) if self.in_scale(value, "target", integer=True) else None
         if isinstance(value, s.String):
             return ir.NamedTarget(value.value, value.span)
         if isinstance(value, s.Name) and value.value in ("first_digit", "second_digit"):
@@ -194,7 +269,7 @@ class Converter:
                 int(args["width"]),
                 value.span,
             )  # type: ignore[call-overload]
-        name = value.name if isinstance(value, (s.Name, s.Call)) else None
+        name = head(value)
         if name is not None:
             self.report(
                 "unknown-generator",
@@ -206,21 +281,19 @@ class Converter:
             self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...)', value)
         return None
 
-    def _weight_list(self, value: s.Value, what: str, maximum: float | None = None) -> tuple[float, ...] | None:
+    def _weight_list(self, value: s.Value, what: str, maximum: float = MAX_WEIGHT) -> tuple[float, ...] | None:
         if not isinstance(value, s.ListValue):
             self.wrong_type(what, "a list of numbers", value)
             return None
         if not value.items:
             self.report("bad-value", f"{what} is empty", value.span)
             return None
-        numbers = [self.number(item, f"each of {what}", minimum=0) for item in value.items]
+        numbers = [
+            self.number(item, f"each of {what}", 0, maximum=maximum, why=WEIGHT_WHY if maximum == MAX_WEIGHT else None)
+            for item in value.items
+        ]
         if any(n is None for n in numbers):
             return None
-        if maximum is not None:
-            for item, n in zip(value.items, numbers, strict=True):
-                if n is not None and n > maximum:
-                    self.report("bad-value", f"each of {what} must be at most {maximum}, got {n}", item.span)
-                    return None
         return tuple(float(n) for n in numbers)  # type: ignore[arg-type]
 
     def weights(self, value: s.Value) -> ir.Weights | None:
@@ -228,7 +301,7 @@ class Converter:
             values = self._weight_list(value, "weights")
             return ir.ExplicitWeights(values, None, value.span) if values else None
         name = head(value)
-        weight = lambda what: lambda v: self.number(v, what, minimum=0)  # noqa: E731
+        weight = lambda what: lambda v: self.number(v, what, 0, maximum=MAX_WEIGHT, why=WEIGHT_WHY)  # noqa: E731
         if name == "object_only" and isinstance(value, s.Name):
             return ir.ObjectOnlyWeights(value.span)
         if name == "uniform":
@@ -286,7 +359,7 @@ class Converter:
         if isinstance(value, (s.Name, s.Call)):
             self.report(
                 "unknown-generator",
-                f"unknown cutting strategy `{value.name}`",
+                f"unknown cutting strategy `{head(value)}`",
                 value.span,
                 "write fixed, sensitivity, or a list of weights in [0, 1]",
             )
@@ -409,7 +482,9 @@ class Converter:
         if not isinstance(value, s.ListValue) or len(value.items) != 2:
             self.wrong_type("range", "a list of two numbers [lo, hi]", value)
             return None
-        lo, hi = (self.number(item, "range bound") for item in value.items)
+        lo, hi = (
+            self.number(item, "range bound", -MAX_RANGE, maximum=MAX_RANGE, why=RANGE_WHY) for item in value.items
+        )
         if lo is None or hi is None:
             return None
         if not lo < hi:
@@ -472,6 +547,14 @@ class Converter:
         if isinstance(value, s.ListValue):
             ids = [self.string(item, "canvas id") for item in value.items]
             if any(i is None for i in ids):
+                return None
+            if not ids:  # else the sweep would quietly fall back to the spec's own canvas
+                self.report(
+                    "empty-sweep",
+                    "the list of canvases is empty",
+                    value.span,
+                    'list canvas ids (["test/0000"]), or write rows(0, 20) or all',
+                )
                 return None
             return tuple(i for i in ids if i is not None)
         self.wrong_type("canvases", "a list of canvas ids, rows(start, stop) or all", value)

@@ -13,11 +13,15 @@ surfaces as an internal error instead of a silently changed spec.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
+from mlrobust.contract.span import Span
 from mlrobust.errors import MlrobustError
 from mlrobust.spec import syntax as s
+from mlrobust.spec.diagnostics import Diagnostic, SpecError
 from mlrobust.spec.parser import parse_text
+from mlrobust.spec.source import MAX_FILE_BYTES
 
 LINE_WIDTH = 100
 INDENT = "  "
@@ -58,7 +62,7 @@ def _render_field(item: s.Field, indent: str) -> list[str]:
 
 @dataclass
 class _Emitter:
-    comments: list[s.Comment]
+    comments: deque[s.Comment]  # taken from the front: a deque keeps 100,000 comments linear
     lines: list[str]
     last_line: int = 0  # last source line already emitted
 
@@ -69,7 +73,7 @@ class _Emitter:
         after a `{` that stands on a line of its own, say): order is kept either way.
         """
         while self.comments and self.comments[0].line < before_line:
-            comment = self.comments.pop(0)
+            comment = self.comments.popleft()
             self._gap(comment.line)
             self.lines.append(indent + comment.text)
             self.last_line = comment.line
@@ -88,7 +92,7 @@ class _Emitter:
         """
         found = []
         while self.comments and start <= self.comments[0].line <= end:
-            found.append(self.comments.pop(0))
+            found.append(self.comments.popleft())
         if found and found[-1].trailing:
             return [c.text for c in found[:-1]], "  " + found[-1].text
         return [c.text for c in found], ""
@@ -128,7 +132,7 @@ class _Emitter:
     def rest(self) -> None:
         """Comments after the last statement (and any left over)."""
         while self.comments:
-            comment = self.comments.pop(0)
+            comment = self.comments.popleft()
             if comment.trailing and self.lines:
                 self.lines[-1] += "  " + comment.text
                 continue
@@ -138,7 +142,7 @@ class _Emitter:
 
 
 def _format_document(document: s.Document) -> str:
-    emitter = _Emitter(sorted(document.comments, key=lambda c: (c.line, c.column)), [])
+    emitter = _Emitter(deque(sorted(document.comments, key=lambda c: (c.line, c.column))), [])
     for statement in document.statements:
         emitter.statement(statement)
     emitter.rest()
@@ -153,6 +157,18 @@ def format_spec(text: str, file: str = "<text>", safe: bool = True) -> str:
     """The canonical form of `text`; raises SpecError if it does not parse."""
     document = parse_text(text, file)
     formatted = _format_document(document)
+    size = len(formatted.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_FILE_BYTES:  # `[1,1]` grows to `[1, 1]`: a file near the limit can format past it
+        raise SpecError(
+            [
+                Diagnostic(
+                    "file-too-large",
+                    f"formatted, {file} would be {size:,} bytes; a spec file may have at most {MAX_FILE_BYTES:,}",
+                    Span(file, 1, 1, 1, 1),
+                    "split the spec: put shared fields in a base and `extends` it, or sweep with glob() or rows()",
+                )
+            ]
+        )
     if safe:
         again = parse_text(formatted, file)
         if again.statements != document.statements:

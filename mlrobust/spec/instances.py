@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from mlrobust.contract.span import Span
-from mlrobust.data.index import DatasetIndex, load_index, read_gray_png
+from mlrobust.data.index import DatasetIndex, load_index
 from mlrobust.errors import UserError
 from mlrobust.nn.onnx_file import OnnxFileError
 from mlrobust.nn.support import OnnxSummary, summarize_onnx, supported_op_types
 from mlrobust.problem.layers import layer_count
 from mlrobust.spec import ir
 from mlrobust.spec.diagnostics import Diagnostic
+from mlrobust.userfiles import load_image, require_regular_file, too_many_pixels
 
 
 @dataclass(frozen=True)
@@ -51,44 +52,111 @@ class Instance:
 def _card_classes(path: Path) -> tuple[str, ...] | None:
     card = path.with_name(path.stem + ".card.json")
     try:
+        require_regular_file(card, "model card")  # a pipe named like a card must not hang lint
         classes = json.loads(card.read_text()).get("classes")
-    except (OSError, ValueError):
+    except (OSError, ValueError, UserError):
         return None
     return tuple(str(c) for c in classes) if isinstance(classes, list) else None
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as float32 (C, H, W): grayscale/RGB PNG (value/255) or a .npy array."""
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {path}: {error}") from None
-        array = np.asarray(array, dtype=np.float32)
-        if array.ndim == 4 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3:
-            raise UserError(f"{path} holds an array of shape {array.shape}; expected (H, W) or (C, H, W)")
-        return array
-    from PIL import Image
+# dtype kinds an image may not hold, and how to say so: each would be lost or garbled by float32
+_NOT_REAL = {
+    "c": "complex numbers (reading them would drop the imaginary part)",
+    "U": "strings",
+    "S": "bytes",
+    "V": "structured records",
+    "O": "Python objects",
+    "M": "dates",
+    "m": "time deltas",
+}
+NPY_HINT = "save one real-valued array per file: numpy.save(path, image.astype(numpy.float32))"
 
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    """A .npy array as float32 (C, H, W), refusing what float32 cannot hold faithfully.
+
+    Memory-mapped first, so dtype, shape and size are checked before the data is read.
+    """
+    require_regular_file(path, what)
     try:
-        with Image.open(path) as image:
-            if image.mode in ("L", "1", "I;16", "P"):
-                return read_gray_png(path)[None]
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
-            return np.moveaxis(rgb, -1, 0)
-    except UserError:
-        raise
-    except OSError as error:
-        raise UserError(f"cannot read image {path}: {error}") from None
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise UserError(f"cannot read {path} as a .npy array: {error}", hint=NPY_HINT) from None
+    if not isinstance(loaded, np.ndarray):  # np.load opens any zip archive as an NpzFile, whatever its name
+        loaded.close()
+        raise UserError(f"{path} is an .npz archive, not a .npy array", hint=NPY_HINT)
+    if loaded.dtype.kind not in "biuf":
+        held = _NOT_REAL.get(loaded.dtype.kind, f"values of dtype {loaded.dtype}")
+        raise UserError(f"{path} holds {held} (dtype {loaded.dtype}), not real numbers", hint=NPY_HINT)
+    shape = loaded.shape
+    if len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise UserError(f"{path} holds an array of shape {loaded.shape}; expected (H, W) or (C, H, W)")
+    if 0 in shape:
+        raise UserError(f"{path} holds an empty array of shape {loaded.shape}")
+    refusal = too_many_pixels(path, what, shape[1], shape[2])
+    if refusal is not None:
+        raise refusal
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused just below
+        array = np.array(loaded, dtype=np.float32).reshape(shape)
+    del loaded
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UserError(
+            f"{path} holds {int(bad.sum())} NaN or infinite value(s) (or values beyond float32's range), "
+            f"the first at (channel, row, column) {where}",
+            hint="an image holds finite pixel values inside the spec's `range`",
+        )
+    return array
+
+
+def _read_png(path: Path, what: str) -> np.ndarray:
+    """A PNG as float32 (C, H, W), value / 255: one channel for grey, three for colour.
+
+    Alpha is not an image channel the model sees: fully opaque alpha is dropped; any
+    transparency is refused, since turning it into pixel values means guessing a background.
+    """
+    image = load_image(path, what)
+    mode = image.mode
+    if mode in ("LA", "RGBA"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise UserError(
+                f"{path} is an {mode} image with {int(np.count_nonzero(alpha < 255))} transparent or "
+                "translucent pixel(s); mlrobust does not guess what lies behind them",
+                hint=f"flatten it onto a background and save it as {mode[:-1]} (alpha that is fully opaque is ignored)",
+            )
+        image = image.convert(mode[:-1])
+        mode = image.mode
+    if mode in ("L", "1"):
+        return np.asarray(image.convert("L"), dtype=np.float32)[None] / np.float32(255)
+    if mode in ("RGB", "CMYK", "YCbCr"):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+        return np.moveaxis(rgb, -1, 0)
+    raise UserError(
+        f"{path} is a {mode} image; expected 8-bit grayscale (L), RGB, or LA / RGBA with opaque alpha",
+        hint="save it as an 8-bit grayscale or RGB PNG, or as a float32 .npy array",
+    )
+
+
+def read_image(path: Path, what: str = "image") -> np.ndarray:
+    """An image file as float32 (C, H, W) of finite values: grayscale/RGB PNG (value/255) or a .npy array.
+
+    Every refusal is a UserError naming the file and the problem, so `lint` reports it and
+    `run` never meets it.
+    """
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path, what)
+    return _read_png(path, what)
 
 
 def read_mask(path: Path) -> np.ndarray:
     """A mask file as bool (H, W): nonzero pixels of a PNG or .npy."""
-    array = read_image(path)
+    array = read_image(path, "mask")
     return np.asarray(array.max(axis=0) > 0)
 
 
@@ -102,19 +170,20 @@ class _Expander:
         self.diagnostics = diagnostics
         self.reported: set[tuple[str, Span, str]] = set()
         # A sweep names each image once per model (and may repeat canvases): read each once.
-        self.image_cache: dict[Path, np.ndarray | str] = {}
+        self.image_cache: dict[Path, np.ndarray | UserError] = {}
         self.mask_cache: dict[tuple[Path, int, str | None], tuple[np.ndarray, int] | None] = {}
         # Likewise each model and card (a sweep names every model once per image). Held by this
         # check only: a file changed between two checks is read afresh.
-        self.summaries: dict[Path, OnnxSummary | str] = {}
+        self.summaries: dict[Path, OnnxSummary | OnnxFileError] = {}
         self.classes: dict[Path, tuple[str, ...] | None] = {}
 
-    def summary(self, path: Path) -> OnnxSummary | str:
+    def summary(self, path: Path) -> OnnxSummary | OnnxFileError:
+        """The model's summary, from the same load `run` makes (import and onnxruntime check), once per path."""
         if path not in self.summaries:
             try:
                 self.summaries[path] = summarize_onnx(path)
             except OnnxFileError as error:
-                self.summaries[path] = error.message
+                self.summaries[path] = error
         return self.summaries[path]
 
     def card_classes(self, path: Path) -> tuple[str, ...] | None:
@@ -122,14 +191,14 @@ class _Expander:
             self.classes[path] = _card_classes(path)
         return self.classes[path]
 
-    def read_image(self, path: Path) -> np.ndarray | str:
+    def read_image(self, path: Path) -> np.ndarray | UserError:
         if path not in self.image_cache:
             try:
                 image = read_image(path)
                 image.setflags(write=False)  # shared by every instance that names this file
                 self.image_cache[path] = image
             except UserError as error:
-                self.image_cache[path] = error.message
+                self.image_cache[path] = error
         return self.image_cache[path]
 
     def mask_and_layers(
@@ -152,18 +221,19 @@ class _Expander:
 
     def model(self, ref: ir.FileRef) -> OnnxSummary | None:
         summary = self.summary(ref.path)
-        if isinstance(summary, str):
+        if isinstance(summary, OnnxFileError):
             self.report(
                 "model-load-error",
-                f"model {ref.path.name} does not load: {summary}",
+                f"model {ref.path.name} does not load: {summary.message}",
                 ref.span,
-                "export the model to ONNX (opset >= 13) and check it with onnx.checker",
+                summary.hint or "export the model to ONNX (opset >= 13) and check it with onnx.checker",
             )
             return None
         for op in summary.unsupported:
+            op_name = f"{op.domain}.{op.op_type}" if op.domain not in ("", "ai.onnx") else op.op_type
             self.report(
                 "unsupported-op",
-                f"model {ref.path.name} uses {op.op_type} (node {op.node_name!r}, opset {op.opset}), "
+                f"model {ref.path.name} uses {op_name} (node {op.node_name!r}, opset {op.opset}), "
                 "which the verifiers do not support",
                 ref.span,
                 "supported: " + ", ".join(supported_op_types()) + " (Softmax/Sigmoid only as the last op)",
@@ -171,12 +241,13 @@ class _Expander:
             )
         if summary.unsupported:
             return None
-        if summary.refused is not None:
+        refused = summary.refused
+        if refused is not None:  # what `check` and `run` would refuse on load, said here first
             self.report(
-                "unsupported-op",
-                f"model {ref.path.name} cannot be verified: {summary.refused}",
+                "unsupported-op" if refused.op_type else "model-load-error",
+                f"model {ref.path.name} cannot be verified: {refused.message}",
                 ref.span,
-                "this is what `run` would say; the docs list what each op supports (docs/architecture.md)",
+                refused.hint or "this is what `run` would say; docs/architecture.md lists what each op supports",
             )
             return None
         if summary.num_classes is None:
@@ -285,7 +356,11 @@ class _Expander:
                 )
                 return None
             mask_path = index.by_id(canvas).other_object(label).mask
-            mask = read_mask(mask_path)
+            try:
+                mask = read_mask(mask_path)
+            except UserError as error:  # the dataset's own mask file: blame the `mask` line, name the file
+                self.report("image-load-error", error.message, spec_mask.span, key=str(mask_path))
+                return None
         elif isinstance(spec_mask, ir.RectMask):
             r = spec_mask
             if r.top + r.height > height or r.left + r.width > width:
@@ -296,7 +371,7 @@ class _Expander:
             try:
                 mask = read_mask(spec_mask.path)
             except UserError as error:
-                self.report("image-load-error", error.message, spec_mask.span)
+                self.report("image-load-error", error.message, spec_mask.span, error.hint)
                 return None
         if mask.shape != (height, width):
             self.report(
@@ -362,8 +437,8 @@ def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Insta
         expected = tuple(d for d in summary.input_shape[1:])
         for image_path, canvas, span in images:
             image = expander.read_image(image_path)
-            if isinstance(image, str):
-                expander.report("image-load-error", image, span, key=str(image_path))
+            if isinstance(image, UserError):
+                expander.report("image-load-error", image.message, span, image.hint, key=str(image_path))
                 continue
             if any(isinstance(e, int) and e != a for e, a in zip(expected, image.shape, strict=False)) or len(
                 expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 
@@ -21,6 +22,7 @@ from mlrobust.contract.span import Span
 from mlrobust.resources import grammar_text
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic, SpecError
+from mlrobust.spec.source import MAX_FILE_BYTES, MAX_NESTING, too_large
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(-?(?:\d+(?:\.\d*)?|\.\d+))(ms|s|min|h)$")
@@ -67,10 +69,17 @@ def _unescape(literal: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
 
+# Digits past which an integer literal is read as ±inf: far beyond any usable value, and short of
+# Python's 4,300-digit limit on int(str) (a ValueError). The checker refuses non-finite numbers.
+_MAX_INT_DIGITS = 300
+
+
 def _number(text: str) -> int | float:
     if re.fullmatch(r"-?\d+", text):
+        if len(text.lstrip("-").lstrip("0")) > _MAX_INT_DIGITS:
+            return float("-inf") if text.startswith("-") else float("inf")
         return int(text)
-    return float(text)
+    return float(text)  # 1e999 is inf, 1e-999 is 0.0: never an exception
 
 
 @v_args(meta=True)
@@ -147,37 +156,33 @@ class _ToSyntax(Transformer):  # type: ignore[type-arg]
         return s.Block(str(token), tuple(fields), self._span(meta), self._token(token))
 
 
-def _line_parts(line: str) -> tuple[list[bool], int | None]:
-    """Per character, whether it is inside a string's quotes; and the column a comment starts at.
+# A string runs from `"` to its closing quote or the end of its line (strings never span lines);
+# a comment from `#` outside a string to the end of its line. One regex finds both, in order, so
+# scanning is linear in the text (a per-character loop took seconds on a 1 MB string).
+_STRING_OR_COMMENT = re.compile(r'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*(?:"|\\?(?=\n)|\\?\Z)|#[^\n]*')
 
-    Strings never span lines, so scanning a line on its own is exact.
-    """
-    inside = [False] * len(line)
-    in_string = escaped = False
-    for column, char in enumerate(line):
-        if in_string:
-            inside[column] = True
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "#":
-            return inside, column
-    return inside, None
+
+class _Lines:
+    """Line and column of an offset, by bisection over the line starts (linear overall)."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        index = bisect.bisect_right(self.starts, offset) - 1
+        return index + 1, offset - self.starts[index] + 1
 
 
 def scan_comments(text: str) -> tuple[s.Comment, ...]:
     """Every `#` comment outside a string."""
+    lines = _Lines(text)
     comments = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        _, column = _line_parts(line)
-        if column is not None:
-            trailing = bool(line[:column].strip())
-            comments.append(s.Comment(line[column:].rstrip(), number, column + 1, trailing))
+    for match in _STRING_OR_COMMENT.finditer(text):
+        if match.group(0).startswith("#"):
+            line, column = lines.position(match.start())
+            line_start = lines.starts[line - 1]
+            trailing = bool(text[line_start : match.start()].strip())
+            comments.append(s.Comment(match.group(0).rstrip(), line, column, trailing))
     return tuple(comments)
 
 
@@ -232,23 +237,26 @@ _GLUED_UNIT = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?
 
 def _blank_strings_and_comments(text: str) -> str:
     """The text with string bodies and comments replaced by spaces (positions unchanged)."""
-    lines = []
-    for line in text.split("\n"):
-        inside, comment = _line_parts(line)
-        lines.append(
-            "".join(" " if inside[i] or (comment is not None and i >= comment) else char for i, char in enumerate(line))
-        )
-    return "\n".join(lines)
+
+    def blank(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return " " * len(found) if found.startswith("#") else '"' + " " * (len(found) - 1)
+
+    return _STRING_OR_COMMENT.sub(blank, text)
 
 
-def _bad_units(file: str, text: str) -> list[Diagnostic]:
-    """A number glued to letters that are not a unit (`30sec`, `5m`): always a mistake."""
+def _bad_units(file: str, text: str, blanked: str) -> list[Diagnostic]:
+    """A number glued to letters that are not a unit (`30sec`, `5m`): always a mistake.
+
+    `blanked` is the text with strings and comments blanked (_blank_strings_and_comments).
+    """
     diagnostics = []
-    for match in _GLUED_UNIT.finditer(_blank_strings_and_comments(text)):
+    lines: _Lines | None = None
+    for match in _GLUED_UNIT.finditer(blanked):
         if match.group(2) in DURATION_UNITS:
             continue
-        line = text.count("\n", 0, match.start()) + 1
-        column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+        lines = lines or _Lines(text)
+        line, column = lines.position(match.start())
         span = Span(file, line, column, line, column + len(match.group(0)))
         diagnostics.append(
             Diagnostic(
@@ -261,9 +269,44 @@ def _bad_units(file: str, text: str) -> list[Diagnostic]:
     return diagnostics
 
 
+_BRACKET = re.compile(r"[\[\](){}]")
+_OPENS = frozenset("[({")
+
+
+def _nesting(file: str, text: str, blanked: str) -> None:
+    """Raise nesting-too-deep past MAX_NESTING open brackets (strings and comments aside).
+
+    The tree of a spec is as deep as its brackets, and each level costs the parser, the
+    checker and the formatter a few Python frames: a cap keeps them all far from the
+    recursion limit, whatever the text.
+    """
+    depth = 0
+    for match in _BRACKET.finditer(blanked):
+        if match.group(0) in _OPENS:
+            depth += 1
+            if depth > MAX_NESTING:
+                line, column = _Lines(text).position(match.start())
+                raise SpecError(
+                    [
+                        Diagnostic(
+                            "nesting-too-deep",
+                            f"lists and calls are nested more than {MAX_NESTING} deep here",
+                            Span(file, line, column, line, column + 1),
+                            "a spec value needs a few levels at most: `[1, 0.5]`, `padded([1], fill = 0)`",
+                        )
+                    ]
+                )
+        elif depth > 0:
+            depth -= 1  # a stray closer is the parser's to report
+
+
 def parse_text(text: str, file: str = "<text>") -> s.Document:
     """Parse one file's text; raises SpecError with a syntax-error diagnostic on bad text."""
-    bad_units = _bad_units(file, text)
+    if len(text) > MAX_FILE_BYTES:  # text handed in from Python; files are limited when read
+        raise too_large(file, len(text))
+    blanked = _blank_strings_and_comments(text)
+    _nesting(file, text, blanked)
+    bad_units = _bad_units(file, text, blanked)
     if bad_units:
         raise SpecError(bad_units)
     try:

@@ -3,55 +3,138 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from mlrobust import __version__
-from mlrobust.spec.diagnostics import CODES, Diagnostic, Severity
+from mlrobust.spec.diagnostics import CODES, Diagnostic, Severity, SpecError
+from mlrobust.spec.parser import parse_text
+from mlrobust.spec.source import read_spec_text
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
+# Characters that must not reach a terminal as they are: control characters (an escape sequence
+# could rewrite the screen) and bidirectional overrides (they reorder what a reviewer reads).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+WINDOW = 120  # columns of a source line shown around a diagnostic's column
+SHOWN_PER_FILE = 50  # diagnostics printed in full per file; JSON and SARIF list every one
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub("\ufffd", text)
+
+
 def _source_lines(file: str) -> tuple[str, ...]:
+    """The lines of a file that may be echoed: a spec, never whatever an `extends` pointed at.
+
+    A file is echoed if it is a regular UTF-8 file within the size limit and either parses as
+    a spec or is a `.mlr` file (its real path, so a link `x.mlr -> /etc/passwd` is no `.mlr`):
+    lint in CI on a pull request must not print a line of /etc/passwd because a spec extends it.
+    """
+    path = Path(file)
     try:
-        return tuple(Path(file).read_text(encoding="utf-8").split("\n"))
-    except (OSError, UnicodeDecodeError):
+        text = read_spec_text(path)
+        is_spec_file = path.resolve().suffix == ".mlr"
+    except (SpecError, OSError, RuntimeError, ValueError):
         return ()
+    if not is_spec_file:
+        try:
+            parse_text(text, file)
+        except SpecError:
+            return ()
+    return tuple(text.split("\n"))
 
 
 def _display_path(file: str) -> str:
     try:
         return str(Path(file).resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return file
 
 
-def print_human(console: Console, diagnostics: Iterable[Diagnostic]) -> None:
+def _window(source: str, column: int, width: int) -> tuple[str, int, int]:
+    """(the part of a long line to show, the caret's 0-based offset in it, the caret's width).
+
+    At most WINDOW columns, so a diagnostic prints in bounded space however long its line is:
+    5,000 diagnostics on one 30 KB line must not print 5,000 copies of it.
+    """
+    offset = column - 1
+    if len(source) <= WINDOW:
+        return source, offset, width
+    start = max(0, min(offset - WINDOW // 3, len(source) - WINDOW))
+    end = start + WINDOW
+    shown = ("…" if start > 0 else "") + source[start:end] + ("…" if end < len(source) else "")
+    caret = offset - start + (1 if start > 0 else 0)
+    return shown, caret, max(1, min(width, end - offset))
+
+
+def print_human(console: Console, diagnostics: Iterable[Diagnostic], per_file: int = SHOWN_PER_FILE) -> None:
+    """Each diagnostic with its source line and a caret, for people: the first `per_file` of
+    each file, then how many more there are (a person reads the first few; 5,000 would scroll
+    for a minute).
+
+    Everything from the files (lines, and the messages that quote them) is printed as rich
+    Text, never as markup, with emoji codes off: `[bold]` or `:x:` in a spec prints as written.
+    """
     sources: dict[str, tuple[str, ...]] = {}  # each file read once per call, never kept (it may change)
+    places: dict[str, str] = {}
+    counted: dict[str, int] = {}
+    hidden: dict[str, int] = {}
     for d in diagnostics:
+        counted[d.span.file] = counted.get(d.span.file, 0) + 1
+        if counted[d.span.file] > per_file:
+            hidden[d.span.file] = hidden.get(d.span.file, 0) + 1
+            continue
         colour = "red" if d.severity is Severity.ERROR else "yellow"
-        location = f"{_display_path(d.span.file)}:{d.span.line}:{d.span.column}"
-        code = f"[dim]\\[{d.code}][/]"
-        console.print(
-            f"[bold]{escape(location)}[/]: [bold {colour}]{d.severity.value}[/]{code} {escape(d.message)}",
-            soft_wrap=True,
+        if d.span.file not in places:
+            places[d.span.file] = _printable(_display_path(d.span.file))
+        location = f"{places[d.span.file]}:{d.span.line}:{d.span.column}"
+        head = Text.assemble(
+            (location, "bold"),
+            ": ",
+            (d.severity.value, f"bold {colour}"),
+            (f"[{d.code}]", "dim"),
+            " ",
+            _printable(d.message),
         )
+        console.print(head, soft_wrap=True, emoji=False, highlight=False)
         if d.span.file not in sources:
             sources[d.span.file] = _source_lines(d.span.file)
         lines = sources[d.span.file]
         if 1 <= d.span.line <= len(lines):
             source = lines[d.span.line - 1]
             width = (d.span.end_column if d.span.end_line == d.span.line else len(source) + 1) - d.span.column
+            shown, caret, width = _window(source, d.span.column, max(1, width))
             gutter = f"{d.span.line:>4} | "
-            console.print(f"[dim]{gutter}[/]{escape(source)}", soft_wrap=True, highlight=False)
-            caret = " " * (len(gutter) + d.span.column - 1) + f"[{colour}]{'^' * max(1, width)}[/]"
-            console.print(caret, soft_wrap=True)
+            console.print(
+                Text.assemble((gutter, "dim"), _printable(shown)), soft_wrap=True, emoji=False, highlight=False
+            )
+            console.print(
+                Text.assemble(" " * (len(gutter) + caret), ("^" * width, colour)),
+                soft_wrap=True,
+                emoji=False,
+                highlight=False,
+            )
         if d.hint:
-            console.print(f"     [bold]hint:[/] {escape(d.hint)}", soft_wrap=True)
+            console.print(
+                Text.assemble("     ", ("hint:", "bold"), " ", _printable(d.hint)),
+                soft_wrap=True,
+                emoji=False,
+                highlight=False,
+            )
+    for file, count in hidden.items():
+        console.print(
+            Text(f"{places[file]}: {count:,} more diagnostic(s) not shown (--format json lists every one)", "dim"),
+            soft_wrap=True,
+            emoji=False,
+            highlight=False,
+        )
 
 
 def as_json(diagnostics: Iterable[Diagnostic]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from mlrobust.contract.span import Span
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic, SpecError
 from mlrobust.spec.parser import parse_text
+from mlrobust.spec.source import MAX_EXTENDS, read_spec_text
 
 
 @dataclass
@@ -28,49 +29,56 @@ class Merged:
 
 
 def read_document(path: Path, diagnostics: list[Diagnostic], at: Span | None = None) -> s.Document | None:
-    """Parse one file; problems become diagnostics (at `at` when the file is missing)."""
+    """Parse one file; problems become diagnostics (at `at`, the `extends` naming it, if given).
+
+    Only a regular UTF-8 file within the size limit is read (spec/source.py): `extends` may
+    name any path, and a spec from a pull request must not make lint read /dev/zero.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        span = at or Span(str(path), 1, 1, 1, 1)
-        diagnostics.append(Diagnostic("file-not-found", f"spec file not found: {path}", span))
-        return None
-    except (OSError, UnicodeDecodeError) as error:
-        span = at or Span(str(path), 1, 1, 1, 1)
-        diagnostics.append(Diagnostic("file-not-found", f"cannot read spec file {path}: {error}", span))
-        return None
-    try:
-        return parse_text(text, str(path))
+        return parse_text(read_spec_text(path, at), str(path))
     except SpecError as error:
         diagnostics.extend(error.diagnostics)
         return None
 
 
-def _documents(
-    path: Path, diagnostics: list[Diagnostic], chain: tuple[Path, ...] = (), at: Span | None = None
-) -> list[s.Document]:
-    """The file and its bases, base first. Cycles and missing bases become diagnostics."""
-    document = read_document(path, diagnostics, at)
-    if document is None:
-        return []
+def _base_of(path: Path, document: s.Document, diagnostics: list[Diagnostic]) -> tuple[Path, s.String] | None:
+    """The file a document extends (resolved), or None; extra `extends` become diagnostics."""
     extends = [st for st in document.statements if isinstance(st, s.Extends)]
     for extra in extends[1:]:
         diagnostics.append(
             Diagnostic("duplicate-field", "a spec extends at most one other spec", extra.span, "keep one `extends`")
         )
-    bases: list[s.Document] = []
-    if extends:
-        target = extends[0].path
-        try:
-            base = (path.parent / target.value).resolve()
-        except (ValueError, OSError) as error:
-            diagnostics.append(
-                Diagnostic("file-not-found", f"cannot use {target.value!r} as a path: {error}", target.span)
-            )
-            return [document]
-        cycle = (*chain, path)
-        if base in cycle:
-            loop = " -> ".join(p.name for p in (*cycle[cycle.index(base) :], base))
+    if not extends:
+        return None
+    target = extends[0].path
+    try:
+        return (path.parent / target.value).resolve(), target
+    except (ValueError, OSError, RuntimeError) as error:  # a NUL byte, a loop of links, …
+        diagnostics.append(Diagnostic("file-not-found", f"cannot use {target.value!r} as a path: {error}", target.span))
+        return None
+
+
+def _documents(path: Path, diagnostics: list[Diagnostic]) -> list[s.Document]:
+    """The file and its bases, base first. Cycles, missing bases and overlong chains become diagnostics.
+
+    A loop, not recursion: a chain of any length (or a cycle) costs no stack, and stops at
+    MAX_EXTENDS files.
+    """
+    chain: list[Path] = []
+    documents: list[s.Document] = []
+    at: Span | None = None
+    while True:
+        document = read_document(path, diagnostics, at)
+        if document is None:
+            break
+        chain.append(path)
+        documents.append(document)
+        found = _base_of(path, document, diagnostics)
+        if found is None:
+            break
+        base, target = found
+        if base in chain:
+            loop = " -> ".join(p.name for p in (*chain[chain.index(base) :], base))
             diagnostics.append(
                 Diagnostic(
                     "extends-cycle",
@@ -79,9 +87,19 @@ def _documents(
                     "remove one `extends` so the chain ends",
                 )
             )
-        else:
-            bases = _documents(base, diagnostics, cycle, at=target.span)
-    return [*bases, document]
+            break
+        if len(chain) >= MAX_EXTENDS:
+            diagnostics.append(
+                Diagnostic(
+                    "extends-too-deep",
+                    f"this `extends` makes a chain of more than {MAX_EXTENDS} spec files",
+                    target.span,
+                    f"a chain may hold at most {MAX_EXTENDS} files: merge some bases into one",
+                )
+            )
+            break
+        path, at = base, target.span
+    return documents[::-1]
 
 
 def _merge_fields(
