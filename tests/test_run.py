@@ -70,6 +70,13 @@ def check_maximality_evidence(result, folder: Path, problem) -> int:  # type: ig
         assert probe[layer] == pytest.approx(one_step_out[layer]) and np.all(probe <= one_step_out + 1e-12)
         answers = [q for key, q in asked.items() if np.array_equal(np.array(key), probe)]
         assert answers and all(a.status is not Status.ROBUST for a in answers)
+        if info.status == "not_expandable":  # the reason names the verifier that answered the probe
+            assert info.reason is not None and f"last {answers[-1].verifier}" in info.reason, info
+            if "δ-probes in a row UNKNOWN" in info.reason:  # patience: that many complete UNKNOWNs were asked
+                needed = int(info.reason.split("they left ")[1].split(" ")[0])
+                full = [q for q in result.queries if not q.cached and q.status is Status.UNKNOWN
+                        and q.purpose.startswith("maximality") and q.verifier in ("milp", "bab")]  # fmt: skip
+                assert len(full) >= needed
         if info.status == "proved_maximal":
             point = np.load(folder / info.counterexample)
             lower, upper = problem.box(probe)
@@ -194,9 +201,9 @@ def test_every_start_is_reported_and_eps_star_is_at_least_the_best(finished, pro
         box = np.array(start["eps"])
         assert start["size"] == pytest.approx(float(weights @ box))
         if np.any(box > 0):  # each start is a proved box: inside one the chain answered ROBUST
-            assert any(
-                q.status is Status.ROBUST and np.all(box <= np.array(q.eps) + 1e-12) for q in result.queries
-            ), start["name"]
+            assert any(q.status is Status.ROBUST and np.all(box <= np.array(q.eps) + 1e-12) for q in result.queries), (
+                start["name"]
+            )
     assert result.size >= max(start["size"] for start in payload["starts"]) - 1e-12
     assert payload["maximality_rounds"] >= 1
 
