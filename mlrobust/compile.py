@@ -61,7 +61,9 @@ def compile_problem(spec: ir.Spec, instance: Instance, networks: Networks | None
     # the image exactly as onnxruntime receives it (float32), so one-point boxes hold real points
     image = np.asarray(instance.image, dtype=np.float32).astype(np.float64)
     network, _ = (networks or Networks()).load(instance.model, image)
-    return Problem(network, image, layer_map(instance.mask), instance.target, spec.k, spec.value_range)
+    return Problem(
+        network, image, layer_map(instance.mask), instance.target, spec.k, spec.value_range, frozen=instance.frozen
+    )
 
 
 def method_chain(spec: ir.Spec, method: Method) -> tuple[VerifierStep, ...]:
@@ -94,8 +96,8 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
     """(question, queries key), sha256 prefixes of what decides the answer.
 
     The queries key covers what decides one query's verdict: the model file, the image and mask
-    as arrays, the target, k, the range and the chain. The question adds what decides the
-    search's answer: weights, cutting, resolution, seed and method. The IR reprs leave out
+    as arrays, the frozen pixels (when any), the target, k, the range and the chain. The question
+    adds what decides the search's answer: weights, cutting, resolution, seed and method. The IR reprs leave out
     spans, so moving a line or a comment changes neither; the search budget is in neither (a
     budget-stopped answer stands for that budget, and journal answers hold for any).
     """
@@ -111,6 +113,12 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
         # (the device a verifier runs on decides no verdict: left out, so journals replay across it)
         [[step.name, [list(option) for option in step.options if option[0] != "device"]] for step in chain],
     ]
+    if instance.frozen is not None and instance.frozen.any():
+        # frozen pixels change every box, so every verdict; appended only when present, so the
+        # hashes (and journals, sweep rows) of specs without a freeze stay what they were
+        queries.append(
+            ["freeze", hashlib.sha256(np.ascontiguousarray(instance.frozen, dtype=bool).tobytes()).hexdigest()]
+        )
     search = [repr((spec.weights, spec.cutting)), repr((spec.search.resolution, spec.search.seed)), method.name]
     answer = [*queries, *search]
 
@@ -144,7 +152,8 @@ def compile(spec: ir.Spec, instance: Instance, method: str, networks: Networks |
     return Plan(
         problem=problem,
         method=chosen,
-        weights=spec.weights.vector(problem.num_layers),
+        # a layer frozen whole cannot move at any ε: weight 0, so w·ε* counts only what can
+        weights=spec.weights.vector(problem.num_layers) * problem.free_layers(),
         cutting=cutting_vector(spec, chosen, problem),
         chain=method_chain(spec, chosen),
         resolution=spec.search.resolution,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+import types
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,8 +53,8 @@ Progress = Callable[[ProgressEvent], None]
 
 
 def run(
-    spec_path: Path | str,
-    out: Path | None = None,
+    spec_path: Path | str | Spec,
+    out: Path | str | None = None,
     progress: Progress | None = None,
     instance: int = 0,
     method: str | None = None,
@@ -64,6 +66,9 @@ def run(
 ) -> Result:
     """Check the spec, search (or run a baseline), re-prove ε* and write the results.
 
+    `spec_path` is a spec file (str or Path) or a Spec from `load_spec`, whose files are read
+    and checked again (they may have changed since). `out` (str or Path) overrides the spec's
+    `output` folder.
     `method` overrides the spec's `search { method = … }` (default: the search itself).
     `force` (the CLI's --force) writes into a non-empty folder that holds no mlrobust run.
     `device` (the CLI's --device) moves the chain's bound engines (bab's) to cpu or cuda.
@@ -81,7 +86,7 @@ def run(
     return run_instance(
         spec,
         instances[instance],
-        out or spec.output,
+        Path(out) if out is not None else spec.output,
         progress,
         chosen,
         on_start,
@@ -120,7 +125,7 @@ def refuse_spec_output_folder(spec: Spec) -> None:
     refuse_spec_folder(spec.output, Path(spec.span_of("output").file))
 
 
-def checked_spec(spec_path: Path | str, method: str | None) -> tuple[Spec, list[Instance], str]:
+def checked_spec(spec_path: Path | str | Spec, method: str | None) -> tuple[Spec, list[Instance], str]:
     """(spec, its instances, the method to run): a bad spec raises with every diagnostic, as
     `lint` prints them, before any work; `method` (from the CLI) overrides the spec's."""
     if method is not None and method not in METHODS:
@@ -206,6 +211,9 @@ def _search_and_write(
     if progress is not None:
         _listen(oracle, plan.weights, progress)
     outcome = search(plan, oracle, given_starts)
+    # a layer frozen whole has the same box at every ε: report it at 0 (the box, and so every
+    # proof and counterexample about it, is unchanged; its re-proof is a cache hit)
+    outcome = dataclasses.replace(outcome, eps=np.where(plan.problem.free_layers(), outcome.eps, 0.0))
     maximality = outcome.maximality or tuple(LayerMaximality(d, "not_checked") for d in range(plan.num_layers))
     certificate = certify(plan, outcome, oracle)
     complete, stop_reason = outcome.complete, outcome.stop_reason
@@ -262,3 +270,16 @@ def export_asked(folder: Path, plan: Plan, result: Result, spec: Spec) -> int:
         info = {"spec": str(spec.file), "question": plan.question, "target": plan.problem.target, "k": plan.problem.k}
         export_query(exporter, plan.problem, np.array(eps), info)
     return len(asked)
+
+
+class _CallableModule(types.ModuleType):
+    """`mlrobust.run` is both this module and the function `run`: importing a submodule binds it
+    as the package's attribute of the same name (the CLI, a sweep worker and the tests all import
+    this module), which would hide the function of the public API. Calling the module calls
+    the function, so `mlrobust.run(...)` works whatever was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Result:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

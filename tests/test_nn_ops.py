@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from mlrobust.nn.network import onnxruntime_logits
+from mlrobust.nn.network import onnxruntime_logits, onnxruntime_outputs
 from mlrobust.nn.onnx_import import UnsupportedModel, import_onnx
 
 RNG = np.random.default_rng(1234)
@@ -150,14 +150,18 @@ def test_standalone_batchnorm_is_an_affine(tmp_path: Path) -> None:
 
 
 def test_trailing_softmax_is_dropped_and_keeps_the_order(tmp_path: Path) -> None:
+    """The IR stops at the logits; onnxruntime gives both: the file's probabilities
+    (`onnxruntime_outputs`) and the logits entering the head (`onnxruntime_logits`)."""
     nodes = [helper.make_node("Gemm", ["x", "W"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=1)]
     path = make_model(tmp_path, nodes, (5,), (4,), {"W": RNG.normal(size=(5, 4))})
     graph = import_onnx(path)
+    assert graph.head == "Softmax"
     x = RNG.uniform(-1, 1, size=(6, 5)).astype(np.float32)
     with torch.no_grad():
         logits = graph.ops[0].forward(torch.as_tensor(x, dtype=torch.float64)).numpy()
-    probabilities = onnxruntime_logits(path, x)
+    probabilities = onnxruntime_outputs(path, x)
     np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), probabilities, atol=1e-5)
+    np.testing.assert_allclose(onnxruntime_logits(path, x), logits, atol=1e-5)
 
 
 def test_unsupported_cases_name_the_op_and_node(tmp_path: Path) -> None:
@@ -170,8 +174,9 @@ def test_unsupported_cases_name_the_op_and_node(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModel, match=r"inv.*not affine"):
         import_onnx(divide)
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "x"], ["y"], name="skip")]
-    with pytest.raises(UnsupportedModel, match=r"skip.*not a chain"):
+    with pytest.raises(UnsupportedModel, match=r"skip.*not a chain") as raised:
         import_onnx(make_model(tmp_path, nodes, (4,), (4,)))
+    assert raised.value.hint is not None and "chain-shaped" in raised.value.hint
     indices = make_model(
         tmp_path,
         [helper.make_node("MaxPool", ["x"], ["y", "where"], kernel_shape=[2, 2], name="pool")],

@@ -188,6 +188,8 @@ def test_output_naming_the_specs_own_folder_is_refused(tmp_path: Path, value: st
     with pytest.raises(UserError, match="spec's own folder"):
         sweep(sweeping)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.mlr", "tiny.mlr"]
+    linted = run_cli("lint", str(spec), "--format", "json")  # lint says so first
+    assert linted.code == 1 and '"bad-value"' in linted.stdout and "spec's own folder" in linted.stdout
 
 
 # --- one writer at a time ----------------------------------------------------------------------

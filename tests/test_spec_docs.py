@@ -47,3 +47,13 @@ def test_the_verifier_table_is_the_catalogue() -> None:
     from mlrobust.contract.verifiers import options_table
 
     assert options_table() in DOC.read_text()
+
+
+def test_every_field_is_in_the_field_tables() -> None:
+    """A field the checker accepts (`freeze` among them) has its row, with its value and default
+    (the `sweep` block's three fields are described in its prose instead)."""
+    from mlrobust.spec.check import BLOCK_FIELDS, TOP_FIELDS
+
+    rows = {line.split("|")[1].strip() for line in DOC.read_text().splitlines() if line.startswith("| `")}
+    fields = [*TOP_FIELDS, *BLOCK_FIELDS["search"]]
+    assert [name for name in fields if f"`{name}`" not in rows] == []

@@ -11,8 +11,8 @@ from mlrobust.errors import ExitCode, UserError
 
 
 def export(args: argparse.Namespace) -> ExitCode:
-    from mlrobust.commands.check import parse_eps
     from mlrobust.compile import compile_problem
+    from mlrobust.query import parse_eps
     from mlrobust.spec.check import load_checked
     from mlrobust.vnnlib.export import FORMS, Exporter, export_query
 

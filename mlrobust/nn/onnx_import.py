@@ -5,6 +5,9 @@ is registered for exactly the versions whose meaning it implements. An op (or ve
 is not registered is an error naming the op, the node and the opset, and listing what is
 supported; nothing is approximated silently. The graph must be a chain: each node's one
 computed input is the previous node's output (weights and constants may feed any node).
+A last Sigmoid or Softmax (over the classes) is the model's head: it is left out of the IR,
+which computes the logits before it, and recorded (`ImportedGraph.head`) so that the check
+against onnxruntime compares logits with logits (nn/network.py).
 """
 
 from __future__ import annotations
@@ -319,6 +322,23 @@ for _kind in PASS_THROUGH:
 register("Softmax", 1, 11, 13)(lambda ctx: [])  # only ever reached as the last node (checked by the walker)
 register("Sigmoid", 1, 6, 13)(lambda ctx: [])
 register("Constant", 1, 9, 11, 12, 13, 19, 21, 23, 24, 25)(lambda ctx: [])
+HEADS = ("Sigmoid", "Softmax")  # dropped as the model's last node: the IR computes the logits before them
+CHAIN_HINT = (
+    "only chain-shaped networks are supported today: each node reads the previous node's output (and "
+    "constants); residual connections and other branching graphs (a skip Add, Concat) are planned"
+)
+
+
+def _require_class_axis(ctx: NodeContext) -> None:
+    """A Softmax head must normalise over the classes of each image, never across the batch:
+    only then is it order-preserving per image, so that dropping it keeps the top-k sets."""
+    default = -1 if ctx.opset >= 13 else 1
+    axis = int(ctx.attributes.get("axis", default))  # type: ignore[call-overload]
+    if len(ctx.in_shape) != 1 or axis not in (1, -1):
+        raise ctx.fail(
+            f"axis {axis} on logits of shape (batch, {', '.join(map(str, ctx.in_shape))}) is not the class axis",
+            "Softmax over the classes of a (batch, classes) tensor: axis = 1 or -1",
+        )
 
 
 def _fold(ops: list[o.Op]) -> list[o.Op]:
@@ -368,8 +388,12 @@ def _attributes(node) -> dict[str, object]:  # type: ignore[no-untyped-def]
 class ImportedGraph:
     ops: tuple[o.Op, ...]
     input_shape: o.Shape
-    output_shape: o.Shape
+    output_shape: o.Shape  # of the logits: the tensor before `head`
     opset: int
+    # A trailing Sigmoid or Softmax, left out of `ops`: both keep the order of the classes, so the
+    # top-k property holds on the logits exactly when it holds on the probabilities (ties aside),
+    # and every verifier reasons on logits. None when the model ends in its logits.
+    head: str | None = None
 
 
 # Constant attributes that hold a number or a list of numbers, read as numpy arrays of their type.
@@ -430,6 +454,7 @@ def import_onnx(path: Path) -> ImportedGraph:
     input_shape = shape
     current = file.input.name  # type: ignore[attr-defined]
     ops: list[o.Op] = []
+    head: str | None = None
     nodes = list(graph.node)
     for position, node in enumerate(nodes):
         name = node.name or f"#{position}"
@@ -462,13 +487,17 @@ def import_onnx(path: Path) -> ImportedGraph:
             raise UnsupportedModel(
                 f"{node.op_type} node {name!r}: the graph is not a chain (it reads {computed}, "
                 f"expected only {current!r})",
+                hint=CHAIN_HINT,
                 op_type=node.op_type,
             )
-        if node.op_type in ("Softmax", "Sigmoid"):
+        if node.op_type in HEADS:
             if position != len(nodes) - 1:
                 raise UnsupportedModel(
                     f"{node.op_type} node {name!r} is only supported as the last op", op_type=node.op_type
                 )
+            if node.op_type == "Softmax":
+                _require_class_axis(NodeContext(node, name, opset, shape, current, constants, _attributes(node)))
+            head = node.op_type
             current = node.output[0]
             break
         ctx = NodeContext(node, name, opset, shape, current, constants, attributes)
@@ -486,4 +515,4 @@ def import_onnx(path: Path) -> ImportedGraph:
             f"but its graph computes {'×'.join(map(str, shape))}",
             hint="fix the output's declared shape (re-export the model, or run onnx.shape_inference on it)",
         )
-    return ImportedGraph(tuple(_fold(ops)), input_shape, shape, opset)
+    return ImportedGraph(tuple(_fold(ops)), input_shape, shape, opset, head)

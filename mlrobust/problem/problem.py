@@ -2,7 +2,7 @@
 
 Definitions (docs/architecture.md, after the design):
 - the neighborhood N(ε) is the box |x'_p - x_p| <= ε_layer(p) on every pixel (all channels),
-  intersected with [lo, hi];
+  intersected with [lo, hi]; a frozen pixel (the spec's `freeze`) has ε = 0 whatever its layer;
 - the margin m(x') is the k-th largest of F_j(x') - F_t(x') over j != t; N(ε) is robust iff
   max m < 0 over N(ε). Ties count against robustness: t is out of the top k iff at least k
   classes j != t have F_j >= F_t, which is exactly m >= 0. Any other property (a VNN-LIB
@@ -56,6 +56,10 @@ class Problem:
     centre, one layer, and the ends are the box's own bounds). `layer_map` gives the layer of
     each spatial position (H, W), shared by every channel, or of each element (the input's
     own shape, e.g. a flat MLP input).
+
+    `frozen` (the layer map's shape, bool) marks pixels that keep their value: their radius is
+    0 in every box. The box is the one place every verifier reads (attack, bounds, bab, MILP,
+    the re-check), so they all honour it without knowing it exists.
     """
 
     network: Network
@@ -66,6 +70,7 @@ class Problem:
     value_range: tuple[float | np.ndarray, float | np.ndarray]
     memo: Memo = field(default_factory=Memo, repr=False)
     disjunction: Disjunction | None = None
+    frozen: np.ndarray | None = None
 
     @functools.cached_property
     def output(self) -> OutputProperty:
@@ -88,6 +93,8 @@ class Problem:
         if eps.shape != (self.num_layers,) or np.any(eps < 0) or not np.all(np.isfinite(eps)):
             raise ValueError(f"ε must be {self.num_layers} finite non-negative numbers, got {eps!r}")
         radius = eps[self.layer_map]
+        if self.frozen is not None:
+            radius = np.where(self.frozen, 0.0, radius)
         return radius if self.per_element_layers else radius[None]  # (1, H, W): the same for every channel
 
     def box(self, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +106,8 @@ class Problem:
     def box_tensor(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same box as a differentiable function of an ε tensor (float64)."""
         radius = eps[torch.as_tensor(self.layer_map)]
+        if self.frozen is not None:  # multiplied, not assigned: ε's gradient stays defined (0 there)
+            radius = radius * torch.as_tensor(~self.frozen, dtype=radius.dtype)
         if not self.per_element_layers:
             radius = radius.unsqueeze(0)
         image = torch.as_tensor(self.image, dtype=eps.dtype)
@@ -106,12 +115,22 @@ class Problem:
         # clamp: the gradient passes where the box edge lies inside [lo, hi], ends included
         return (image - radius).clamp(lo, hi), (image + radius).clamp(lo, hi)
 
+    def free_layers(self) -> np.ndarray:
+        """Per layer, whether any of its pixels may move: a layer frozen whole has the same box
+        at every ε, so its ε says nothing and must not count in w·ε."""
+        if self.frozen is None:
+            return np.ones(self.num_layers, dtype=bool)
+        free = np.bincount(self.layer_map[~self.frozen].ravel(), minlength=self.num_layers)
+        return free > 0
+
     def layer_reach(self) -> np.ndarray:
         """Per layer, the ε beyond which its box stops growing (it covers the whole range)."""
         lo, hi = self.value_range
         reach = np.maximum(self.image - lo, hi - self.image)
         if not self.per_element_layers:
             reach = reach.max(axis=0)
+        if self.frozen is not None:  # a frozen pixel's box never grows; a layer frozen whole stays at 0
+            reach = np.where(self.frozen, 0.0, reach)
         return np.array([reach[self.layer_map == d].max() for d in range(self.num_layers)])
 
     def per_layer_mean(self, values: np.ndarray) -> np.ndarray:

@@ -19,6 +19,17 @@ def write(result: Result, problem: Problem, mask: np.ndarray) -> None:
     asked = result.setup.asked
     title = f"{Path(asked.model).name}, target {asked.target}: w·ε* = {result.size:.4g}"
     refuted = [m.refuted for m in result.maximality]
-    heatmap(folder / "heatmap.png", problem.image, problem.layer_map, np.array(result.eps), mask, title, refuted)
+    lo, hi = problem.value_range
+    heatmap(
+        folder / "heatmap.png",
+        problem.image,
+        problem.layer_map,
+        np.array(result.eps),
+        mask,
+        title,
+        refuted,
+        (float(lo), float(hi)),
+        problem.frozen,
+    )
     sizes = [result.query_size(q) for q in result.queries]
     trace(folder / "trace.png", sizes, [q.status.value for q in result.queries], title)

@@ -21,6 +21,18 @@ def _save(figure, path: Path) -> None:  # type: ignore[no-untyped-def]
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def displayed(image: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, dict]:
+    """The image as imshow draws it, with its keyword arguments: three channels in colour
+    (H, W, 3, scaled from the range to [0, 1]: a colour picture drawn as its grey mean hides
+    what a person sees), one channel in grey over the range."""
+    lo, hi = value_range
+    if image.ndim == 3 and image.shape[0] == 3:
+        scaled = (np.moveaxis(image, 0, -1) - lo) / (hi - lo)
+        return np.clip(scaled, 0.0, 1.0), {}
+    grey = image.mean(axis=0) if image.ndim == 3 else image
+    return grey, {"cmap": "gray", "vmin": lo, "vmax": hi}
+
+
 def heatmap(
     path: Path,
     image: np.ndarray,
@@ -29,19 +41,27 @@ def heatmap(
     mask: np.ndarray,
     title: str,
     refuted: list[float | None] | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    frozen: np.ndarray | None = None,
 ) -> None:
-    """The image, ε of each pixel's layer as a colour map with the perturbed object outlined,
-    and per layer the bracket of its edge: ε* proved (bars) and the smallest ε_d where a
-    confirmed counterexample was found (marks), where one was."""
+    """The image, ε of each pixel as a colour map with the perturbed object outlined (0 on
+    frozen pixels, outlined too), and per layer the bracket of its edge: ε* proved (bars) and
+    the smallest ε_d where a confirmed counterexample was found (marks), where one was."""
     panels = 3 if refuted is not None else 2
     figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4))
     left, right = axes[0], axes[1]
-    left.imshow(image.mean(axis=0) if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=1)
+    picture, style = displayed(image, value_range)
+    left.imshow(picture, **style)
     left.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
     left.set_title("image (perturbed object in red)")
-    shown = right.imshow(eps[layer_map], cmap="viridis")
+    per_pixel = eps[layer_map]
+    if frozen is not None:
+        per_pixel = np.where(frozen, 0.0, per_pixel)
+    shown = right.imshow(per_pixel, cmap="viridis")
     right.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
-    right.set_title("ε* per pixel")
+    if frozen is not None and frozen.any():
+        right.contour(frozen, levels=[0.5], colors="orange", linewidths=0.8, linestyles="dashed")
+    right.set_title("ε* per pixel" + (" (frozen, ε = 0: dashed)" if frozen is not None and frozen.any() else ""))
     figure.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
     for axis in (left, right):
         axis.set_xticks([])

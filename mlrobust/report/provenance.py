@@ -16,7 +16,8 @@ from mlrobust.storage import file_sha256
 
 @dataclass(frozen=True)
 class Asked:
-    """The files (absolute paths and sha256), the target, k, the range and the layer count."""
+    """The files (absolute paths and sha256), the target, k, the range, the layer count and the
+    frozen pixels: what a reader needs to know which question the answer is to."""
 
     spec: str
     model: str
@@ -30,6 +31,8 @@ class Asked:
     k: int
     value_range: tuple[float, float]
     layers: int
+    freeze: str | None = None  # the `freeze` mask file (None for a rect or no freeze)
+    frozen_pixels: int = 0  # pixels held at the image's value (ε = 0 whatever their layer)
 
     @classmethod
     def of(cls, spec: Spec, instance: Instance, layers: int) -> Asked:
@@ -46,6 +49,8 @@ class Asked:
             k=spec.k,
             value_range=spec.value_range,
             layers=layers,
+            freeze=str(instance.freeze_path.resolve()) if instance.freeze_path else None,
+            frozen_pixels=int(instance.frozen.sum()) if instance.frozen is not None else 0,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -62,6 +67,8 @@ class Asked:
             "k": self.k,
             "range": list(self.value_range),
             "layers": self.layers,
+            "freeze": self.freeze,
+            "frozen_pixels": self.frozen_pixels,
         }
 
 

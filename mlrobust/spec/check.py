@@ -31,6 +31,7 @@ TOP_FIELDS: dict[str, str] = {
     "canvas": 'a canvas id of the dataset, e.g. "test/0000"',
     "target": "the target label",
     "mask": "the perturbed object's mask",
+    "freeze": "pixels that are never perturbed (ε = 0 whatever their layer)",
     "k": "the classification is the top k labels",
     "weights": "one weight per layer",
     "cutting": "the cutting strategy for CEGIS",
@@ -285,12 +286,21 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     canvas = convert("canvas", lambda v: conv.string(v, "canvas"))
     target = convert("target", conv.target)
     mask = convert("mask", conv.mask)
+    freeze = convert("freeze", conv.freeze)
     k = convert("k", lambda v: conv.number(v, "k", 1, integer=True), 2)
     weights = convert("weights", conv.weights, ir.UniformWeights())
     cutting = convert("cutting", conv.cutting, ir.FixedCutting())
     chain = convert("chain", conv.chain) if "chain" in fields else default_chain()
     value_range = convert("range", conv.value_range, (0.0, 1.0))
     output_ref = convert("output", lambda v: conv.path(v, "output", must_exist=False))
+    if output_ref is not None and output_ref.path.resolve() == Path(output_ref.span.file).resolve().parent:
+        # `run` and `sweep` refuse it (results and journals mixed with the specs): say so first
+        conv.report(
+            "bad-value",
+            "`output` names the spec's own folder",
+            output_ref.span,
+            'write results to a folder of their own: output = "runs/NAME"',
+        )
     search = _search(merged, conv)
     if search is not None and value_range is not None:
         _resolution_fits(merged, conv, search, value_range)
@@ -345,6 +355,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
         output=output_ref.path if output_ref else (Path.cwd() / "runs" / stem).resolve(),
         sweep=sweep,
         extends=tuple(merged.files[:-1]),
+        freeze=freeze,
         spans={key: item.value.span for key, item in fields.items()} | dict(merged.block_spans),
     )
 
@@ -364,10 +375,20 @@ def check_spec(path: Path | str, check_files: bool = True, partial: bool = False
     return CheckResult(spec, tuple(sorted(diagnostics, key=sort_key)), tuple(instances))
 
 
-def load_checked(path: Path | str) -> CheckResult:
+def load_checked(spec: Path | str | ir.Spec) -> CheckResult:
     """A spec with no errors (warnings allowed) and its instances; raises SpecError carrying
-    every diagnostic, as `lint` prints them, otherwise. The one way code loads a spec to use."""
-    result = check_spec(path)
+    every diagnostic, as `lint` prints them, otherwise. The one way code loads a spec to use.
+
+    A Spec already loaded (`load_spec`, in a notebook) has its files read and checked again,
+    as a path's would be: they may have changed since, and its instances are not kept in it.
+    """
+    if isinstance(spec, ir.Spec):
+        diagnostics: list[Diagnostic] = []
+        instances = expand_instances(spec, diagnostics)
+        _weights_fit(spec, instances, diagnostics)
+        result = CheckResult(spec, tuple(sorted(diagnostics, key=sort_key)), tuple(instances))
+    else:
+        result = check_spec(spec)
     if not result.ok:
         raise SpecError(list(result.diagnostics))
     assert result.spec is not None

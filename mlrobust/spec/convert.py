@@ -230,9 +230,9 @@ class Converter:
         self.wrong_type("target", 'a label (3), a class name ("cat"), first_digit or second_digit', value)
         return None
 
-    def mask(self, value: s.Value) -> ir.Mask | None:
+    def mask(self, value: s.Value, what: str = "mask") -> ir.Mask | None:
         if isinstance(value, s.String):
-            ref = self.path(value, "mask file")
+            ref = self.path(value, f"{what} file")
             return ir.MaskFile(ref.path, value.span) if ref else None
         if isinstance(value, s.Name) and value.value == "other_digit":
             return ir.OtherDigitMask(value.span)
@@ -279,6 +279,24 @@ class Converter:
             )
         else:
             self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...)', value)
+        return None
+
+    def freeze(self, value: s.Value) -> ir.Freeze | None:
+        """`freeze` is written like `mask`, with `target_digit` where `mask` has `other_digit`."""
+        if isinstance(value, s.Name) and value.value == "target_digit":
+            return ir.TargetDigitMask(value.span)
+        if isinstance(value, s.String) or (isinstance(value, s.Call) and value.name == "rect"):
+            return self.mask(value, "freeze")  # type: ignore[return-value]
+        name = head(value)
+        if name is not None:
+            self.report(
+                "unknown-generator",
+                f"unknown freeze region `{name}`",
+                value.span,
+                'write a mask file ("frozen.png"), target_digit, or rect(top=, left=, height=, width=)',
+            )
+        else:
+            self.wrong_type("freeze", 'a file ("frozen.png"), target_digit or rect(...)', value)
         return None
 
     def _weight_list(self, value: s.Value, what: str, maximum: float = MAX_WEIGHT) -> tuple[float, ...] | None:

@@ -62,6 +62,7 @@ CODES: dict[str, Code] = _codes(
     ("k-out-of-range", E, "k must satisfy 1 <= k < number of classes"),
     ("weights-length", E, "the weight vector does not have one entry per layer"),
     ("empty-mask", E, "the perturbed object's mask has no pixel"),
+    ("freeze-overlaps-mask", W, "`freeze` holds pixels of the perturbed object: they are not perturbed"),
     ("target-not-in-canvas", E, "the target label is not one of the canvas's digits"),
     ("unknown-verifier", E, "a verifier name the chain does not know"),
     ("unknown-option", E, "an option a verifier does not take"),

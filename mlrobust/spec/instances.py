@@ -39,6 +39,9 @@ class Instance:
     num_classes: int
     layers: int
     mask_path: Path | None = None  # the mask file (None for a rectangle)
+    # `freeze`: bool (H, W), pixels whose ε is 0 whatever their layer (None: nothing frozen)
+    frozen: np.ndarray | None = None
+    freeze_path: Path | None = None  # the freeze's mask file (None for a rectangle or no freeze)
 
     @property
     def where(self) -> str:
@@ -172,6 +175,7 @@ class _Expander:
         # A sweep names each image once per model (and may repeat canvases): read each once.
         self.image_cache: dict[Path, np.ndarray | UserError] = {}
         self.mask_cache: dict[tuple[Path, int, str | None], tuple[np.ndarray, int] | None] = {}
+        self.frozen_cache: dict[tuple[Path, int, str | None], tuple[bool, np.ndarray | None]] = {}
         # Likewise each model and card (a sweep names every model once per image). Held by this
         # check only: a file changed between two checks is read afresh.
         self.summaries: dict[Path, OnnxSummary | OnnxFileError] = {}
@@ -211,6 +215,92 @@ class _Expander:
                 mask.setflags(write=False)
             self.mask_cache[key] = (mask, layer_count(mask)) if mask is not None else None
         return self.mask_cache[key]
+
+    def frozen_and_usable(
+        self,
+        image_path: Path,
+        image: np.ndarray,
+        label: int,
+        canvas: str | None,
+        index: DatasetIndex | None,
+        mask: np.ndarray,
+    ) -> tuple[bool, np.ndarray | None]:
+        """(usable, the frozen pixels or None when the spec freezes nothing), once per image and target."""
+        key = (image_path, label, canvas)
+        if key not in self.frozen_cache:
+            usable, frozen = self.frozen(image, label, canvas, index, mask)
+            if frozen is not None:
+                frozen.setflags(write=False)
+            self.frozen_cache[key] = (usable, frozen)
+        return self.frozen_cache[key]
+
+    def frozen(
+        self, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None, mask: np.ndarray
+    ) -> tuple[bool, np.ndarray | None]:
+        """The spec's `freeze` on this image: (usable, the pixels as bool (H, W), or None when
+        it freezes nothing); not usable when a diagnostic says why.
+
+        A frozen pixel inside the perturbed object is a warning, not an error: the freeze wins
+        (ε = 0 there) and the mask still decides the layers, which may be what was meant (a
+        rectangle over the target that clips the object), but more often is a mistake. A freeze
+        of every pixel is an error: nothing is left to perturb.
+        """
+        region = self.spec.freeze
+        if region is None:
+            return True, None
+        height, width = image.shape[1:]
+        if isinstance(region, ir.TargetDigitMask):
+            if canvas is None or index is None:
+                self.report(
+                    "needs-dataset",
+                    "target_digit is the mask of a Double-MNIST canvas's target digit",
+                    region.span,
+                    "set `dataset` and `canvas` (or sweep over canvases), or freeze a mask file or a rect(…)",
+                )
+                return False, None
+            path = index.by_id(canvas).object_for(label).mask
+            try:
+                frozen = read_mask(path)
+            except UserError as error:  # the dataset's own mask file: blame the `freeze` line, name the file
+                self.report("image-load-error", error.message, region.span, key=str(path))
+                return False, None
+        elif isinstance(region, ir.RectMask):
+            if region.top + region.height > height or region.left + region.width > width:
+                self.report("bad-value", f"the freeze rect reaches past the {height}×{width} image", region.span)
+                return False, None
+            frozen = region.array((height, width))
+        else:
+            try:
+                frozen = read_mask(region.path)
+            except UserError as error:
+                self.report("image-load-error", error.message, region.span, error.hint)
+                return False, None
+        if frozen.shape != (height, width):
+            self.report(
+                "shape-mismatch",
+                f"the freeze mask is {frozen.shape[0]}×{frozen.shape[1]} but the image is {height}×{width}",
+                region.span,
+            )
+            return False, None
+        if frozen.all():
+            self.report(
+                "bad-value",
+                f"`freeze` covers all {height}×{width} pixels of the image: nothing is left to perturb",
+                region.span,
+                "freeze only the pixels that must keep their value, e.g. target_digit",
+            )
+            return False, None
+        overlap = int(np.count_nonzero(frozen & mask))
+        if overlap:
+            self.report(
+                "freeze-overlaps-mask",
+                f"`freeze` holds {overlap} of the perturbed object's {int(mask.sum())} pixels: they are not perturbed "
+                "(the freeze wins; the mask still decides the layers)",
+                region.span,
+                "freeze pixels outside the perturbed object (`mask`), or make the mask smaller",
+                key=str(canvas),
+            )
+        return True, frozen
 
     def report(self, code: str, message: str, span: Span, hint: str | None = None, key: str = "") -> None:
         """Record once per (code, span, key): a sweep should not repeat one mistake 1,000 times."""
@@ -408,11 +498,15 @@ class _Expander:
             )
 
 
-def _mask_path(mask: ir.Mask, label: int, canvas: str | None, index: DatasetIndex | None) -> Path | None:
+def _mask_path(
+    mask: ir.Mask | ir.Freeze | None, label: int, canvas: str | None, index: DatasetIndex | None
+) -> Path | None:
     if isinstance(mask, ir.MaskFile):
         return mask.path
     if isinstance(mask, ir.OtherDigitMask) and canvas is not None and index is not None:
         return index.by_id(canvas).other_object(label).mask
+    if isinstance(mask, ir.TargetDigitMask) and canvas is not None and index is not None:
+        return index.by_id(canvas).object_for(label).mask
     return None
 
 
@@ -469,6 +563,9 @@ def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Insta
             if found is None:
                 continue
             mask, layers = found
+            usable, frozen = expander.frozen_and_usable(image_path, image, label, canvas, index, mask)
+            if not usable:
+                continue
             where = f"{model.path.name} on {canvas or image_path.name}"
             expander.check_vectors(layers, where)
             instances.append(
@@ -482,6 +579,8 @@ def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Insta
                     classes,
                     layers,
                     _mask_path(spec.mask, label, canvas, index),
+                    frozen,
+                    _mask_path(spec.freeze, label, canvas, index),
                 )
             )
     return instances

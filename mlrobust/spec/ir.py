@@ -89,6 +89,18 @@ class RectMask:
 Mask = MaskFile | OtherDigitMask | RectMask
 
 
+@dataclass(frozen=True)
+class TargetDigitMask:
+    """`freeze = target_digit`: the mask of the canvas's digit that is the target."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+# What `freeze` names: pixels that get ε = 0 whatever their layer (a mask file, a rectangle, or
+# the target digit of a canvas). Written like `mask`, so one reader serves both.
+Freeze = MaskFile | RectMask | TargetDigitMask
+
+
 # --- weights and cutting weights --------------------------------------------------------
 
 
@@ -222,6 +234,7 @@ class Spec:
     output: Path
     sweep: Sweep | None
     extends: tuple[Path, ...] = ()
+    freeze: Freeze | None = None
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
 
     def span_of(self, name: str) -> Span:

@@ -1,6 +1,13 @@
 """The gate every NOT_ROBUST passes: the point is in N(ε) exactly, and onnxruntime on the
 user's own file puts its output in the unsafe region (top-k: the target out of the top k).
-Anything else is not a counterexample."""
+Anything else is not a counterexample.
+
+The property is on logits: for a model that ends in a Sigmoid or Softmax, onnxruntime's
+logits are the tensor entering that head, computed by the same session run
+(`onnxruntime_logits`). Both heads keep the order of the classes, so a point that puts the
+target out of the top k of the logits does so for the probabilities as well; the converse can
+fail only where float32 probabilities saturate into ties, and such a point is not accepted.
+"""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import numpy as np
 from mlrobust.compile import Networks
 from mlrobust.contract.verifiers import VerifierStep
 from mlrobust.errors import UserError
-from mlrobust.nn.network import Network, onnxruntime_logits
+from mlrobust.nn.network import Network, onnxruntime_outputs
 from mlrobust.problem.problem import Problem
 from mlrobust.problem.property import Disjunction
 from mlrobust.verify.chain import ChainResult, run_chain
@@ -80,6 +80,19 @@ def case_problem(network: Network, case: Case) -> tuple[Problem, np.ndarray]:
     return problem, np.array([reach])
 
 
+def refuse_head(model: Path, network: Network) -> None:
+    """A VNN-LIB property constrains what the file outputs, while the network IR stops before a
+    trailing Sigmoid / Softmax: its bounds would be on logits, a different function, so a
+    property about probabilities (Y_0 >= 0.5) would be answered about something else."""
+    if network.head is None:
+        return
+    raise UserError(
+        f"{model.name} ends in a {network.head}: a VNN-LIB property constrains the model's outputs Y_j "
+        f"(after the {network.head}), but mlrobust verifies networks up to their logits",
+        hint=f"export the model without its final {network.head} and write the property on the logits",
+    )
+
+
 def check_shapes(model: Path, network: Network, prop: VnnlibProperty) -> None:
     size = int(np.prod(network.input_shape))
     if prop.inputs != size:
@@ -119,6 +132,7 @@ def verify_property(
     leaves unasked is `skipped`, and the answer `timeout` unless a counterexample was found)."""
     started = time.perf_counter()
     network, difference = (networks or Networks()).load(model)
+    refuse_head(model, network)
     check_shapes(model, network, prop)
     answers: list[CaseAnswer] = []
     witness: tuple[np.ndarray, np.ndarray] | None = None
@@ -150,7 +164,7 @@ def verify_property(
         if verdict.status is Status.NOT_ROBUST:
             assert verdict.counterexample is not None
             point = np.asarray(verdict.counterexample, dtype=np.float32)
-            outputs = onnxruntime_logits(model, point[None])[0]
+            outputs = onnxruntime_outputs(model, point[None])[0]  # the file's own outputs (no head: its logits)
             witness = (point.ravel().astype(np.float64), outputs.ravel())
             break
         if verdict.status is Status.UNKNOWN and deadline is not None and time.perf_counter() >= deadline:
