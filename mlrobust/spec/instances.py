@@ -259,28 +259,10 @@ class _Expander:
                 )
                 return False, None
             path = index.by_id(canvas).object_for(label).mask
-            try:
-                frozen = read_mask(path)
-            except UserError as error:  # the dataset's own mask file: blame the `freeze` line, name the file
-                self.report("image-load-error", error.message, region.span, key=str(path))
-                return False, None
-        elif isinstance(region, ir.RectMask):
-            if region.top + region.height > height or region.left + region.width > width:
-                self.report("bad-value", f"the freeze rect reaches past the {height}×{width} image", region.span)
-                return False, None
-            frozen = region.array((height, width))
         else:
-            try:
-                frozen = read_mask(region.path)
-            except UserError as error:
-                self.report("image-load-error", error.message, region.span, error.hint)
-                return False, None
-        if frozen.shape != (height, width):
-            self.report(
-                "shape-mismatch",
-                f"the freeze mask is {frozen.shape[0]}×{frozen.shape[1]} but the image is {height}×{width}",
-                region.span,
-            )
+            path = None
+        frozen = self._region(region, path, (height, width), "freeze mask", "the freeze rect")
+        if frozen is None:
             return False, None
         if frozen.all():
             self.report(
@@ -446,34 +428,53 @@ class _Expander:
                 )
                 return None
             mask_path = index.by_id(canvas).other_object(label).mask
-            try:
-                mask = read_mask(mask_path)
-            except UserError as error:  # the dataset's own mask file: blame the `mask` line, name the file
-                self.report("image-load-error", error.message, spec_mask.span, key=str(mask_path))
-                return None
-        elif isinstance(spec_mask, ir.RectMask):
-            r = spec_mask
-            if r.top + r.height > height or r.left + r.width > width:
-                self.report("bad-value", f"rect reaches past the {height}×{width} image", r.span)
-                return None
-            mask = r.array((height, width))
         else:
-            try:
-                mask = read_mask(spec_mask.path)
-            except UserError as error:
-                self.report("image-load-error", error.message, spec_mask.span, error.hint)
-                return None
-        if mask.shape != (height, width):
-            self.report(
-                "shape-mismatch",
-                f"the mask is {mask.shape[0]}×{mask.shape[1]} but the image is {height}×{width}",
-                spec_mask.span,
-            )
+            mask_path = None
+        mask = self._region(spec_mask, mask_path, (height, width), "mask", "rect")
+        if mask is None:
             return None
         if not mask.any():
             self.report("empty-mask", "the mask selects no pixel", spec_mask.span, key=str(canvas))
             return None
         return mask
+
+    def _region(
+        self,
+        region: ir.Mask | ir.Freeze,
+        dataset_mask: Path | None,
+        shape: tuple[int, int],
+        noun: str,
+        rect_noun: str,
+    ) -> np.ndarray | None:
+        """The pixels of a mask-like region — a dataset mask file already chosen, a rect or a
+        file — read and held to the image's shape, for `mask` and `freeze` alike; None when a
+        diagnostic says why. `noun` and `rect_noun` name the region in the messages."""
+        height, width = shape
+        if dataset_mask is not None:
+            try:
+                pixels = read_mask(dataset_mask)
+            except UserError as error:  # the dataset's own mask file: blame the spec's line, name the file
+                self.report("image-load-error", error.message, region.span, key=str(dataset_mask))
+                return None
+        elif isinstance(region, ir.RectMask):
+            if region.top + region.height > height or region.left + region.width > width:
+                self.report("bad-value", f"{rect_noun} reaches past the {height}×{width} image", region.span)
+                return None
+            pixels = region.array(shape)
+        else:
+            try:
+                pixels = read_mask(region.path)  # type: ignore[union-attr]
+            except UserError as error:
+                self.report("image-load-error", error.message, region.span, error.hint)
+                return None
+        if pixels.shape != shape:
+            self.report(
+                "shape-mismatch",
+                f"the {noun} is {pixels.shape[0]}×{pixels.shape[1]} but the image is {height}×{width}",
+                region.span,
+            )
+            return None
+        return pixels
 
     def check_vectors(self, layers: int, where: str) -> None:
         weights = self.spec.weights
