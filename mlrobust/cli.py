@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=METHODS,
         default=None,
-        help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }}",
+        help=f"{DESCRIPTION}; overrides the spec's search {{ method = … }} (an error with a sweep {{ methods = … }})",
     )
     run.add_argument(
         "--start-from",
@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--scheduler", default=None, help="a Dask scheduler address (tcp://host:8786); default: a LocalCluster"
     )
-    sweep.add_argument("--method", choices=METHODS, default=None, help="as for `run`: the search or a baseline")
+    sweep.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="as for `run`: the search or a baseline (an error when the spec's sweep has `methods`)",
+    )
     sweep.add_argument("--json", action="store_true", help="print the manifest (sweep.json) to stdout")
     add_force_option(sweep)
     sweep.set_defaults(handler="mlrobust.commands.sweep:sweep")
@@ -167,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
         "and one constraint (default: both)",
     )
     export.set_defaults(handler="mlrobust.commands.export:export")
+
+    report = commands.add_parser(
+        "report", help="the experiment's Markdown report and figures from a sweep's folder (docs/results.md)"
+    )
+    report.add_argument(
+        "sweep_dirs", nargs="+", metavar="SWEEP_DIR",
+        help="the folder `mlrobust sweep` wrote (it holds sweep.json); several are reported together",
+    )
+    report.add_argument(
+        "--out", default=None,
+        help="the Markdown file (default: report.md in the first SWEEP_DIR); figures go in a folder of its name",
+    )
+    report.set_defaults(handler="mlrobust.commands.report:report")
     lint = commands.add_parser("lint", help="check .mlr spec files and print diagnostics")
     lint.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.mlr")
     lint.add_argument("--format", choices=("human", "json", "sarif"), default="human", help="output format")

@@ -8,6 +8,7 @@ earlier answer can be reused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -83,8 +84,22 @@ def method_chain(spec: ir.Spec, method: Method) -> tuple[VerifierStep, ...]:
     return (oracle.step(**overrides),)
 
 
+def as_asked(spec: ir.Spec, instance: Instance, method: str) -> tuple[ir.Spec, str]:
+    """(spec, method) as this instance asks them: a sweep's `cuttings` / `methods` axis value
+    (held by the instance) replaces the spec's `cutting` and the method given (the spec's
+    `search { method }` or the CLI's --method, which `run.checked_spec` refuses alongside a
+    `methods` axis). Without axes, the spec and method unchanged."""
+    if instance.cutting is not None:
+        spec = dataclasses.replace(spec, cutting=instance.cutting)
+    if instance.method is not None:
+        method = instance.method
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, method=method))
+    return spec, method
+
+
 def cutting_vector(spec: ir.Spec, method: Method, problem: Problem) -> np.ndarray:
-    strategy = "fixed" if method.cutting == "fixed" else spec.cutting
+    """The cutting weights: the spec's strategy (thesis-style's too), unless the method imposes one."""
+    strategy = ir.FixedCutting() if method.cutting == "fixed" else spec.cutting
     if isinstance(strategy, ir.ExplicitCutting):
         return np.array(strategy.values)
     if isinstance(strategy, ir.SensitivityCutting):
@@ -99,8 +114,12 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
     as arrays, the frozen pixels (when any), the target, k, the range and the chain. The question
     adds what decides the search's answer: weights, cutting, resolution, seed and method. The IR reprs leave out
     spans, so moving a line or a comment changes neither; the search budget is in neither (a
-    budget-stopped answer stands for that budget, and journal answers hold for any).
+    budget-stopped answer stands for that budget, and journal answers hold for any). The
+    instance's sweep axes (method, cutting) replace `method` and the spec's cutting first, so
+    two instances that differ only there ask different questions (and share a queries key).
     """
+    spec, name = as_asked(spec, instance, method.name)
+    method = METHOD_TABLE[name]
     chain = method_chain(spec, method)
     queries = [
         file_sha256(instance.model),
@@ -120,6 +139,10 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
             ["freeze", hashlib.sha256(np.ascontiguousarray(instance.frozen, dtype=bool).tobytes()).hexdigest()]
         )
     search = [repr((spec.weights, spec.cutting)), repr((spec.search.resolution, spec.search.seed)), method.name]
+    if method.former_cutting is not None and spec.cutting.name != method.former_cutting:
+        # thesis-style once cut with fixed weights whatever the spec said: what it answered this
+        # question then is no answer to it now (with fixed cutting the question is the same as then)
+        search.append("cutting from the spec")
     answer = [*queries, *search]
 
     def digest(parts: list) -> str:  # type: ignore[type-arg]
@@ -144,7 +167,9 @@ def require_target_in_top_k(problem: Problem, instance: Instance) -> None:
 
 
 def compile(spec: ir.Spec, instance: Instance, method: str, networks: Networks | None = None) -> Plan:
-    """The plan of one instance: raises TargetNotInTopK when there is nothing to prove."""
+    """The plan of one instance: raises TargetNotInTopK when there is nothing to prove. The
+    instance's sweep axes (method, cutting) win over `method` and the spec's cutting."""
+    spec, method = as_asked(spec, instance, method)
     chosen = METHOD_TABLE[method]
     problem = compile_problem(spec, instance, networks)
     require_target_in_top_k(problem, instance)

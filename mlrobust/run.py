@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from mlrobust import report
-from mlrobust.compile import Networks, compile
-from mlrobust.contract.methods import METHODS
+from mlrobust.compile import Networks, as_asked, compile
+from mlrobust.contract.methods import METHOD_TABLE, METHODS
 from mlrobust.errors import UserError
 from mlrobust.output_folder import check_folder, locked, refuse_spec_folder, refuse_symlinks
 from mlrobust.plan import Plan
@@ -69,7 +69,8 @@ def run(
     `spec_path` is a spec file (str or Path) or a Spec from `load_spec`, whose files are read
     and checked again (they may have changed since). `out` (str or Path) overrides the spec's
     `output` folder.
-    `method` overrides the spec's `search { method = … }` (default: the search itself).
+    `method` overrides the spec's `search { method = … }` (default: the search itself); with a
+    sweep's `methods` axis it is refused (each instance runs its own method of the axis).
     `force` (the CLI's --force) writes into a non-empty folder that holds no mlrobust run.
     `device` (the CLI's --device) moves the chain's bound engines (bab's) to cpu or cuda.
     Ctrl-C stops the search: the best ε proved so far is written, marked incomplete.
@@ -127,12 +128,22 @@ def refuse_spec_output_folder(spec: Spec) -> None:
 
 def checked_spec(spec_path: Path | str | Spec, method: str | None) -> tuple[Spec, list[Instance], str]:
     """(spec, its instances, the method to run): a bad spec raises with every diagnostic, as
-    `lint` prints them, before any work; `method` (from the CLI) overrides the spec's."""
+    `lint` prints them, before any work; `method` (from the CLI) overrides the spec's
+    `search { method }`, but not a sweep's `methods` axis: both at once is a user error (each
+    instance runs its axis's method; the flag would make the axis's instances ask one question)."""
     if method is not None and method not in METHODS:
         raise UserError(f"unknown method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
     checked = load_checked(spec_path)
-    assert checked.spec is not None
-    return checked.spec, list(checked.instances), method or checked.spec.search.method
+    spec = checked.spec
+    assert spec is not None
+    if method is not None and spec.sweep is not None and spec.sweep.methods:
+        axis = ", ".join(METHOD_TABLE[m].spec_name for m in spec.sweep.methods)
+        raise UserError(
+            f"--method {method} and the spec's sweep {{ methods = [{axis}] }} both choose the method",
+            hint="leave out --method (each instance runs its own method of the axis), "
+            "or remove `methods` from the sweep block",
+        )
+    return spec, list(checked.instances), method or spec.search.method
 
 
 def _listen(oracle: Oracle, weights: np.ndarray, progress: Progress) -> None:
@@ -170,6 +181,7 @@ def run_instance(
     behind and a second run into the same folder stops before its first query."""
     started = time.perf_counter()
     check_folder(folder, force)
+    spec, method = as_asked(spec, instance, method)  # a sweep instance's method and cutting
     plan = compile(spec, instance, method, networks)
     with locked(folder):
         refuse_symlinks(folder)

@@ -1,6 +1,8 @@
-"""`mlrobust sweep SPEC`: every instance of a spec (models × images), through an Executor, resumable.
+"""`mlrobust sweep SPEC`: every instance of a spec (models × methods × cuttings × images), through
+an Executor, resumable.
 
-Each instance is one `mlrobust run` in its own folder (`OUT/<model>/<canvas or image>/`), with
+Each instance is one `mlrobust run` in its own folder (`OUT/<model>/<canvas or image>/`, with a
+`<method>/` and a `<cutting>/` level in between when the sweep has more than one of either), with
 its own result.json, plots and query journal. The sweep adds a manifest, `OUT/sweep.json`,
 rewritten atomically each time an instance finishes, and a `results.csv` and `sizes.png` over
 all of them.
@@ -42,13 +44,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mlrobust.compile import question_hashes
+from mlrobust.compile import as_asked, question_hashes
 from mlrobust.contract.methods import METHOD_TABLE
 from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
 from mlrobust.output_folder import claimed
 from mlrobust.run import checked_spec, refuse_spec_output_folder, run_instance
+from mlrobust.search.cutting import fixed_weights
 from mlrobust.spec.instances import Instance
-from mlrobust.spec.ir import Spec
+from mlrobust.spec.ir import Cutting, ExplicitCutting, FixedCutting, Spec
 from mlrobust.storage import atomic_write_json, atomic_write_text
 
 SCHEMA = "mlrobust.sweep/1"
@@ -81,6 +84,9 @@ class Row:
     image: str
     canvas: str | None
     target: int
+    method: str  # the method the instance runs (`search`, `thesis-style`, …)
+    cutting: str  # its cutting strategy: "fixed" | "sensitivity" | "custom" (a list of weights)
+    cutting_weights: list[float] | None  # the weights: a custom list, fixed's; sensitivity's once its run is done
     folder: str  # relative to the sweep's output folder
     question: str  # sha256 of what decides the answer: a done row with this question is reused
     status: str  # "pending" | "done" | "skipped" (target not in the top k at ε = 0) | "incomplete" | "failed"
@@ -109,18 +115,26 @@ class SweepResult:
     workers: int
     seconds: float
     interrupted: bool
+    # what the folder's earlier invocations took (a sweep split into resumable parts, or
+    # resumed after a kill, reports its whole wall time: `total_seconds`)
+    earlier_seconds: float = 0.0
+    earlier_invocations: int = 0
 
     def count(self, status: str) -> int:
         return sum(row.status == status for row in self.rows)
 
     def as_json(self, spec_path: Path, method: str) -> dict[str, Any]:
+        methods = list(dict.fromkeys(row.method for row in self.rows)) or [method]
         return {
             "schema": SCHEMA,
             "spec": str(spec_path),
-            "method": method,
+            "method": methods[0] if len(methods) == 1 else "mixed",
+            "methods": methods,
             "executor": self.executor,
             "workers": self.workers,
             "seconds": round(self.seconds, 3),
+            "total_seconds": round(self.earlier_seconds + self.seconds, 3),
+            "invocations": self.earlier_invocations + 1,
             "interrupted": self.interrupted,
             "counts": {s: self.count(s) for s in ("done", "skipped", "incomplete", "failed", "pending")},
             "models": summarise(self.rows),
@@ -130,16 +144,28 @@ class SweepResult:
 
 def question(spec: Spec, instance: Instance, method: str) -> str:
     """A hash of everything that decides an instance's answer: the one `run` records in its
-    result (compile.question_hashes), so a row and a result of the same question agree."""
+    result (compile.question_hashes), so a row and a result of the same question agree. The
+    instance's sweep axes (method, cutting) win over `method` and the spec's cutting."""
     return question_hashes(spec, instance, METHOD_TABLE[method])[0]
 
 
 def instance_folders(instances: list[Instance]) -> list[str]:
-    """`<model stem>/<canvas id or image stem>`, unique: a repeated instance gets `-<index>`."""
+    """`<model stem>/<canvas id or image stem>`, with `<method>/` (as a spec writes it:
+    `thesis_style`) and then `<cutting>/` (`fixed`, `sensitivity`, or `cutting-<hash8>` of a
+    list) inserted before the image when the instances have more than one method, or more
+    than one cutting (a sweep axis of one value adds no level). Unique: a repeated instance
+    gets `-<index>`."""
+    methods = {instance.method for instance in instances}
+    cuttings = {instance.cutting.label if instance.cutting else None for instance in instances}
     seen: set[str] = set()
     names = []
     for index, instance in enumerate(instances):
-        name = f"{instance.model.stem}/{instance.canvas or instance.image_path.stem}"
+        levels = [instance.model.stem]
+        if len(methods) > 1:
+            levels.append(METHOD_TABLE[instance.method].spec_name if instance.method else "spec")
+        if len(cuttings) > 1:
+            levels.append(instance.cutting.label if instance.cutting else "spec")
+        name = "/".join([*levels, instance.canvas or instance.image_path.stem])
         if name in seen:
             name = f"{name}-{index}"
         seen.add(name)
@@ -213,6 +239,7 @@ def run_task(task: Task) -> dict[str, Any]:
         return {"status": "failed", "error": text, "error_kind": "internal", "traceback": traceback.format_exc()}
     proved = sum(m.status == "proved_maximal" for m in result.maximality)
     return {
+        "cutting_weights": [float(w) for w in result.setup.cutting],
         # a budget that stopped the search is part of the question: rerunning would not change
         # the answer (only Ctrl-C leaves an instance to resume)
         "status": "incomplete" if result.interrupted else "done",
@@ -241,20 +268,49 @@ def _previous_rows(folder: Path) -> dict[str, dict[str, Any]]:
     return {row["folder"]: row for row in payload.get("instances", []) if isinstance(row, dict) and "folder" in row}
 
 
-def _still_answered(previous: dict[str, Any] | None, row: Row, root: Path) -> bool:
+def _earlier_time(folder: Path) -> tuple[float, int]:
+    """The wall time and invocation count the folder's manifest already records (0, 0 if none)."""
+    try:
+        payload = json.loads((folder / MANIFEST).read_text())
+        seconds = float(payload.get("total_seconds", payload.get("seconds", 0.0)))
+        invocations = int(payload.get("invocations", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0, 0
+    if not math.isfinite(seconds) or seconds < 0 or invocations < 0:
+        return 0.0, 0
+    return seconds, invocations
+
+
+def _still_answered(previous: dict[str, Any] | None, row: Row, root: Path) -> dict[str, Any] | None:
+    """The result.json (an empty dict for a skipped row) that still answers the row's
+    question, or None when the instance must run."""
     if previous is None or previous.get("question") != row.question:
-        return False
+        return None
     if previous.get("status") == "skipped":
-        return True  # the model and image are the same (the question hashes them): still misclassified
+        return {}  # the model and image are the same (the question hashes them): still misclassified
     if previous.get("status") != "done":
-        return False
+        return None
     try:
         result = json.loads((root / row.folder / "result.json").read_text())
     except (OSError, ValueError):
-        return False
-    if result.get("problem", {}).get("question") != row.question:
-        return False  # the folder holds the answer to another question (or an older result)
-    return not str(result.get("stop_reason", "interrupted")).startswith("interrupted")
+        return None
+    if not isinstance(result, dict) or not isinstance(result.get("problem"), dict):
+        return None
+    if result["problem"].get("question") != row.question:
+        return None  # the folder holds the answer to another question (or an older result)
+    if str(result.get("stop_reason", "interrupted")).startswith("interrupted"):
+        return None
+    return result
+
+
+def _known_cutting_weights(cutting: Cutting, layers: int) -> list[float] | None:
+    """The cutting weights known before the run: a custom list, or fixed's (they depend only on
+    the number of layers); None for sensitivity (the run computes them from the model)."""
+    if isinstance(cutting, ExplicitCutting):
+        return [float(w) for w in cutting.values]
+    if isinstance(cutting, FixedCutting):
+        return [float(w) for w in fixed_weights(layers)]
+    return None
 
 
 def manifest_rows(spec: Spec, instances: list[Instance], root: Path, method: str) -> list[Row]:
@@ -262,22 +318,29 @@ def manifest_rows(spec: Spec, instances: list[Instance], root: Path, method: str
     previous = _previous_rows(root)
     rows = []
     for index, (instance, name) in enumerate(zip(instances, instance_folders(instances), strict=True)):
+        asked, chosen = as_asked(spec, instance, method)
         row = Row(
             index=index,
             model=str(instance.model),
             image=str(instance.image_path),
             canvas=instance.canvas,
             target=instance.target,
+            method=chosen,
+            cutting=asked.cutting.name,
+            cutting_weights=_known_cutting_weights(asked.cutting, instance.layers),
             folder=name,
             question=question(spec, instance, method),
             status="pending",
         )
         old = previous.get(name)
-        if _still_answered(old, row, root):
+        result = _still_answered(old, row, root)
+        if result is not None:
             assert old is not None
             kept = ("size", "uniform_size", "verifier", "proved_maximal", "seconds", "complete", "stop_reason", "error")
             fields = {key: old.get(key) for key in kept}
-            row = replace(row, status=old["status"], reused=True, new_queries=0, **fields)
+            # a manifest written before rows had them: the weights from the run's own result
+            weights = old.get("cutting_weights") or result.get("problem", {}).get("cutting") or row.cutting_weights
+            row = replace(row, status=old["status"], reused=True, new_queries=0, cutting_weights=weights, **fields)
         rows.append(row)
     return rows
 
@@ -392,6 +455,7 @@ def _sweep(
     force: bool,
     started: float,
 ) -> SweepResult:
+    earlier = _earlier_time(root)
     rows = manifest_rows(spec, instances, root, chosen)
     todo = [row for row in rows if not row.reused]
     cores = os.cpu_count() or 1
@@ -401,14 +465,14 @@ def _sweep(
     threads = 1 if scheduler else max(1, cores // count)
     if on_plan is not None:
         on_plan(rows, count)
-    _write_manifest(root, rows, spec_path, chosen, executor, count, time.perf_counter() - started, False)
+    _write_manifest(root, rows, spec_path, chosen, executor, count, time.perf_counter() - started, False, earlier)
     interrupted = False
 
     def record(row: Row, future: Future[dict[str, Any]], running: int) -> None:
         finished = _finished_row(row, future)
         rows[finished.index] = finished
         elapsed = time.perf_counter() - started
-        _write_manifest(root, rows, spec_path, chosen, executor, count, elapsed, False)
+        _write_manifest(root, rows, spec_path, chosen, executor, count, elapsed, False, earlier)
         if listener is not None:
             listener(finished, SweepProgress(sum(r.finished for r in rows), len(rows), running, elapsed))
 
@@ -423,7 +487,7 @@ def _sweep(
                 row = next(queue, None)
                 if row is None:
                     return
-                task = Task(row.index, spec, instances[row.index], root / row.folder, chosen, threads, force)
+                task = Task(row.index, spec, instances[row.index], root / row.folder, row.method, threads, force)
                 try:
                     in_flight[pool.submit(run_task, task)] = row
                 except BrokenExecutor:  # a worker died (killed, out of memory): the rest stay pending
@@ -447,8 +511,8 @@ def _sweep(
                         record(in_flight.pop(future), future, 0)
                 except KeyboardInterrupt:
                     pass
-    result = SweepResult(root, tuple(rows), executor, count, time.perf_counter() - started, interrupted)
-    _write_manifest(root, rows, spec_path, chosen, executor, count, result.seconds, interrupted)
+    result = SweepResult(root, tuple(rows), executor, count, time.perf_counter() - started, interrupted, *earlier)
+    _write_manifest(root, rows, spec_path, chosen, executor, count, result.seconds, interrupted, earlier)
     write_tables(result)
     return result
 
@@ -475,18 +539,27 @@ def _write_manifest(
     workers: int,
     seconds: float,
     stop: bool,
+    earlier: tuple[float, int] = (0.0, 0),
 ) -> None:
-    result = SweepResult(root, tuple(rows), executor, workers, seconds, stop)
+    result = SweepResult(root, tuple(rows), executor, workers, seconds, stop, *earlier)
     atomic_write_json(root / MANIFEST, result.as_json(Path(spec_path).resolve(), method))
 
 
+def group_key(row: Row) -> tuple[str, str, str, tuple[float, ...] | None]:
+    """What a summary group shares: the model, the method and the cutting (a custom cutting's
+    weights too: two lists are two groups)."""
+    custom = tuple(row.cutting_weights) if row.cutting == "custom" and row.cutting_weights else None
+    return row.model, row.method, row.cutting, custom
+
+
 def summarise(rows: tuple[Row, ...] | list[Row]) -> list[dict[str, Any]]:
-    """Per model: how many instances ended how, and medians over the done ones."""
-    models: dict[str, list[Row]] = {}
+    """Per (model, method, cutting), in the rows' order: how many instances ended how, and
+    medians over the done ones."""
+    groups: dict[tuple[str, str, str, tuple[float, ...] | None], list[Row]] = {}
     for row in rows:
-        models.setdefault(row.model, []).append(row)
+        groups.setdefault(group_key(row), []).append(row)
     summary = []
-    for model, group in models.items():
+    for (model, method, cutting, custom), group in groups.items():
         done = [r for r in group if r.status == "done"]
         sizes = [r.size for r in done if r.size is not None]
         ratios = [r.size / r.uniform_size for r in done if r.size is not None and r.uniform_size]
@@ -494,6 +567,9 @@ def summarise(rows: tuple[Row, ...] | list[Row]) -> list[dict[str, Any]]:
         summary.append(
             {
                 "model": model,
+                "method": method,
+                "cutting": cutting,
+                "cutting_weights": list(custom) if custom is not None else None,
                 "instances": len(group),
                 "done": len(done),
                 "skipped": sum(r.status == "skipped" for r in group),
@@ -510,11 +586,32 @@ def summarise(rows: tuple[Row, ...] | list[Row]) -> list[dict[str, Any]]:
 
 
 CSV_COLUMNS = ("index", "model", "canvas", "image", "target", "status", "size", "uniform_size", "verifier",
-               "proved_maximal", "seconds", "new_queries", "reused", "error", "folder")  # fmt: skip
+               "proved_maximal", "seconds", "new_queries", "reused", "error", "folder",
+               "method", "cutting")  # fmt: skip
+
+
+def group_names(rows: tuple[Row, ...] | list[Row]) -> dict[tuple[str, str, str, tuple[float, ...] | None], str]:
+    """A short name per summary group, for the plot and the console: the model's stem, then,
+    when the sweep has more than one, the method and the cutting (a custom one by its folder
+    name's `cutting-<hash8>`), one per line."""
+    keys = list(dict.fromkeys(group_key(row) for row in rows))
+    methods = {key[1] for key in keys}
+    cuttings = {(key[2], key[3]) for key in keys}
+    names: dict[tuple[str, str, str, tuple[float, ...] | None], str] = {}
+    for key in keys:
+        model, method, cutting, custom = key
+        parts = [Path(model).stem]
+        if len(methods) > 1:
+            parts.append(method)
+        if len(cuttings) > 1:
+            parts.append(ExplicitCutting(custom).label if custom is not None else cutting)
+        names[key] = "\n".join(parts)
+    return names
 
 
 def write_tables(result: SweepResult) -> None:
-    """results.csv (one line per instance, for spreadsheets) and sizes.png (w·ε* per model)."""
+    """results.csv (one line per instance, for spreadsheets) and sizes.png (w·ε* per model, or
+    per (model, method, cutting) when the sweep has more than one method or cutting)."""
     from mlrobust.report.plots import sweep_sizes
 
     buffer = io.StringIO()
@@ -526,9 +623,10 @@ def write_tables(result: SweepResult) -> None:
         values["image"] = Path(row.image).name
         writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
     atomic_write_text(result.folder / "results.csv", buffer.getvalue())
+    names = group_names(result.rows)
     groups: dict[str, list[float]] = {}
     for row in result.rows:
         if row.status == "done" and row.size is not None:
-            groups.setdefault(Path(row.model).stem, []).append(row.size)
+            groups.setdefault(names[group_key(row)], []).append(row.size)
     if groups:
         sweep_sizes(result.folder / "sizes.png", groups, f"{sum(map(len, groups.values()))} instances done")

@@ -1,4 +1,5 @@
-"""`mlrobust sweep SPEC`: every instance of a spec, a line as each finishes, a table per model."""
+"""`mlrobust sweep SPEC`: every instance of a spec, a line as each finishes, a table per model (per
+model, method and cutting when the sweep has several of those)."""
 
 from __future__ import annotations
 
@@ -21,29 +22,44 @@ def _fmt(value: float | None, digits: str = ".4g") -> str:
     return "-" if value is None else format(value, digits)
 
 
+def _where(row: Row, names: dict) -> str:  # type: ignore[type-arg]
+    """An instance as a line names it: the model's stem (with the method and the cutting when
+    the sweep has several: `group_names`), then the canvas or image."""
+    from mlrobust.sweep import group_key
+
+    group = names.get(group_key(row), Path(row.model).stem).replace("\n", " / ")
+    return f"{group} {row.canvas or Path(row.image).name}"
+
+
 def sweep(args: argparse.Namespace) -> ExitCode:
-    from mlrobust.sweep import summarise
+    from mlrobust.sweep import group_names, summarise
     from mlrobust.sweep import sweep as run_sweep
 
     console = Console(stderr=args.json, highlight=False)
     console.print(f"[bold]mlrobust sweep[/] {args.spec}")
+    names: dict = {}  # type: ignore[type-arg]
 
     def on_plan(rows: list[Row], workers: int) -> None:
+        names.update(group_names(rows))
         reused = sum(row.reused for row in rows)
         models = len({row.model for row in rows})
+        methods = len({row.method for row in rows})
+        cuttings = len({(row.cutting, str(row.cutting_weights) if row.cutting == "custom" else "") for row in rows})
+        axes = f" × {methods} method(s)" if methods > 1 else ""
+        axes += f" × {cuttings} cutting(s)" if cuttings > 1 else ""
         if args.scheduler:
             where = f"the Dask cluster at {args.scheduler}"
         else:
             pool = "a local Dask cluster" if args.executor == "dask" else "a local process pool"
             where = f"{pool} of {workers} worker(s)"
         console.print(
-            f"{len(rows)} instance(s) over {models} model(s); {reused} answered before (reused), "
+            f"{len(rows)} instance(s) over {models} model(s){axes}; {reused} answered before (reused), "
             f"{len(rows) - reused} to run on {where}",
             soft_wrap=True,
         )
 
     def listener(row: Row, progress: SweepProgress) -> None:
-        where = f"{Path(row.model).stem} {row.canvas or Path(row.image).name}"
+        where = _where(row, names)
         head = f"[dim]{progress.elapsed:7.1f}s[/] [{progress.finished}/{progress.total}, {progress.running} running]"
         if row.status == "failed":
             console.print(f"{head} [red]failed[/] {where}: {escape(row.error or '')}", soft_wrap=True)
@@ -88,12 +104,22 @@ def sweep(args: argparse.Namespace) -> ExitCode:
 
 
 def table(console: Console, result: SweepResult, summary: list[dict]) -> None:  # type: ignore[type-arg]
-    view = Table(title="per model (medians over the instances done)")
-    for column in ("model", "done", "w·ε*", "×unif", "s", "p90", "maximal"):
+    from mlrobust.spec.ir import ExplicitCutting
+    from mlrobust.sweep import group_names
+
+    names = group_names(result.rows)
+    axes = any("\n" in name for name in names.values())
+    title = "per model, method and cutting" if axes else "per model"
+    view = Table(title=f"{title} (medians over the instances done)")
+    heads = ("model", "method", "cutting") if axes else ("model",)
+    for column in (*heads, "done", "w·ε*", "×unif", "s", "p90", "maximal"):
         view.add_column(column, no_wrap=True)
     for line in summary:
+        custom = tuple(line["cutting_weights"]) if line["cutting_weights"] is not None else None
+        cutting = ExplicitCutting(custom).label if custom is not None else line["cutting"]
+        group = (Path(line["model"]).stem, line["method"], cutting)[: len(heads)]
         view.add_row(
-            Path(line["model"]).stem,
+            *group,
             f"{line['done']}/{line['instances']}",
             _fmt(line["median_size"]),
             _fmt(line["median_size_over_uniform"], ".3g"),
@@ -110,14 +136,14 @@ def table(console: Console, result: SweepResult, summary: list[dict]) -> None:  
     )
     skipped = [row for row in result.rows if row.status == "skipped"]
     if skipped:
-        names = ", ".join(f"{Path(row.model).stem} {row.canvas or Path(row.image).name}" for row in skipped)
+        listed = ", ".join(_where(row, names) for row in skipped)
         console.print(
-            f"skipped {len(skipped)}: the model misses the target on the image itself ({names})", soft_wrap=True
+            f"skipped {len(skipped)}: the model misses the target on the image itself ({listed})", soft_wrap=True
         )
     failed = [row for row in result.rows if row.status == "failed"]
     for row in failed:
         console.print(
-            f"[red]failed[/] {Path(row.model).stem} {row.canvas or Path(row.image).name}: {escape(row.error or '')}",
+            f"[red]failed[/] {_where(row, names)}: {escape(row.error or '')}",
             soft_wrap=True,
         )
     pending = result.count("pending") + result.count("incomplete")

@@ -33,6 +33,11 @@ class Asked:
     layers: int
     freeze: str | None = None  # the `freeze` mask file (None for a rect or no freeze)
     frozen_pixels: int = 0  # pixels held at the image's value (ε = 0 whatever their layer)
+    # a dataset canvas's digits, and the digit whose mask is the perturbed one (None: not a
+    # canvas, or a mask that is no digit's, e.g. a rectangle): what `mlrobust report`'s
+    # explanations group by
+    canvas_labels: tuple[int, ...] | None = None
+    perturbed_label: int | None = None
 
     @classmethod
     def of(cls, spec: Spec, instance: Instance, layers: int) -> Asked:
@@ -51,6 +56,7 @@ class Asked:
             layers=layers,
             freeze=str(instance.freeze_path.resolve()) if instance.freeze_path else None,
             frozen_pixels=int(instance.frozen.sum()) if instance.frozen is not None else 0,
+            **_canvas_digits(spec, instance),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,7 +75,21 @@ class Asked:
             "layers": self.layers,
             "freeze": self.freeze,
             "frozen_pixels": self.frozen_pixels,
+            "canvas_labels": list(self.canvas_labels) if self.canvas_labels is not None else None,
+            "perturbed_label": self.perturbed_label,
         }
+
+
+def _canvas_digits(spec: Spec, instance: Instance) -> dict[str, Any]:
+    """The canvas's labels from the dataset index, and which digit's mask is perturbed."""
+    if spec.dataset is None or instance.canvas is None:
+        return {}
+    from mlrobust.data.index import load_index
+
+    entry = load_index(spec.dataset.path).by_id(instance.canvas)
+    mask = instance.mask_path.resolve() if instance.mask_path else None
+    perturbed = [o.label for o in entry.objects if mask is not None and o.mask.resolve() == mask]
+    return {"canvas_labels": tuple(entry.labels), "perturbed_label": perturbed[0] if perturbed else None}
 
 
 def spec_record(spec: Spec) -> dict[str, str]:

@@ -310,8 +310,9 @@ def expand(
             # the guide proposes again what the chain already left unproved (its sound verifier is
             # weaker than the guide's bound): asking again would only replay the cached answer
             return robust, "converged (the chain does not prove the guide's next step)"
-        for _ in range(MAX_CUTS + 1):
-            query = oracle.ask(proposal, "expand")
+        for cuts in range(MAX_CUTS + 1):
+            # a cut's query says so: `mlrobust report` counts how often CEGIS cut (cutting acts only there)
+            query = oracle.ask(proposal, "expand" if cuts == 0 else f"expand (CEGIS cut {cuts})")
             if query.status is Status.ROBUST:
                 robust = proposal
                 break

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlrobust.contract.methods import SPEC_NAMES
+from mlrobust.contract.methods import METHOD_TABLE, SPEC_NAMES
 from mlrobust.contract.span import Span
 from mlrobust.contract.verifiers import VerifierStep, default_chain
 from mlrobust.spec import ir
@@ -51,6 +51,8 @@ BLOCK_FIELDS: dict[str, dict[str, str]] = {
         "models": "several models",
         "images": "several image files",
         "canvases": "several canvases of the dataset",
+        "methods": "several search methods (search, uniform, per_layer, thesis_style)",
+        "cuttings": "several cutting strategies (fixed, sensitivity, or a list of weights)",
     },
 }
 
@@ -222,6 +224,22 @@ def _method(value: s.Value, conv: Converter) -> str | None:
     return None
 
 
+def _methods(value: s.Value, conv: Converter) -> tuple[str, ...] | None:
+    """`methods = [search, thesis_style]`: each a method as `search { method }` takes it (an
+    unknown one is the same `bad-value`), each once."""
+    items = conv.axis_items(value, "methods", "[search, thesis_style]")
+    if items is None:
+        return None
+    methods = [_method(item, conv) for item in items]
+    if any(m is None for m in methods):
+        return None
+    found = tuple(m for m in methods if m is not None)
+    names = [METHOD_TABLE[m].spec_name for m in found]
+    if conv.duplicates([item.span for item in items], names, "methods"):
+        return None
+    return found
+
+
 def _sweep(merged: Merged, conv: Converter, dataset: ir.FileRef | None) -> ir.Sweep | None:
     if "sweep" not in merged.blocks:
         return None
@@ -229,6 +247,8 @@ def _sweep(merged: Merged, conv: Converter, dataset: ir.FileRef | None) -> ir.Sw
     span = merged.block_spans["sweep"]
     models = conv.path_list(fields["models"].value, "model") if "models" in fields else ()
     images = conv.path_list(fields["images"].value, "image") if "images" in fields else ()
+    methods = _methods(fields["methods"].value, conv) if "methods" in fields else ()
+    cuttings = conv.cutting_axis(fields["cuttings"].value) if "cuttings" in fields else ()
     canvases: tuple[str, ...] = ()
     if "canvases" in fields:
         selection = conv.canvas_selection(fields["canvases"].value)
@@ -255,12 +275,12 @@ def _sweep(merged: Merged, conv: Converter, dataset: ir.FileRef | None) -> ir.Sw
                 canvases = tuple(ids[start:stop])
             else:
                 canvases = tuple(selection)  # type: ignore[arg-type]
-    if models is None or images is None:
+    if models is None or images is None or methods is None or cuttings is None:
         return None
     if images and canvases:
         conv.report("bad-value", "a sweep takes images or canvases, not both", span)
         return None
-    return ir.Sweep(models, images, canvases, span)
+    return ir.Sweep(models, images, canvases, methods, cuttings, span)
 
 
 def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = False) -> ir.Spec | None:

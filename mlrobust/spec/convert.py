@@ -541,6 +541,58 @@ class Converter:
         self.wrong_type(what + "s", 'a path, a list of paths or glob("pattern")', value)
         return None
 
+    def axis_items(self, value: s.Value, field: str, example: str) -> tuple[s.Value, ...] | None:
+        """The elements of a sweep axis (`methods`, `cuttings`): a non-empty list."""
+        if not isinstance(value, s.ListValue):
+            self.wrong_type(field, "a list", value, f"write {field} = {example}")
+            return None
+        if not value.items:
+            self.report("empty-sweep", f"the list of {field} is empty", value.span, f"write {field} = {example}")
+            return None
+        return value.items
+
+    def cutting_axis(self, value: s.Value) -> tuple[ir.Cutting, ...] | None:
+        """`cuttings = [fixed, sensitivity, [1, 0.5, …]]`: each element any form `cutting` takes."""
+        items = self.axis_items(value, "cuttings", "[fixed, sensitivity]")
+        if items is None:
+            return None
+        if any(isinstance(item, s.Number) for item in items):
+            first = next(item for item in items if isinstance(item, s.Number))
+            self.wrong_type(
+                "each of cuttings",
+                "fixed, sensitivity or a list of weights",
+                first,
+                "an explicit cutting is a list inside the list: cuttings = [fixed, [1, 0.5, 0.25]]",
+            )
+            return None
+        cuttings = [self.cutting(item) for item in items]
+        if any(c is None for c in cuttings):
+            return None
+        found = tuple(c for c in cuttings if c is not None)
+        if self.duplicates(
+            [item.span for item in items], [repr(c) for c in found], "cuttings", [_cutting_text(c) for c in found]
+        ):
+            return None
+        return found
+
+    def duplicates(self, spans: list[Span], keys: list[str], field: str, names: list[str] | None = None) -> bool:
+        """Report each element of an axis whose key repeats an earlier one's
+        (`duplicate-axis-value`): two instances would ask the same question. `names`: how the
+        messages name the elements (their keys by default). True when there was one."""
+        seen: set[str] = set()
+        repeated = False
+        for span, key, name in zip(spans, keys, names or keys, strict=True):
+            if key in seen:
+                self.report(
+                    "duplicate-axis-value",
+                    f"{field} lists {name} twice",
+                    span,
+                    f"list each of {field} once: a repeat would ask the same question again",
+                )
+                repeated = True
+            seen.add(key)
+        return repeated
+
     def canvas_selection(self, value: s.Value) -> tuple[str, ...] | tuple[int, int] | str | None:
         """A list of canvas ids, rows(start, stop), or `all` (resolved against the index later)."""
         if isinstance(value, s.Name) and value.value == "all":
@@ -577,6 +629,13 @@ class Converter:
             return tuple(i for i in ids if i is not None)
         self.wrong_type("canvases", "a list of canvas ids, rows(start, stop) or all", value)
         return None
+
+
+def _cutting_text(cutting: ir.Cutting) -> str:
+    """A cutting as a message names it: `fixed`, `sensitivity`, or its list."""
+    if isinstance(cutting, ir.ExplicitCutting):
+        return "[" + ", ".join(number_text(v) for v in cutting.values) + "]"
+    return cutting.name
 
 
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:

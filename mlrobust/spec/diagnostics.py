@@ -72,6 +72,7 @@ CODES: dict[str, Code] = _codes(
     ("unknown-generator", E, "a weights, cutting or mask form the language does not know"),
     ("needs-dataset", E, "the value needs `dataset` (and `canvas`) to be set"),
     ("empty-sweep", E, "a sweep that selects no image or model"),
+    ("duplicate-axis-value", E, "a sweep's `methods` or `cuttings` lists the same value twice"),
     # VNN-LIB property files (`mlrobust verify`): docs/vnnlib.md
     ("vnnlib-syntax", E, "the text is not well-formed VNN-LIB (S-expressions)"),
     ("vnnlib-unknown", E, "a command, connective or operator VNN-LIB 1.0 does not have"),

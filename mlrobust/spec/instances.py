@@ -1,6 +1,7 @@
 """A spec -> its concrete instances: (model, image, mask, target) after every file is read.
 
-One spec is one instance; a sweep is many (models × images or canvases). The checker calls
+One spec is one instance; a sweep is many: models × methods × cuttings × images (or
+canvases), in that order, the methods and cuttings axes only when the sweep has them. The checker calls
 this to find what is wrong with the files, with spans to point at; the compiler calls it
 again on a checked spec to get the arrays. Files are read once per path (a sweep names the
 same model many times).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,9 @@ class Instance:
     # `freeze`: bool (H, W), pixels whose ε is 0 whatever their layer (None: nothing frozen)
     frozen: np.ndarray | None = None
     freeze_path: Path | None = None  # the freeze's mask file (None for a rectangle or no freeze)
+    # a sweep's `methods` / `cuttings` axis value for this instance (None: the spec's own, or the CLI's --method)
+    method: str | None = None  # a name of contract/methods.py METHODS
+    cutting: ir.Cutting | None = None
 
     @property
     def where(self) -> str:
@@ -476,7 +480,7 @@ class _Expander:
             return None
         return pixels
 
-    def check_vectors(self, layers: int, where: str) -> None:
+    def check_vectors(self, layers: int, where: str, cuttings: tuple[ir.Cutting, ...]) -> None:
         weights = self.spec.weights
         if isinstance(weights, ir.ExplicitWeights):
             n = len(weights.values)
@@ -489,14 +493,16 @@ class _Expander:
                     hint,
                     key=f"{n}/{layers}",
                 )
-        cutting = self.spec.cutting
-        if isinstance(cutting, ir.ExplicitCutting) and len(cutting.values) != layers:
-            self.report(
-                "weights-length",
-                f"cutting has {len(cutting.values)} entries but the mask gives {layers} layers for {where}",
-                cutting.span,
-                key=f"c{len(cutting.values)}/{layers}",
-            )
+        swept = bool(self.spec.sweep and self.spec.sweep.cuttings)
+        for cutting in cuttings:  # the spec's cutting, or each of the sweep's `cuttings` (which replace it)
+            if isinstance(cutting, ir.ExplicitCutting) and len(cutting.values) != layers:
+                what = "this cutting of `cuttings`" if swept else "cutting"
+                self.report(
+                    "weights-length",
+                    f"{what} has {len(cutting.values)} entries but the mask gives {layers} layers for {where}",
+                    cutting.span,
+                    key=f"c{len(cutting.values)}/{layers}",
+                )
 
 
 def _mask_path(
@@ -512,76 +518,100 @@ def _mask_path(
 
 
 def expand_instances(spec: ir.Spec, diagnostics: list[Diagnostic]) -> list[Instance]:
-    """Every instance of the spec; file problems become diagnostics (those instances are left out)."""
+    """Every instance of the spec, models × methods × cuttings × images; file problems become
+    diagnostics (those instances are left out). Without a `methods` / `cuttings` axis an
+    instance's method and cutting are None: the spec's own (or the CLI's --method)."""
     expander = _Expander(spec, diagnostics)
     models = spec.sweep.models if spec.sweep and spec.sweep.models else ((spec.model,) if spec.model else ())
+    methods: tuple[str | None, ...] = (spec.sweep.methods if spec.sweep else ()) or (None,)
+    cuttings: tuple[ir.Cutting | None, ...] = (spec.sweep.cuttings if spec.sweep else ()) or (None,)
+    used_cuttings = tuple(c for c in cuttings if c is not None) or (spec.cutting,)
     index = expander.dataset()
     images = list(expander.images(index))
     instances = []
     for model in models:
-        summary = expander.model(model)
-        if summary is None:
+        found = _model_instances(spec, expander, model, images, index, used_cuttings)
+        instances.extend(
+            replace(instance, method=method, cutting=cutting)
+            for method in methods
+            for cutting in cuttings
+            for instance in found
+        )
+    return instances
+
+
+def _model_instances(
+    spec: ir.Spec,
+    expander: _Expander,
+    model: ir.FileRef,
+    images: list[tuple[Path, str | None, Span]],
+    index: DatasetIndex | None,
+    cuttings: tuple[ir.Cutting, ...],
+) -> list[Instance]:
+    """One model's instances, one per image the spec selects (its usable ones)."""
+    instances: list[Instance] = []
+    summary = expander.model(model)
+    if summary is None:
+        return instances
+    classes = summary.num_classes or 0
+    if not 1 <= spec.k < classes:
+        expander.report(
+            "k-out-of-range",
+            f"k = {spec.k} but {model.path.name} has {classes} classes; k must be 1 … {classes - 1}",
+            spec.span_of("k"),
+        )
+    expected = tuple(d for d in summary.input_shape[1:])
+    for image_path, canvas, span in images:
+        image = expander.read_image(image_path)
+        if isinstance(image, UserError):
+            expander.report("image-load-error", image.message, span, image.hint, key=str(image_path))
             continue
-        classes = summary.num_classes or 0
-        if not 1 <= spec.k < classes:
+        if any(isinstance(e, int) and e != a for e, a in zip(expected, image.shape, strict=False)) or len(
+            expected
+        ) != len(image.shape):
             expander.report(
-                "k-out-of-range",
-                f"k = {spec.k} but {model.path.name} has {classes} classes; k must be 1 … {classes - 1}",
-                spec.span_of("k"),
+                "shape-mismatch",
+                f"{image_path.name} is {'×'.join(map(str, image.shape))} but "
+                f"{model.path.name} takes {'×'.join(map(str, expected))}",
+                span,
+                key=f"{model.path}{image.shape}",
             )
-        expected = tuple(d for d in summary.input_shape[1:])
-        for image_path, canvas, span in images:
-            image = expander.read_image(image_path)
-            if isinstance(image, UserError):
-                expander.report("image-load-error", image.message, span, image.hint, key=str(image_path))
-                continue
-            if any(isinstance(e, int) and e != a for e, a in zip(expected, image.shape, strict=False)) or len(
-                expected
-            ) != len(image.shape):
-                expander.report(
-                    "shape-mismatch",
-                    f"{image_path.name} is {'×'.join(map(str, image.shape))} but "
-                    f"{model.path.name} takes {'×'.join(map(str, expected))}",
-                    span,
-                    key=f"{model.path}{image.shape}",
-                )
-                continue
-            lo, hi = spec.value_range
-            if image.min() < lo or image.max() > hi:
-                expander.report(
-                    "bad-value",
-                    f"{image_path.name} has values in [{image.min():g}, {image.max():g}], "
-                    f"outside range [{lo:g}, {hi:g}]",
-                    span,
-                    key=str(image_path),
-                )
-                continue
-            entry = index.by_id(canvas) if canvas is not None and index is not None else None
-            label = expander.target_label(summary, model, entry.labels if entry else None)
-            if label is None:
-                continue
-            found = expander.mask_and_layers(image_path, image, label, canvas, index)
-            if found is None:
-                continue
-            mask, layers = found
-            usable, frozen = expander.frozen_and_usable(image_path, image, label, canvas, index, mask)
-            if not usable:
-                continue
-            where = f"{model.path.name} on {canvas or image_path.name}"
-            expander.check_vectors(layers, where)
-            instances.append(
-                Instance(
-                    model.path,
-                    image_path,
-                    image,
-                    mask,
-                    label,
-                    canvas,
-                    classes,
-                    layers,
-                    _mask_path(spec.mask, label, canvas, index),
-                    frozen,
-                    _mask_path(spec.freeze, label, canvas, index),
-                )
+            continue
+        lo, hi = spec.value_range
+        if image.min() < lo or image.max() > hi:
+            expander.report(
+                "bad-value",
+                f"{image_path.name} has values in [{image.min():g}, {image.max():g}], outside range [{lo:g}, {hi:g}]",
+                span,
+                key=str(image_path),
             )
+            continue
+        entry = index.by_id(canvas) if canvas is not None and index is not None else None
+        label = expander.target_label(summary, model, entry.labels if entry else None)
+        if label is None:
+            continue
+        found = expander.mask_and_layers(image_path, image, label, canvas, index)
+        if found is None:
+            continue
+        mask, layers = found
+        usable, frozen = expander.frozen_and_usable(image_path, image, label, canvas, index, mask)
+        if not usable:
+            continue
+        where = f"{model.path.name} on {canvas or image_path.name}"
+        expander.check_vectors(layers, where, cuttings)
+        instances.append(
+            Instance(
+                model.path,
+                image_path,
+                image,
+                mask,
+                label,
+                canvas,
+                classes,
+                layers,
+                _mask_path(spec.mask, label, canvas, index),
+                frozen,
+                _mask_path(spec.freeze, label, canvas, index),
+            )
+        )
     return instances

@@ -7,6 +7,8 @@ keeps the span it came from (excluded from equality) so later stages can still p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,12 +176,30 @@ class FixedCutting:
 
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
 
+    @property
+    def name(self) -> str:
+        """How a sweep's row names it: `fixed`, `sensitivity` or `custom`."""
+        return "fixed"
+
+    @property
+    def label(self) -> str:
+        """A short, stable name for a folder: the name, or `cutting-<hash8>` of a list."""
+        return self.name
+
 
 @dataclass(frozen=True)
 class SensitivityCutting:
     """Cutting weights from the vanilla gradient of the margin, averaged per layer."""
 
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return "sensitivity"
+
+    @property
+    def label(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -188,6 +208,17 @@ class ExplicitCutting:
 
     values: tuple[float, ...]
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return "custom"
+
+    @property
+    def label(self) -> str:
+        """`cutting-` and 8 hex digits of the values' sha256: equal lists (`[1, 0.5]`,
+        `[1.0, 0.50]`) get one label, and the label never changes with layout or spans."""
+        digest = hashlib.sha256(json.dumps([float(v) for v in self.values]).encode()).hexdigest()
+        return f"cutting-{digest[:8]}"
 
 
 Cutting = FixedCutting | SensitivityCutting | ExplicitCutting
@@ -208,11 +239,15 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Several models and/or several images (files, or canvases of the dataset)."""
+    """Several models and/or several images (files, or canvases of the dataset), and
+    optionally several search methods and cutting strategies: the instances are
+    models × methods × cuttings × images. An empty axis is the spec's own value."""
 
     models: tuple[FileRef, ...] = ()
     images: tuple[FileRef, ...] = ()
     canvases: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # names in contract/methods.py METHODS (`thesis-style`); () = search { method }
+    cuttings: tuple[Cutting, ...] = ()  # () = the spec's `cutting`
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
 
 
