@@ -13,10 +13,11 @@ against onnxruntime compares logits with logits (nn/network.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mlrobust.errors import UserError
 from mlrobust.nn import ops as o
@@ -289,6 +290,61 @@ def _ceil_mode_padding(
             out -= 1
         extra.append(max(0, (out - 1) * stride[axis] - span))
     return (padding[0], padding[1], padding[2] + extra[0], padding[3] + extra[1])
+
+
+@register("AveragePool", 1, 7, 10, 11, 19, 22)
+def _average_pool(ctx: NodeContext) -> list[o.Op]:
+    """Average pooling as the linear op it is: a Conv summing each channel's window (an identity
+    over channels, exact) times 1 / the window's count. With `count_include_pad = 0` (ONNX's
+    default) and padding, the border windows count fewer pixels: a per-position scale after the
+    Conv (an Affine the fold leaves alone), so every verifier handles it with its existing rules."""
+    kernel = _pairs(ctx.attributes.get("kernel_shape"), None)
+    if kernel is None or len(kernel) != 2 or len(ctx.in_shape) != 3:
+        raise ctx.fail("only 2-D average pools are supported")
+    if int(ctx.attributes.get("ceil_mode", 0)):
+        raise ctx.fail("ceil_mode = 1 is not supported for AveragePool", "export it with ceil_mode = 0 (the default)")
+    stride = _pairs(ctx.attributes.get("strides"), (1, 1))
+    dilation = _pairs(ctx.attributes.get("dilations"), (1, 1))
+    padding = _spatial_padding(ctx, kernel, stride, dilation)
+    include_pad = bool(int(ctx.attributes.get("count_include_pad", 0)))
+    return _window_sum(ctx.in_shape, kernel, stride, padding, dilation, include_pad)
+
+
+@register("GlobalAveragePool", 1, 22)
+def _global_average_pool(ctx: NodeContext) -> list[o.Op]:
+    if len(ctx.in_shape) != 3:
+        raise ctx.fail("only 2-D global average pools (batch, channels, height, width) are supported")
+    _, height, width = ctx.in_shape
+    return _window_sum(ctx.in_shape, (height, width), (1, 1), (0, 0, 0, 0), (1, 1), True)
+
+
+def _window_sum(
+    in_shape: o.Shape,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, int, int, int],
+    dilation: tuple[int, ...],
+    include_pad: bool,
+) -> list[o.Op]:
+    channels, height, width = in_shape
+    out_h = (height + padding[0] + padding[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (width + padding[1] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    out_shape = (channels, out_h, out_w)
+    weight = np.zeros((channels, channels, kernel[0], kernel[1]))
+    weight[np.arange(channels), np.arange(channels)] = 1.0
+    conv = o.Conv(
+        weight, np.zeros(channels), (stride[0], stride[1]), padding, (dilation[0], dilation[1]), in_shape, out_shape
+    )
+    if include_pad or not any(padding):
+        return [replace(conv, weight=weight / (kernel[0] * kernel[1]))]
+    # the pixels of each window inside the image: the same window sum over an image of ones
+    one_channel = (1, height, width)
+    ones = o.Conv(weight[:1, :1], np.zeros(1), conv.stride, padding, conv.dilation, one_channel, (1, out_h, out_w))
+    counts = ones.forward(torch.ones((1, 1, height, width), dtype=torch.float64))[0].numpy()
+    if counts.min() < 1:  # a window wholly in the padding (pads >= the kernel): ONNX divides by 0 there
+        raise UnsupportedModel("an AveragePool window lies wholly in its padding", op_type="AveragePool")
+    scale = np.broadcast_to(1.0 / counts, out_shape).copy()
+    return [conv, o.Affine(scale, np.zeros(out_shape), out_shape, out_shape)]
 
 
 @register("Flatten", 1, 9, 11, 13, 21, 23, 24, 25)
