@@ -73,3 +73,52 @@ def test_missing_card_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="no model card"):
         read_card(tmp_path / "absent.onnx")
+
+
+def test_sigmoid_kl_is_zero_at_the_reference_and_positive_elsewhere() -> None:
+    from mlrobust.models.pgd import sigmoid_kl
+
+    reference = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sigmoid_kl(reference, reference), torch.zeros(8), atol=1e-7)
+    assert torch.all(sigmoid_kl(reference, reference + 0.5) > 0)
+
+
+def test_madry_and_trades_losses_both_train(pools) -> None:
+    from mlrobust.models.train import pgd_training_loss
+
+    batch = compose(pools["train"], 16, np.random.default_rng(0))
+    x, y = torch.from_numpy(batch.images[:, None]), torch.from_numpy(batch.multi_hot())
+    defence = RECIPES["pgd"].pgd
+    assert defence is not None
+    for variant in (dataclasses.replace(defence, trades_beta=None), dataclasses.replace(defence, trades_beta=3.0)):
+        torch.manual_seed(0)
+        model = build_classifier(Architecture())
+        loss = pgd_training_loss(model, x, y, variant, 0.05, torch.Generator().manual_seed(0))
+        loss.backward()
+        assert torch.isfinite(loss) and loss > 0
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def test_retraining_keeps_the_replaced_model_in_the_card_history(tmp_path: Path) -> None:
+    import shutil
+
+    from mlrobust.models.card import card_path, write_card
+    from mlrobust.models.pipeline import _history_after_replacing
+
+    committed = Path(__file__).resolve().parents[1] / "models" / "double_mnist_pgd.onnx"
+    path = tmp_path / committed.name
+    shutil.copy(committed, path)
+    old = read_card(committed)
+    write_card(path, old)
+    history = _history_after_replacing(path, "a better recipe")
+    assert history[:-1] == old.get("history", [])  # earlier history carries over, in order
+    entry = history[-1]
+    assert entry["sha256"] == old["onnx"]["sha256"] and entry["reason"] == "a better recipe"
+    assert entry["exact_top2_accuracy"] == old["evaluation"]["exact_top2_accuracy"]
+    new = {**old, "onnx": {**old["onnx"], "sha256": "0" * 64}, "history": history}
+    write_card(path, new)
+    markdown = path.with_suffix(".md").read_text()
+    assert "## History" in markdown and old["onnx"]["sha256"] in markdown
+    assert read_card(path)["history"] == history
+    assert _history_after_replacing(tmp_path / "fresh.onnx", "x") == []
+    assert not card_path(tmp_path / "fresh.onnx").exists()

@@ -17,6 +17,28 @@ def card_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.stem + CARD_SUFFIX)
 
 
+def retired_entry(card: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What a card keeps about a model file it no longer describes.
+
+    A retrained model replaces the committed file, and its new card would otherwise forget the
+    old one. Results quoted elsewhere (docs, benchmarks, runs) were measured on the old file, so
+    its hash and headline figures stay in the card's `history`, newest last, with the reason.
+    """
+    ev = card["evaluation"]
+    return {
+        "sha256": card["onnx"]["sha256"],
+        "recipe": card["recipe"],
+        "seed": card["seed"],
+        "training_seconds": card["training"]["seconds"],
+        "training_threads": card["training"]["threads"],
+        "canvases": ev["canvases"],
+        "exact_top2_accuracy": ev["exact_top2_accuracy"],
+        "per_label_accuracy": ev["per_label_accuracy"],
+        "pgd": [{"eps": robust["eps"], "accuracy": robust["accuracy"]} for robust in ev["pgd"]],
+        "reason": reason,
+    }
+
+
 def write_card(onnx_path: Path, card: dict[str, Any]) -> None:
     atomic_write_json(card_path(onnx_path), card)
     atomic_write_text(onnx_path.with_suffix(".md"), render_markdown(card))
@@ -67,4 +89,35 @@ def render_markdown(card: dict[str, Any]) -> str:
         )
     lines.append(f"| onnxruntime vs torch | max abs diff {card['onnx']['max_abs_diff_vs_torch']:.2e} |")
     lines += ["", "## Recipe hyper-parameters", "", "```json", json.dumps(recipe, indent=2), "```", ""]
+    lines += _render_history(card.get("history", []))
     return "\n".join(lines)
+
+
+def _render_history(history: list[dict[str, Any]]) -> list[str]:
+    """Earlier files this card's model replaced, oldest first (empty when there are none)."""
+    if not history:
+        return []
+    eps_values = [robust["eps"] for robust in history[-1]["pgd"]]
+    lines = [
+        "## History",
+        "",
+        "Earlier files published under this name, oldest first; measured on the same canvases.",
+        "",
+        "| sha256 | recipe | train s | exact top-2 | per label | "
+        + " | ".join(f"PGD ε={eps}" for eps in eps_values)
+        + " |",
+        "| --- " * (5 + len(eps_values)) + "|",
+    ]
+    for entry in history:
+        by_eps = {robust["eps"]: robust["accuracy"] for robust in entry["pgd"]}
+        lines.append(
+            f"| `{entry['sha256']}` | `{entry['recipe']['name']}` | {entry['training_seconds']:.0f} | "
+            f"{entry['exact_top2_accuracy']:.4f} | {entry['per_label_accuracy']:.4f} | "
+            + " | ".join(f"{by_eps[eps]:.4f}" if eps in by_eps else "–" for eps in eps_values)
+            + " |"
+        )
+    lines.append("")
+    for entry in history:
+        lines.append(f"- `{entry['sha256'][:12]}…` was replaced because: {entry['reason']}")
+    lines.append("")
+    return lines

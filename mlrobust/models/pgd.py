@@ -31,6 +31,18 @@ def bce_loss(logits: torch.Tensor, multi_hot: torch.Tensor) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits, multi_hot, reduction="none").mean(dim=1)
 
 
+def sigmoid_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-example KL(p_ref || p) of independent sigmoid outputs, averaged over the classes.
+
+    The multi-label analogue of TRADES' softmax KL: each class is its own Bernoulli. Averaged
+    (not summed) over classes, like `bce_loss`, so a TRADES beta weighs the two alike.
+    """
+    p_ref = torch.sigmoid(reference_logits)
+    log_ref, log_ref_off = nn.functional.logsigmoid(reference_logits), nn.functional.logsigmoid(-reference_logits)
+    log_p, log_p_off = nn.functional.logsigmoid(logits), nn.functional.logsigmoid(-logits)
+    return (p_ref * (log_ref - log_p) + (1 - p_ref) * (log_ref_off - log_p_off)).mean(dim=1)
+
+
 def pgd_linf(
     model: nn.Module,
     images: torch.Tensor,

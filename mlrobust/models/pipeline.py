@@ -17,7 +17,7 @@ from mlrobust.data.canvas import MASK_THRESHOLD, compose
 from mlrobust.data.source import SPLIT_SEED, load_pools
 from mlrobust.errors import UserError
 from mlrobust.models.architecture import Architecture
-from mlrobust.models.card import read_card, write_card
+from mlrobust.models.card import card_path, read_card, retired_entry, write_card
 from mlrobust.models.evaluate import evaluate
 from mlrobust.models.export import (
     INPUT_NAME,
@@ -45,14 +45,20 @@ def train_and_publish(
     seed: int,
     threads: int,
     progress: Callable[[int, float], None] | None = None,
+    reason: str = "retrained with `mlrobust models train`",
 ) -> dict[str, Any]:
-    """Train one recipe, write `double_mnist_<recipe>.onnx` and its card; return the card."""
+    """Train one recipe, write `double_mnist_<recipe>.onnx` and its card; return the card.
+
+    A model already published there is not forgotten: its card's `history` carries over, and
+    the replaced file's hash and figures join it with `reason` (see `card.retired_entry`).
+    """
     torch.set_num_threads(threads)  # oversubscribing 2 cores made epochs 13-25x slower
     recipe = RECIPES[recipe_name]
+    path = model_path(out_dir, recipe_name)
+    history = _history_after_replacing(path, reason)
     pools = load_pools()
     trained = train_classifier(recipe, ARCHITECTURE, pools["train"], seed, progress)
     eval_canvases = compose(pools["test"], EVAL_CANVASES, np.random.default_rng(EVAL_SEED))
-    path = model_path(out_dir, recipe_name)
     check = export_onnx(trained.model, path, eval_canvases.images[:, None])
     evaluation = evaluate(trained.model, path, eval_canvases, seed)
     card: dict[str, Any] = {
@@ -93,8 +99,20 @@ def train_and_publish(
         "classes": [str(digit) for digit in range(10)],
         "versions": _versions(),
     }
+    if history:
+        card["history"] = history
     write_card(path, card)
     return card
+
+
+def _history_after_replacing(path: Path, reason: str) -> list[dict[str, Any]]:
+    """The history a new card at `path` inherits: the old card's, plus the old model itself."""
+    if not card_path(path).exists():
+        return []
+    previous = read_card(path)
+    history: list[dict[str, Any]] = list(previous.get("history", []))
+    history.append(retired_entry(previous, reason))
+    return history
 
 
 def reevaluate(path: Path) -> dict[str, Any]:

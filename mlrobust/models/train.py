@@ -13,8 +13,8 @@ from torch import nn
 from mlrobust.data.canvas import CANVAS_SIZE, compose
 from mlrobust.data.source import DigitPool
 from mlrobust.models.architecture import Architecture, build_classifier
-from mlrobust.models.pgd import bce_loss, pgd_linf
-from mlrobust.models.recipes import L0Defence, Recipe
+from mlrobust.models.pgd import bce_loss, pgd_linf, sigmoid_kl
+from mlrobust.models.recipes import L0Defence, PgdDefence, Recipe
 
 # Fresh canvases reuse each training digit up to this many times per epoch (20,000 canvases
 # from 4,000 digits need 10).
@@ -44,6 +44,39 @@ def paste_black_rectangles(images: np.ndarray, defence: L0Defence, rng: np.rando
         & (cols < (lefts + widths)[:, None, None])
     )
     return np.where(inside, np.float32(0), images)
+
+
+def pgd_training_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    defence: PgdDefence,
+    eps: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One batch's loss under adversarial training at radius eps (the ramped value).
+
+    Madry (`trades_beta` None): BCE on the PGD points alone, the attack maximising BCE.
+    TRADES: BCE on the clean canvases plus beta times the sigmoid KL between the clean and
+    the perturbed outputs, the attack maximising that KL. The step size scales with eps so
+    the attack keeps its shape while eps ramps up.
+    """
+    step = defence.step_size * eps / defence.eps
+    model.eval()
+    if defence.trades_beta is None:
+        adversarial = pgd_linf(model, x, y, bce_loss, eps, defence.steps, step, generator)
+        model.train()
+        return bce_loss(model(adversarial), y).mean()
+    with torch.no_grad():
+        reference = model(x)
+
+    def divergence(logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+        return sigmoid_kl(clean_logits, logits)
+
+    adversarial = pgd_linf(model, x, reference, divergence, eps, defence.steps, step, generator)
+    model.train()
+    clean = model(x)
+    return bce_loss(clean, y).mean() + defence.trades_beta * sigmoid_kl(clean, model(adversarial)).mean()
 
 
 def train_classifier(
@@ -79,12 +112,10 @@ def train_classifier(
         for start in range(0, batches_per_epoch * recipe.batch_size, recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             x, y = inputs[batch], targets[batch]
-            if recipe.pgd is not None:
-                model.eval()
-                step = recipe.pgd.step_size * eps / recipe.pgd.eps
-                x = pgd_linf(model, x, y, bce_loss, eps, recipe.pgd.steps, step, generator)
-                model.train()
-            loss = bce_loss(model(x), y).mean()
+            if recipe.pgd is None:
+                loss = bce_loss(model(x), y).mean()
+            else:
+                loss = pgd_training_loss(model, x, y, recipe.pgd, eps, generator)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
