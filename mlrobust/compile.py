@@ -17,7 +17,7 @@ import numpy as np
 
 from mlrobust.contract.methods import METHOD_TABLE, Method
 from mlrobust.contract.verifiers import CATALOGUE, VerifierStep
-from mlrobust.errors import TargetNotInTopK
+from mlrobust.errors import TargetNotInTopK, UserError
 from mlrobust.nn.network import (
     ORT_TOLERANCE,
     Network,
@@ -29,6 +29,7 @@ from mlrobust.nn.network import (
 from mlrobust.plan import Plan, SearchBudget
 from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
+from mlrobust.problem.property import AboveThreshold, KeepTopK, OutputProperty, clean_top_k, predicted_above
 from mlrobust.search.cutting import fixed_weights, sensitivity_weights
 from mlrobust.spec import ir
 from mlrobust.spec.instances import Instance
@@ -62,9 +63,52 @@ def compile_problem(spec: ir.Spec, instance: Instance, networks: Networks | None
     # the image exactly as onnxruntime receives it (float32), so one-point boxes hold real points
     image = np.asarray(instance.image, dtype=np.float32).astype(np.float64)
     network, _ = (networks or Networks()).load(instance.model, image)
+    output = output_property(spec.output_property, spec.k, instance, network, image)
+    k = spec.k if spec.output_property.uses_k else None
     return Problem(
-        network, image, layer_map(instance.mask), instance.target, spec.k, spec.value_range, frozen=instance.frozen
+        network,
+        image,
+        layer_map(instance.mask),
+        instance.target,
+        k,
+        spec.value_range,
+        frozen=instance.frozen,
+        output_property=output,
     )
+
+
+def output_property(
+    asked: ir.OutputPropertySpec, k: int, instance: Instance, network: Network, image: np.ndarray
+) -> OutputProperty | None:
+    """The spec's property over the network's logits (None: top-k, the Problem's default).
+
+    `keep_predicted` is about what the model predicts on the clean image: onnxruntime's logits
+    there (the ground truth every counterexample is re-checked against) give the labels to keep.
+    A threshold is on a sigmoid score, which a Softmax head does not give (lint says so first).
+    """
+    if isinstance(asked, ir.TopKProperty):
+        return None
+    if asked.threshold is not None and network.head == "Softmax":
+        raise UserError(
+            f"property = {asked.text} thresholds a sigmoid score, but {instance.model.name} ends in a Softmax: "
+            "a softmax score depends on every logit, so a threshold on it bounds no single logit",
+            hint="ask property = top_k (k = 1: the target stays the argmax) or keep_predicted",
+        )
+    classes = network.num_classes
+    if isinstance(asked, ir.ThresholdProperty):
+        assert instance.target is not None, "lint requires a target for threshold"
+        return AboveThreshold((instance.target,), asked.threshold, classes)
+    logits = onnxruntime_logits(instance.model, image[None])[0]
+    if asked.threshold is None:
+        return KeepTopK(clean_top_k(logits, k), classes)
+    labels = predicted_above(logits, asked.threshold)
+    if not labels:
+        raise UserError(
+            f"property = {asked.text}: {instance.model.name} predicts no label on {instance.where} "
+            f"(no logit above logit({asked.threshold:g}))",
+            hint="nothing predicted means nothing to keep: lower the threshold, or choose another image",
+        )
+    return AboveThreshold(labels, asked.threshold, classes, predicted=True)
 
 
 def method_chain(spec: ir.Spec, method: Method) -> tuple[VerifierStep, ...]:
@@ -111,7 +155,8 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
     """(question, queries key), sha256 prefixes of what decides the answer.
 
     The queries key covers what decides one query's verdict: the model file, the image and mask
-    as arrays, the frozen pixels (when any), the target, k, the range and the chain. The question
+    as arrays, the frozen pixels (when any), the target, k, the property (when it is not
+    top-k), the range and the chain. The question
     adds what decides the search's answer: weights, cutting, resolution, seed and method. The IR reprs leave out
     spans, so moving a line or a comment changes neither; the search budget is in neither (a
     budget-stopped answer stands for that budget, and journal answers hold for any). The
@@ -138,6 +183,11 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
         queries.append(
             ["freeze", hashlib.sha256(np.ascontiguousarray(instance.frozen, dtype=bool).tobytes()).hexdigest()]
         )
+    asked = spec.output_property.key()
+    if asked is not None:
+        # another property asks another question of every box; appended only when it is not
+        # top-k, so the hashes of specs that say nothing (or `property = top_k`) stay as they were
+        queries.append(asked)
     search = [repr((spec.weights, spec.cutting)), repr((spec.search.resolution, spec.search.seed)), method.name]
     if method.former_cutting is not None and spec.cutting.name != method.former_cutting:
         # thesis-style once cut with fixed weights whatever the spec said: what it answered this
@@ -152,12 +202,29 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
 
 
 def require_target_in_top_k(problem: Problem, instance: Instance) -> None:
-    """Refuse an image on which the model (onnxruntime, the user's file) already misses the
-    target: even ε = 0 is not robust, so no ε* exists (a search would report an empty box that
-    its own re-proof refutes)."""
+    """Refuse an image on which the model (onnxruntime, the user's file) already violates the
+    property (misses the target, or its score is at or below the threshold, or the clean top-k
+    set is tied at its edge): even ε = 0 is not robust, so no ε* exists (a search would report
+    an empty box that its own re-proof refutes)."""
     logits = onnxruntime_logits(instance.model, problem.image[None])
     if not problem.violated(logits)[0]:
         return
+    output = problem.output
+    where = f"{instance.model.name} on {instance.where}"
+    if isinstance(output, AboveThreshold):
+        label = output.labels[0]
+        raise TargetNotInTopK(
+            f"{where} itself gives target {label} the logit {logits[0, label]:.4g}, not above "
+            f"logit({output.threshold:g}) = {output.cut:.4g} (its sigmoid score is not above {output.threshold:g}): "
+            "no neighborhood can be robust",
+            hint="choose an image on which the model predicts the target, another target, or a lower threshold",
+        )
+    if isinstance(output, KeepTopK):
+        raise TargetNotInTopK(
+            f"{where} itself ties at the edge of its top {output.k} (labels {', '.join(map(str, output.labels))} "
+            "against an equal logit outside): the predicted top-k set is not defined, so nothing can be kept",
+            hint="choose another image, or another k",
+        )
     top = [int(c) for c in np.argsort(-logits[0], kind="stable")[: problem.k]]
     raise TargetNotInTopK(
         f"{instance.model.name} does not put target {problem.target} in its top {problem.k} on {instance.where} "

@@ -180,6 +180,6 @@ def check_loaded(
         counterexample=None if verdict.counterexample is None else np.asarray(verdict.counterexample),
         counterexample_file=saved,
         steps=tuple(outcome.steps),
-        asked=Asked.of(loaded, chosen, problem.num_layers),
+        asked=Asked.of(loaded, chosen, problem.num_layers, problem.output),
         onnxruntime_max_difference=networks.load(chosen.model)[1],
     )

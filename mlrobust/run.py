@@ -205,6 +205,7 @@ def _search_and_write(
 ) -> Result:
     oracle = Oracle.for_plan(plan, folder)
     replayed = oracle.load_journal()
+    asked = Asked.of(spec, instance, plan.num_layers, plan.problem.output)
     if on_start is not None:
         on_start(
             {
@@ -213,6 +214,8 @@ def _search_and_write(
                 "canvas": instance.canvas,
                 "target": instance.target,
                 "k": spec.k,
+                # how the header names the question: `target 3, top-2` as always, else in words
+                "property": asked.words,
                 "layers": plan.num_layers,
                 "chain": " -> ".join(step.name for step in plan.chain),
                 "method": method,
@@ -232,7 +235,7 @@ def _search_and_write(
     if certificate.interrupted:
         complete, stop_reason = False, "interrupted (Ctrl-C)"
     setup = SearchSetup(
-        asked=Asked.of(spec, instance, plan.num_layers),
+        asked=asked,
         **spec_record(spec),
         weights=plan.weights,
         cutting=plan.cutting,
@@ -279,7 +282,13 @@ def export_asked(folder: Path, plan: Plan, result: Result, spec: Spec) -> int:
     exporter = Exporter(folder)
     asked = list(dict.fromkeys(q.eps for q in result.queries if not q.cached))
     for eps in asked:
-        info = {"spec": str(spec.file), "question": plan.question, "target": plan.problem.target, "k": plan.problem.k}
+        info = {
+            "spec": str(spec.file),
+            "question": plan.question,
+            "target": plan.problem.target,
+            "k": plan.problem.k,
+            "property": plan.problem.output.describe(),
+        }
         export_query(exporter, plan.problem, np.array(eps), info)
     return len(asked)
 

@@ -81,3 +81,38 @@ def sample_box(problem: Problem, eps: np.ndarray, count: int, seed: int) -> np.n
     corners = rng.integers(0, 2, size=(count, *lower.shape)).astype(np.float64)
     weights = np.concatenate([uniform, corners])
     return lower + weights * (upper - lower)
+
+
+def onnx_dense_net(seed: int, folder: Path, sizes: tuple[int, ...] = (4, 6, 6, 4), scale: float = 1.0) -> Network:
+    """`dense_net(seed, sizes, scale)` written to an ONNX file (float32 Gemm / Relu, a dynamic
+    batch) and loaded back, so onnxruntime can re-check its counterexamples for real. Its weights
+    are those of `dense_net` rounded to float32, as the file stores them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mlrobust.nn.network import load_network
+
+    source = dense_net(seed, sizes, scale)
+    nodes, weights, current = [], [], "x"
+    for index, op in enumerate(source.ops):
+        output = f"h{index}"
+        if isinstance(op, o.Linear):
+            weights += [
+                numpy_helper.from_array(op.weight.astype(np.float32), f"W{index}"),
+                numpy_helper.from_array(op.bias.astype(np.float32), f"b{index}"),
+            ]
+            nodes.append(helper.make_node("Gemm", [current, f"W{index}", f"b{index}"], [output], transB=1))
+        else:
+            nodes.append(helper.make_node("Relu", [current], [output]))
+        current = output
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", sizes[0]])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["n", sizes[-1]])],
+        weights,
+    )
+    path = folder / f"dense-{seed}-{'-'.join(map(str, sizes))}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    network, _ = load_network(path)
+    return network

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlrobust.errors import ExitCode
@@ -35,9 +36,14 @@ def check(args: argparse.Namespace) -> ExitCode:
 def _print_human(payload: dict[str, Any]) -> None:
     console = Console()
     problem = payload["problem"]
+    asked = problem["property"]
+    top_k = asked is None or asked["kind"] == "top_k"
+    words = f"target {problem['target']}, top-{problem['k']}" if top_k else asked["words"]
     console.print(
         f"[bold]{Path(problem['model']).name}[/] on {problem['canvas'] or Path(problem['image']).name}: "
-        f"target {problem['target']}, top-{problem['k']}, {problem['layers']} layers"
+        f"{escape(words)}, {problem['layers']} layers",
+        highlight=False,
+        soft_wrap=True,
     )
     colour = COLOURS[payload["verdict"]]
     decided = f" by {payload['verifier']}" if payload["verifier"] else ""

@@ -28,7 +28,13 @@ def export(args: argparse.Namespace) -> ExitCode:
     eps = parse_eps(args.eps, problem.num_layers)
     forms = FORMS if args.form == "both" else (args.form,)
     folder = Path(args.out)
-    info = {"spec": str(spec.file), "instance": index, "target": instance.target, "k": spec.k}
+    info = {
+        "spec": str(spec.file),
+        "instance": index,
+        "target": instance.target,
+        "k": spec.k,
+        "property": problem.output.describe(),
+    }
     pairs = export_query(Exporter(folder), problem, eps, info, forms)
     console = Console()
     for pair in pairs:

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> ExitCode:
     def header(info: dict[str, Any]) -> None:
         where = f"{info['canvas']} ({Path(info['image']).name})" if info["canvas"] else info["image"]
         console.print(
-            f"model [bold]{Path(info['model']).name}[/], image {where}, target {info['target']}, "
-            f"top-{info['k']}, {info['layers']} layers, chain {info['chain']}, method {info['method']}"
+            f"model [bold]{Path(info['model']).name}[/], image {where}, {escape(info['property'])}, "
+            f"{info['layers']} layers, chain {info['chain']}, method {info['method']}"
             + (f"; {info['journal_answers']} answers in the journal" if info["journal_answers"] else ""),
             highlight=False,
             soft_wrap=True,
@@ -116,8 +116,8 @@ def summary(console: Console, result: Result) -> None:
     setup = result.setup
     asked = setup.asked
     console.print(
-        f"\n[bold]{Path(asked.model).name}[/] on {asked.canvas or Path(asked.image).name}: target "
-        f"{asked.target}, top-{asked.k}, {asked.layers} layers, "
+        f"\n[bold]{Path(asked.model).name}[/] on {asked.canvas or Path(asked.image).name}: "
+        f"{escape(asked.words)}, {asked.layers} layers, "
         f"chain {' -> '.join(step.name for step in setup.chain)}",
         soft_wrap=True,
     )

@@ -42,6 +42,7 @@ class OnnxSummary:
     opset: int
     unsupported: tuple[UnsupportedOp, ...]  # ops no converter handles
     refused: Refusal | None  # why loading the model fails, when every op is supported
+    head: str | None = None  # the trailing Sigmoid / Softmax the import drops (None: it ends in logits)
 
 
 def supported_op_types() -> tuple[str, ...]:
@@ -66,12 +67,14 @@ def summarize_onnx(path: Path) -> OnnxSummary:
     output = file.output_dims
     num_classes = output[-1] if output and isinstance(output[-1], int) else None
     refused = None
+    head = None
     if not unsupported:
         try:
             network, _ = load_network(path)  # the very check `check` and `run` make on load
             num_classes = network.num_classes
+            head = network.head
         except UserError as error:
             refused = Refusal(error.message, error.hint, getattr(error, "op_type", None))
         except NetworkMismatch as error:  # a bug in mlrobust, but lint's answer is still "not runnable"
             refused = Refusal(error.message, "this is a bug in mlrobust: please report it with the model", None)
-    return OnnxSummary(file.input_dims, num_classes, file.opset, unsupported, refused)
+    return OnnxSummary(file.input_dims, num_classes, file.opset, unsupported, refused, head)

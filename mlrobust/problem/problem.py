@@ -5,8 +5,9 @@ Definitions (docs/architecture.md, after the design):
   intersected with [lo, hi]; a frozen pixel (the spec's `freeze`) has ε = 0 whatever its layer;
 - the margin m(x') is the k-th largest of F_j(x') - F_t(x') over j != t; N(ε) is robust iff
   max m < 0 over N(ε). Ties count against robustness: t is out of the top k iff at least k
-  classes j != t have F_j >= F_t, which is exactly m >= 0. Any other property (a VNN-LIB
-  file's) has a margin of the same kind: problem/property.py.
+  classes j != t have F_j >= F_t, which is exactly m >= 0. Any other property (the spec's
+  `threshold` and `keep_predicted`, a VNN-LIB file's) has a margin of the same kind:
+  problem/property.py.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class Memo:
 @dataclass(frozen=True, eq=False)
 class Problem:
     """The layered question by default (`target` in the top `k`); any output property when
-    `disjunction` is given (a VNN-LIB file's), with `target` and `k` then unused (None).
+    `output_property` is given (the spec's `threshold` or `keep_predicted`, compile.py builds
+    it) or `disjunction` (a VNN-LIB file's); `target` and `k` are then only recorded (None
+    where the question has none).
 
     The box of a layer's ε is image ± ε on each of its elements, clipped to `value_range`,
     whose ends are numbers or arrays of the image's shape (a VNN-LIB box: the image is its
@@ -71,10 +74,13 @@ class Problem:
     memo: Memo = field(default_factory=Memo, repr=False)
     disjunction: Disjunction | None = None
     frozen: np.ndarray | None = None
+    output_property: OutputProperty | None = None
 
     @functools.cached_property
     def output(self) -> OutputProperty:
         """The unsafe region over the outputs (problem/property.py)."""
+        if self.output_property is not None:
+            return self.output_property
         if self.disjunction is not None:
             return self.disjunction
         assert self.target is not None and self.k is not None, "a top-k problem needs a target and k"
@@ -146,6 +152,11 @@ class Problem:
 
     def margin_tensor(self, logits: torch.Tensor) -> torch.Tensor:
         return self.output.output_margin_tensor(logits)
+
+    def attack_objective_tensor(self, logits: torch.Tensor) -> torch.Tensor:
+        """What gradient attacks climb: the margin, or a smooth version of it for properties whose
+        margin is a maximum over rows (problem/property.py, `attack_objective`)."""
+        return self.output.attack_objective(self.output.row_values_tensor(logits))
 
     def violated(self, logits: np.ndarray) -> np.ndarray:
         """Unsafe outputs: the margin is >= 0 (ties count against robustness)."""

@@ -204,7 +204,7 @@ def _with_result(base: Outcome, result: dict[str, Any]) -> Outcome:
     lo, hi = problem.get("range", [0.0, 1.0])
     return replace(
         base,
-        target=int(problem["target"]),
+        target=int(problem["target"]) if problem.get("target") is not None else None,  # keep_predicted: none
         perturbed_label=problem.get("perturbed_label"),
         size=float(result["size"]),
         uniform_size=float(result["uniform_size"]) if result.get("uniform_size") is not None else None,

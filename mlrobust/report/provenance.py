@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlrobust import __version__
+from mlrobust.problem.property import OutputProperty
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
 from mlrobust.storage import file_sha256
@@ -16,8 +17,8 @@ from mlrobust.storage import file_sha256
 
 @dataclass(frozen=True)
 class Asked:
-    """The files (absolute paths and sha256), the target, k, the range, the layer count and the
-    frozen pixels: what a reader needs to know which question the answer is to."""
+    """The files (absolute paths and sha256), the target, k, the property, the range, the layer
+    count and the frozen pixels: what a reader needs to know which question the answer is to."""
 
     spec: str
     model: str
@@ -27,7 +28,7 @@ class Asked:
     mask: str | None
     mask_sha256: str | None
     canvas: str | None
-    target: int
+    target: int | None  # None only for keep_predicted without a target
     k: int
     value_range: tuple[float, float]
     layers: int
@@ -38,9 +39,21 @@ class Asked:
     # explanations group by
     canvas_labels: tuple[int, ...] | None = None
     perturbed_label: int | None = None
+    # the property asked (`OutputProperty.record`, plus `text`: as the spec writes it)
+    output_property: dict[str, Any] | None = None
+
+    @property
+    def words(self) -> str:
+        """The question as the console names it: `target 3, top-2` for the top-k question (as it
+        always has), the property's own words for the others."""
+        if self.output_property is None or self.output_property["kind"] == "top_k":
+            return f"target {self.target}, top-{self.k}"
+        return str(self.output_property["words"])
 
     @classmethod
-    def of(cls, spec: Spec, instance: Instance, layers: int) -> Asked:
+    def of(cls, spec: Spec, instance: Instance, layers: int, output: OutputProperty | None = None) -> Asked:
+        """`output`: the compiled property (it knows the labels predicted on the clean image)."""
+        record = {"text": spec.output_property.text, **output.record()} if output is not None else None
         return cls(
             spec=str(spec.file),
             model=str(instance.model),
@@ -56,6 +69,7 @@ class Asked:
             layers=layers,
             freeze=str(instance.freeze_path.resolve()) if instance.freeze_path else None,
             frozen_pixels=int(instance.frozen.sum()) if instance.frozen is not None else 0,
+            output_property=record,
             **_canvas_digits(spec, instance),
         )
 
@@ -77,6 +91,7 @@ class Asked:
             "frozen_pixels": self.frozen_pixels,
             "canvas_labels": list(self.canvas_labels) if self.canvas_labels is not None else None,
             "perturbed_label": self.perturbed_label,
+            "property": self.output_property,
         }
 
 

@@ -4,7 +4,9 @@ A cutting weight near 1 keeps most of the failed expansion in that layer (it shr
 near 0 returns the layer to its last robust value.
 
 - fixed (thesis §3): near layers shrink less: cw_0 = cw_1 = r/(r+1), cw_d = (r+1-d)/(r+1).
-- sensitivity: the vanilla gradient |∂m/∂x_p| at the image, averaged over each layer's pixels.
+- sensitivity: the vanilla gradient |∂m/∂x_p| at the image, averaged over each layer's pixels
+  (for a property whose margin is a maximum of rows, of its smooth maximum: the attack's
+  objective, so a row that does not move at the image does not hide the others).
   The thesis's sentence ("shrink more in layers that are less sensitive") and its formula
   (cw_i < cw_j when layer i is more sensitive) disagree. We follow the formula: the more
   sensitive a layer, the more it shrinks, because a violation most likely comes through the
@@ -30,7 +32,7 @@ def fixed_weights(layers: int) -> np.ndarray:
 def layer_sensitivity(problem: Problem, point: np.ndarray | None = None) -> np.ndarray:
     """Mean |∂m/∂x_p| over each layer's pixels (all channels), at `point` (default: the image)."""
     x = torch.as_tensor((problem.image if point is None else point)[None], dtype=torch.float64).requires_grad_(True)
-    margin = problem.margin_tensor(problem.network.forward(x))
+    margin = problem.attack_objective_tensor(problem.network.forward(x))  # the margin (smoothed over rows)
     (gradient,) = torch.autograd.grad(margin.sum(), x)
     return problem.per_layer_mean(gradient[0].abs().numpy())
 

@@ -33,6 +33,7 @@ TOP_FIELDS: dict[str, str] = {
     "mask": "the perturbed object's mask",
     "freeze": "pixels that are never perturbed (ε = 0 whatever their layer)",
     "k": "the classification is the top k labels",
+    "property": "what must hold: top_k, threshold(t = 0.5), keep_predicted or keep_predicted(threshold = 0.5)",
     "weights": "one weight per layer",
     "cutting": "the cutting strategy for CEGIS",
     "chain": "the verifier chain",
@@ -305,6 +306,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     dataset = convert("dataset", lambda v: conv.path(v, "dataset"))
     canvas = convert("canvas", lambda v: conv.string(v, "canvas"))
     target = convert("target", conv.target)
+    output_property = convert("property", conv.output_property, ir.TopKProperty())
     mask = convert("mask", conv.mask)
     freeze = convert("freeze", conv.freeze)
     k = convert("k", lambda v: conv.number(v, "k", 1, integer=True), 2)
@@ -331,9 +333,12 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     swept = merged.blocks.get("sweep", {})
     sweeps_models = "models" in swept
     sweeps_images = "images" in swept or "canvases" in swept
+    # the target is needed unless the property does without one (keep_predicted); an unusable
+    # property says so itself, so it does not also make the target missing
+    needs_target = output_property.needs_target if output_property is not None else "property" not in fields
     for key, needed in (
         ("model", not sweeps_models),
-        ("target", True),
+        ("target", needs_target),
         ("mask", True),
         ("image", not sweeps_images and "canvas" not in fields),
     ):
@@ -355,7 +360,17 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
             'set dataset = "…/data/double_mnist"',
         )
 
-    if any(d.is_error for d in diagnostics) or target is None or mask is None:
+    if output_property is not None and not output_property.uses_k and "k" in fields:
+        conv.report(
+            "unused-field",
+            f"`k` is not used by property = {output_property.text}",
+            fields["k"].key_span,
+            "a threshold property asks about scores, not ranks: remove k, or use property = top_k / keep_predicted",
+        )
+
+    if any(d.is_error for d in diagnostics) or mask is None or output_property is None:
+        return None
+    if target is None and (output_property.needs_target or "target" in fields):
         return None
     stem = merged.root.stem
     return ir.Spec(
@@ -376,6 +391,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
         sweep=sweep,
         extends=tuple(merged.files[:-1]),
         freeze=freeze,
+        output_property=output_property,
         spans={key: item.value.span for key, item in fields.items()} | dict(merged.block_spans),
     )
 

@@ -39,6 +39,7 @@ def number_text(value: float) -> str:
     return f"{value:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
+PROPERTY_FORMS = ("top_k", "threshold", "keep_predicted")  # what `property` takes (docs/spec-language.md)
 WEIGHT_WHY = f"a layer's weight is at most {number_text(MAX_WEIGHT)}, so that w·ε stays far inside float range"
 RANGE_WHY = f"range ends are within ±{number_text(MAX_RANGE)} (PNG images are in [0, 1])"
 
@@ -297,6 +298,60 @@ class Converter:
             )
         else:
             self.wrong_type("freeze", 'a file ("frozen.png"), target_digit or rect(...)', value)
+        return None
+
+    def sigmoid_threshold(self, value: s.Value, what: str) -> float | None:
+        """A sigmoid score threshold: a number strictly between 0 and 1 (its logit is finite)."""
+        if not isinstance(value, (s.Number, s.Duration)):
+            self.wrong_type(what, "a number", value, "a threshold is a sigmoid score: a number such as 0.5")
+            return None
+        number = self.number(value, what)
+        if number is None or not isinstance(value, s.Number):
+            return None
+        if not 0 < float(number) < 1:  # 0.99999999999999999 is read as 1.0
+            self.report(
+                "bad-value",
+                f"{what} must lie strictly between 0 and 1, got {shown(value.text)}",
+                value.span,
+                "t is a sigmoid score: the property is logit > ln(t / (1 − t)), finite only for 0 < t < 1 "
+                "(t = 0.5 is logit 0)",
+            )
+            return None
+        return float(number)
+
+    def output_property(self, value: s.Value) -> ir.OutputPropertySpec | None:
+        """`property = top_k | threshold(t = 0.5) | keep_predicted | keep_predicted(threshold = 0.5)`."""
+        name = head(value)
+        call = value if isinstance(value, s.Call) else None
+        if name == "top_k":
+            if call is not None and self.arguments(call, {}) is None:
+                return None
+            return ir.TopKProperty(value.span)
+        if name == "threshold":
+            if call is None:
+                return ir.ThresholdProperty(0.5, value.span)
+            args = self.arguments(call, {"t": lambda v: self.sigmoid_threshold(v, "threshold t")}, ("t",))
+            return ir.ThresholdProperty(float(args.get("t", 0.5)), value.span) if args is not None else None  # type: ignore[arg-type]
+        if name == "keep_predicted":
+            if call is None:
+                return ir.KeepPredictedProperty(None, value.span)
+            args = self.arguments(
+                call, {"threshold": lambda v: self.sigmoid_threshold(v, "keep_predicted threshold")}, ("threshold",)
+            )
+            if args is None:
+                return None
+            found = args.get("threshold")
+            return ir.KeepPredictedProperty(None if found is None else float(found), value.span)  # type: ignore[arg-type]
+        forms = "top_k, threshold(t = 0.5), keep_predicted, or keep_predicted(threshold = 0.5)"
+        if name is not None:
+            self.report(
+                "unknown-generator",
+                f"unknown property `{name}`",
+                value.span,
+                _did_you_mean(name, PROPERTY_FORMS) + f"write {forms}",
+            )
+            return None
+        self.wrong_type("property", "a property name or call", value, f"write {forms}")
         return None
 
     def _weight_list(self, value: s.Value, what: str, maximum: float = MAX_WEIGHT) -> tuple[float, ...] | None:
@@ -636,6 +691,11 @@ def _cutting_text(cutting: ir.Cutting) -> str:
     if isinstance(cutting, ir.ExplicitCutting):
         return "[" + ", ".join(number_text(v) for v in cutting.values) + "]"
     return cutting.name
+
+
+def _did_you_mean(name: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean `{close[0]}`? " if close else ""
 
 
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:

@@ -35,7 +35,7 @@ class Instance:
     image_path: Path
     image: np.ndarray  # float32 (C, H, W)
     mask: np.ndarray  # bool (H, W)
-    target: int
+    target: int | None  # None only where the property needs none (keep_predicted without a target)
     canvas: str | None
     num_classes: int
     layers: int
@@ -178,12 +178,13 @@ class _Expander:
         self.reported: set[tuple[str, Span, str]] = set()
         # A sweep names each image once per model (and may repeat canvases): read each once.
         self.image_cache: dict[Path, np.ndarray | UserError] = {}
-        self.mask_cache: dict[tuple[Path, int, str | None], tuple[np.ndarray, int] | None] = {}
-        self.frozen_cache: dict[tuple[Path, int, str | None], tuple[bool, np.ndarray | None]] = {}
+        self.mask_cache: dict[tuple[Path, int | None, str | None], tuple[np.ndarray, int] | None] = {}
+        self.frozen_cache: dict[tuple[Path, int | None, str | None], tuple[bool, np.ndarray | None]] = {}
         # Likewise each model and card (a sweep names every model once per image). Held by this
         # check only: a file changed between two checks is read afresh.
         self.summaries: dict[Path, OnnxSummary | OnnxFileError] = {}
         self.classes: dict[Path, tuple[str, ...] | None] = {}
+        self.clean_logits: dict[tuple[Path, Path], np.ndarray] = {}
 
     def summary(self, path: Path) -> OnnxSummary | OnnxFileError:
         """The model's summary, from the same load `run` makes (import and onnxruntime check), once per path."""
@@ -210,7 +211,7 @@ class _Expander:
         return self.image_cache[path]
 
     def mask_and_layers(
-        self, image_path: Path, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None
+        self, image_path: Path, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None
     ) -> tuple[np.ndarray, int] | None:
         key = (image_path, label, canvas)
         if key not in self.mask_cache:
@@ -224,7 +225,7 @@ class _Expander:
         self,
         image_path: Path,
         image: np.ndarray,
-        label: int,
+        label: int | None,
         canvas: str | None,
         index: DatasetIndex | None,
         mask: np.ndarray,
@@ -239,7 +240,7 @@ class _Expander:
         return self.frozen_cache[key]
 
     def frozen(
-        self, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None, mask: np.ndarray
+        self, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None, mask: np.ndarray
     ) -> tuple[bool, np.ndarray | None]:
         """The spec's `freeze` on this image: (usable, the pixels as bool (H, W), or None when
         it freezes nothing); not usable when a diagnostic says why.
@@ -254,6 +255,14 @@ class _Expander:
             return True, None
         height, width = image.shape[1:]
         if isinstance(region, ir.TargetDigitMask):
+            if label is None:
+                self.report(
+                    "missing-field",
+                    "target_digit is the canvas's target digit: it needs `target`",
+                    region.span,
+                    "set target = first_digit / second_digit, or freeze a mask file or a rect(…)",
+                )
+                return False, None
             if canvas is None or index is None:
                 self.report(
                     "needs-dataset",
@@ -287,6 +296,31 @@ class _Expander:
                 key=str(canvas),
             )
         return True, frozen
+
+    def predicts_something(self, model: ir.FileRef, image_path: Path, image: np.ndarray, threshold: float) -> bool:
+        """For keep_predicted(threshold = t): whether the model predicts any label on the image
+        (onnxruntime's logits, as `run` computes them: some F_j > logit(t)); else a diagnostic."""
+        from mlrobust.nn.network import onnxruntime_logits
+        from mlrobust.problem.property import logit, predicted_above
+
+        key = (model.path, image_path)
+        if key not in self.clean_logits:
+            self.clean_logits[key] = onnxruntime_logits(model.path, np.asarray(image, dtype=np.float32)[None])[0]
+        logits = self.clean_logits[key]
+        if predicted_above(logits, threshold):
+            return True
+        best = int(np.argmax(logits))
+        self.report(
+            "nothing-predicted",
+            f"property = {self.spec.output_property.text}: {model.path.name} predicts no label on {image_path.name} "
+            f"(its highest logit, label {best}'s, is {float(logits[best]):.4g}, not above logit({threshold:g}) = "
+            f"{logit(threshold):.4g})",
+            self.spec.span_of("property"),
+            "nothing predicted means nothing to keep: lower the threshold, or ask property = threshold(t = …) "
+            "about one target",
+            key=f"{model.path}|{image_path}",
+        )
+        return False
 
     def report(self, code: str, message: str, span: Span, hint: str | None = None, key: str = "") -> None:
         """Record once per (code, span, key): a sweep should not repeat one mistake 1,000 times."""
@@ -376,6 +410,7 @@ class _Expander:
         self, summary: OnnxSummary, model: ir.FileRef, canvas_labels: tuple[int, ...] | None
     ) -> int | None:
         target = self.spec.target
+        assert target is not None, "asked only of a spec with a target"
         classes = summary.num_classes or 0
         if isinstance(target, ir.DigitTarget):
             if canvas_labels is None:
@@ -419,10 +454,20 @@ class _Expander:
             return None
         return label
 
-    def mask(self, image: np.ndarray, label: int, canvas: str | None, index: DatasetIndex | None) -> np.ndarray | None:
+    def mask(
+        self, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None
+    ) -> np.ndarray | None:
         spec_mask = self.spec.mask
         height, width = image.shape[1:]
         if isinstance(spec_mask, ir.OtherDigitMask):
+            if label is None:
+                self.report(
+                    "missing-field",
+                    "other_digit is the canvas's digit that is not the target: it needs `target`",
+                    spec_mask.span,
+                    "set target = first_digit / second_digit (the digit kept), or give the mask as a file or rect(…)",
+                )
+                return None
             if canvas is None or index is None:
                 self.report(
                     "needs-dataset",
@@ -506,10 +551,12 @@ class _Expander:
 
 
 def _mask_path(
-    mask: ir.Mask | ir.Freeze | None, label: int, canvas: str | None, index: DatasetIndex | None
+    mask: ir.Mask | ir.Freeze | None, label: int | None, canvas: str | None, index: DatasetIndex | None
 ) -> Path | None:
     if isinstance(mask, ir.MaskFile):
         return mask.path
+    if label is None:
+        return None
     if isinstance(mask, ir.OtherDigitMask) and canvas is not None and index is not None:
         return index.by_id(canvas).other_object(label).mask
     if isinstance(mask, ir.TargetDigitMask) and canvas is not None and index is not None:
@@ -554,12 +601,24 @@ def _model_instances(
     if summary is None:
         return instances
     classes = summary.num_classes or 0
-    if not 1 <= spec.k < classes:
+    asked = spec.output_property
+    if asked.uses_k and not 1 <= spec.k < classes:
         expander.report(
             "k-out-of-range",
             f"k = {spec.k} but {model.path.name} has {classes} classes; k must be 1 … {classes - 1}",
             spec.span_of("k"),
         )
+    if asked.threshold is not None and summary.head == "Softmax":
+        expander.report(
+            "property-unsupported",
+            f"property = {asked.text} thresholds a sigmoid score, but {model.path.name} ends in a Softmax: "
+            "a softmax score depends on every logit, so a threshold on it bounds no single logit",
+            spec.span_of("property"),
+            "ask property = top_k (k = 1: the target stays the argmax) or keep_predicted, "
+            "or export the model without its Softmax to threshold σ(logit)",
+            key=str(model.path),
+        )
+        return instances
     expected = tuple(d for d in summary.input_shape[1:])
     for image_path, canvas, span in images:
         image = expander.read_image(image_path)
@@ -587,8 +646,13 @@ def _model_instances(
             )
             continue
         entry = index.by_id(canvas) if canvas is not None and index is not None else None
-        label = expander.target_label(summary, model, entry.labels if entry else None)
-        if label is None:
+        label = None
+        if spec.target is not None:  # keep_predicted may go without one
+            label = expander.target_label(summary, model, entry.labels if entry else None)
+            if label is None:
+                continue
+        keeps_above = isinstance(asked, ir.KeepPredictedProperty) and asked.threshold is not None
+        if keeps_above and not expander.predicts_something(model, image_path, image, asked.threshold):  # type: ignore[arg-type]
             continue
         found = expander.mask_and_layers(image_path, image, label, canvas, index)
         if found is None:

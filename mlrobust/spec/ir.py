@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -101,6 +102,77 @@ class TargetDigitMask:
 # What `freeze` names: pixels that get ε = 0 whatever their layer (a mask file, a rectangle, or
 # the target digit of a canvas). Written like `mask`, so one reader serves both.
 Freeze = MaskFile | RectMask | TargetDigitMask
+
+
+# --- the property -----------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+
+
+@dataclass(frozen=True)
+class TopKProperty:
+    """`property = top_k` (the default): the target stays in the top k."""
+
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+    uses_k: ClassVar[bool] = True
+    needs_target: ClassVar[bool] = True
+    threshold: ClassVar[float | None] = None
+
+    @property
+    def text(self) -> str:
+        """The property as a spec writes it."""
+        return "top_k"
+
+    def key(self) -> list[object] | None:
+        """What the question hash appends for it: nothing, so the hashes of specs that say
+        nothing (or `top_k`) stay what they were before properties existed."""
+        return None
+
+
+@dataclass(frozen=True)
+class ThresholdProperty:
+    """`property = threshold(t = 0.5)`: the target's sigmoid score stays above t, i.e. its
+    logit stays above logit(t) (0 < t < 1)."""
+
+    threshold: float = 0.5
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+    uses_k: ClassVar[bool] = False
+    needs_target: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        return f"threshold(t = {_number(self.threshold)})"
+
+    def key(self) -> list[object] | None:
+        return ["property", "threshold", float(self.threshold)]
+
+
+@dataclass(frozen=True)
+class KeepPredictedProperty:
+    """`property = keep_predicted`: every label predicted on the clean image stays predicted.
+    Without a threshold the prediction is the top-k set (the spec's k), which must stay the
+    top-k set; with `keep_predicted(threshold = t)` it is every label whose sigmoid score is
+    above t, which must each stay above t. The target is not part of it."""
+
+    threshold: float | None = None
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+    needs_target: ClassVar[bool] = False
+
+    @property
+    def uses_k(self) -> bool:
+        return self.threshold is None
+
+    @property
+    def text(self) -> str:
+        return "keep_predicted" if self.threshold is None else f"keep_predicted(threshold = {_number(self.threshold)})"
+
+    def key(self) -> list[object] | None:
+        return ["property", "keep_predicted", None if self.threshold is None else float(self.threshold)]
+
+
+OutputPropertySpec = TopKProperty | ThresholdProperty | KeepPredictedProperty
 
 
 # --- weights and cutting weights --------------------------------------------------------
@@ -258,7 +330,7 @@ class Spec:
     image: FileRef | None
     dataset: FileRef | None
     canvas: str | None
-    target: Target
+    target: Target | None  # None only where the property needs none (keep_predicted)
     mask: Mask
     k: int
     weights: Weights
@@ -270,6 +342,7 @@ class Spec:
     sweep: Sweep | None
     extends: tuple[Path, ...] = ()
     freeze: Freeze | None = None
+    output_property: OutputPropertySpec = field(default_factory=TopKProperty)  # the `property` field
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
 
     def span_of(self, name: str) -> Span:

@@ -1,8 +1,10 @@
-"""`attack`: PGD on the top-k margin inside the layered box. Finds counterexamples; never proves.
+"""`attack`: PGD on the property's margin inside the layered box. Finds counterexamples; never proves.
 
 All restarts run as one batch in float32: restart 0 starts at the image, the others at
 uniform points of the box. Each step moves every pixel by `step_size` times its box width in
-the direction of the margin's gradient sign, then projects back onto the box. The best point
+the direction of the gradient sign of the property's attack objective (the margin; for a
+property whose margin is a maximum of rows, threshold and keep_predicted, a smooth maximum, so
+a row that cannot move does not stall the others), then projects back onto the box. The best point
 of every restart is kept; those with m >= 0 go to onnxruntime, and only a confirmed one makes
 the verdict NOT_ROBUST.
 """
@@ -55,15 +57,19 @@ def pgd_points_many(
     step = step_size * (upper - lower)
     best = x.clone()
     best_margin = torch.full((x.shape[0],), -torch.inf)
+    output = problem.output
     for _ in range(steps + 1):
         x.requires_grad_(True)
-        margin = problem.margin_tensor(problem.network.forward(x))
+        rows = output.row_values_tensor(problem.network.forward(x))
+        margin = output.margin_tensor(rows)
         improved = margin.detach() > best_margin
         best[improved] = x.detach()[improved]
         best_margin = torch.where(improved, margin.detach(), best_margin)
         if time.perf_counter() > deadline:
             break
-        (grad,) = torch.autograd.grad(margin.sum(), x)
+        # the property's objective (the margin, or its smooth maximum over rows); points are
+        # kept by the margin itself
+        (grad,) = torch.autograd.grad(output.attack_objective(rows).sum(), x)
         x = torch.minimum(torch.maximum(x.detach() + step * grad.sign(), lower), upper)
     points = best.numpy().astype(np.float64).reshape(len(boxes), restarts, *shape)
     return points, best_margin.numpy().astype(np.float64).reshape(len(boxes), restarts)

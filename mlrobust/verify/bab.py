@@ -612,14 +612,15 @@ def _counterexample(problem: Problem, eps: np.ndarray, points: torch.Tensor) -> 
 
 
 def _pgd_from(problem: Problem, root: Root, starts: torch.Tensor, steps: int) -> torch.Tensor:
-    """A few signed-gradient steps on the margin from each start, inside the box (float32)."""
+    """A few signed-gradient steps on the property's attack objective (the margin, or its smooth
+    maximum over rows) from each start, inside the box (float32)."""
     lower, upper = root.box.lower.float(), root.box.upper.float()
     x = starts.float().clone()
     step = 0.1 * (upper - lower)
     for _ in range(steps):
         x.requires_grad_(True)
-        margin = problem.margin_tensor(problem.network.forward(x))
-        (gradient,) = torch.autograd.grad(margin.sum(), x)
+        objective = problem.attack_objective_tensor(problem.network.forward(x))
+        (gradient,) = torch.autograd.grad(objective.sum(), x)
         x = torch.minimum(torch.maximum(x.detach() + step * gradient.sign(), lower), upper)
     return x.detach()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlrobust.problem.problem import Problem
-from mlrobust.problem.property import OutputProperty, TopK
+from mlrobust.problem.property import OutputProperty
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.milp_encoding import Encoding, encode_network, start_values, with_objective
 from mlrobust.verify.recheck import Recheck, recheck, snap_into_box
@@ -387,9 +387,10 @@ def _milp_tallies(stats: dict) -> dict[str, float]:  # type: ignore[type-arg]
     return {"nodes": stats["nodes"], "refuted_subsets": stats["refuted"]}
 
 
-def _described(output: OutputProperty, subset: tuple[int, ...]) -> list[int]:
-    """A disjunct as a person reads it: the rival classes of a top-k subset, else its rows."""
-    return [output.rival(r) for r in subset] if isinstance(output, TopK) else list(subset)
+def _described(output: OutputProperty, subset: tuple[int, ...]) -> list[object]:
+    """A disjunct as a person reads it: the rival classes of a top-k subset, the label of a
+    threshold, the [s, j] pair of keep_predicted's top-k set, else its rows."""
+    return output.described_disjunct(subset)
 
 
 def check_pairwise(problem: Problem, eps: np.ndarray, budget: QueryBudget, *, time_limit: float) -> Verdict:

@@ -1,12 +1,16 @@
 """The gate every NOT_ROBUST passes: the point is in N(ε) exactly, and onnxruntime on the
-user's own file puts its output in the unsafe region (top-k: the target out of the top k).
-Anything else is not a counterexample.
+user's own file puts its output in the unsafe region of the problem's own property (top-k: the
+target out of the top k; threshold: the target's logit at or below logit(t); keep_predicted:
+a label of the clean prediction no longer predicted). Anything else is not a counterexample,
+and the reason says why (`OutputProperty.describe_safe`: what onnxruntime's output keeps).
 
 The property is on logits: for a model that ends in a Sigmoid or Softmax, onnxruntime's
 logits are the tensor entering that head, computed by the same session run
 (`onnxruntime_logits`). Both heads keep the order of the classes, so a point that puts the
 target out of the top k of the logits does so for the probabilities as well; the converse can
 fail only where float32 probabilities saturate into ties, and such a point is not accepted.
+A Sigmoid is strictly increasing, so a logit at or below logit(t) is a score at or below t
+(up to the head's float rounding); a threshold is never asked of a Softmax head.
 """
 
 from __future__ import annotations

@@ -10,6 +10,14 @@ A query (a problem and an ε) is its input box and its output property. Two form
   halfspace can answer it.
 Files are named by content hashes (the same query is one file), and an index (`index.json`,
 and VNN-COMP's `instances.csv`) lists every pair.
+
+The property is on logits. For a model that ends in a Sigmoid or Softmax, the file's outputs
+Y_j are probabilities: a property whose every row compares two outputs (Y_a >= Y_b: top-k,
+keep_predicted's top-k set) means the same of probabilities as of logits, since both heads
+keep the order of the classes, so the user's own file is exported. Any other row (a threshold,
+logit(t) - Y_j >= 0) would mean something else of probabilities, so the model is exported
+without its head (`strip_head`: the same graph, its logits as the output) and the property
+constrains those logits, exactly as mlrobust verifies it.
 """
 
 from __future__ import annotations
@@ -74,12 +82,51 @@ def head_property_text(lower: np.ndarray, upper: np.ndarray, comment: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def margin_head_model(model: Path, output: OutputProperty) -> bytes:
-    """The model with the property's margin as its only output, shape (batch, 1)."""
+def head_invariant(output: OutputProperty) -> bool:
+    """Whether every row compares two outputs (e_a - e_b, offset 0): such a property holds of a
+    Sigmoid's or Softmax's probabilities exactly when it holds of their logits."""
+    rows, offsets = np.asarray(output.rows), np.asarray(output.offsets)
+    if np.any(offsets != 0):
+        return False
+    return all(sorted(row[row != 0].tolist()) == [-1.0, 1.0] for row in rows)
+
+
+def _strip(proto) -> None:  # type: ignore[no-untyped-def]
+    """Drop the trailing Sigmoid / Softmax node: its input (the logits) becomes the output."""
+    from onnx import helper
+
+    graph = proto.graph
+    output = graph.output[0]
+    producer = next(node for node in graph.node if output.name in node.output)
+    if producer.op_type not in ("Sigmoid", "Softmax"):
+        raise ValueError(f"the model's output comes from a {producer.op_type}, not a head")
+    logits = producer.input[0]
+    graph.node.remove(producer)
+    tensor = output.type.tensor_type
+    dims = [d.dim_param or d.dim_value or None for d in tensor.shape.dim] if tensor.HasField("shape") else None
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(logits, tensor.elem_type, dims))
+
+
+def strip_head(model: Path) -> bytes:
+    """The model without its trailing Sigmoid / Softmax: the same graph, its logits as output."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    _strip(proto)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def margin_head_model(model: Path, output: OutputProperty, strip: bool = False) -> bytes:
+    """The model with the property's margin as its only output, shape (batch, 1); with `strip`,
+    the margin is computed from the logits entering the model's Sigmoid / Softmax head."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     proto = onnx.load(str(model))
+    if strip:
+        _strip(proto)
     graph = proto.graph
     source = graph.output[0].name
     nodes, initializers = [], []
@@ -157,6 +204,13 @@ class Exporter:
                 self.entries = []
         self.seen = {(e["onnx"], e["vnnlib"]) for e in self.entries}
 
+    def _logits_copy(self, model: Path) -> str:
+        stripped = strip_head(model)
+        name = f"{model.stem}-logits-{hashlib.sha256(stripped).hexdigest()[:12]}.onnx"
+        if not (self.folder / name).exists():
+            atomic_write_bytes(self.folder / name, stripped)
+        return name
+
     def _model_copy(self, model: Path) -> str:
         digest = file_sha256(model) or ""
         name = f"{model.stem}-{digest[:12]}.onnx"
@@ -173,11 +227,19 @@ class Exporter:
         outputs: int,
         info: dict,
         form: str,
+        head: str | None = None,
     ) -> Pair:
-        """One query in one form; `info` (what the query is: spec, eps, …) goes to the index."""
+        """One query in one form; `info` (what the query is: spec, eps, …) goes to the index.
+        `head`: the model's trailing Sigmoid / Softmax (the network's `head`), which is left out
+        of the export when the property is not the same of probabilities as of logits."""
         if form not in FORMS:
             raise ValueError(f"unknown form {form!r}")
+        strip = head is not None and not head_invariant(output)
+        if strip:
+            info = {**info, "model_without_head": head}
         comment = "exported by mlrobust: " + json.dumps(info, sort_keys=True, default=str)
+        if strip:
+            comment += f"\nthe model is exported without its {head}: Y_j are its logits, as the property asks"
         if form == "dnf":
             if output.disjunct_count() > DNF_WARNING:
                 log.warning(
@@ -185,13 +247,13 @@ class Exporter:
                     "has one constraint",
                     output.disjunct_count(),
                 )
-            onnx_name = self._model_copy(model)
+            onnx_name = self._logits_copy(model) if strip else self._model_copy(model)
             text = property_text(lower, upper, output, outputs, comment)
         else:
-            head = margin_head_model(model, output)
-            onnx_name = f"{model.stem}-head-{hashlib.sha256(head).hexdigest()[:12]}.onnx"
+            margin = margin_head_model(model, output, strip)
+            onnx_name = f"{model.stem}-head-{hashlib.sha256(margin).hexdigest()[:12]}.onnx"
             if not (self.folder / onnx_name).exists():
-                atomic_write_bytes(self.folder / onnx_name, head)
+                atomic_write_bytes(self.folder / onnx_name, margin)
             text = head_property_text(lower, upper, comment)
         digest = hashlib.sha256((onnx_name + text.split("\n", 1)[-1]).encode()).hexdigest()[:16]
         vnnlib_name = f"query-{digest}.vnnlib"
@@ -227,6 +289,7 @@ def export_query(
             problem.network.num_classes,
             {**info, "eps": [float(v) for v in eps]},
             form,
+            problem.network.head,
         )
         for form in forms
     ]
