@@ -133,27 +133,36 @@ def _header(lines: list[str], data: SweepData, out: Path) -> None:
     if not missing:
         lines += ["Every instance is done.", ""]
         return
+    pending = [o for o in missing if o.status in ("pending", "incomplete")]
+    ended = [o for o in missing if o not in pending]  # skipped, failed, a result gone: each has a reason
     reasons: dict[tuple[str, str], int] = {}
-    for o in missing:
+    for o in ended:
         key = (o.status, _one_line(o.reason or "—"))
         reasons[key] = reasons.get(key, 0) + 1
-    lines += [
-        "### Instances not done",
-        "",
-        "They count nowhere below; here is each, with its reason.",
-        "",
-        "| status | reason | instances |",
-        "| --- | --- | --- |",
-        *[f"| {status} | {reason} | {n} |" for (status, reason), n in sorted(reasons.items())],
-        "",
-        "| sweep | # | model | method | cutting | canvas | status |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *[
-            f"| {o.sweep} | {o.index} | {o.model} | {o.method} | {o.cutting} | {o.where} | {o.status} |"
-            for o in missing
-        ],
-        "",
-    ]
+    lines += ["### Instances not done", "", "They count nowhere below."]
+    if pending:
+        lines += [
+            "",
+            f"{len(pending)} not run to the end yet ({', '.join(sorted({o.status for o in pending}))}):"
+            " rerun the sweep's command and it runs only those.",
+        ]
+    if ended:
+        lines += [
+            "",
+            "Each of the others, with its reason:",
+            "",
+            "| status | reason | instances |",
+            "| --- | --- | --- |",
+            *[f"| {status} | {reason} | {n} |" for (status, reason), n in sorted(reasons.items())],
+            "",
+            "| sweep | # | model | method | cutting | canvas | status |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *[
+                f"| {o.sweep} | {o.index} | {o.model} | {o.method} | {o.cutting} | {o.where} | {o.status} |"
+                for o in ended
+            ],
+        ]
+    lines.append("")
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -255,8 +264,16 @@ def _cutting(lines: list[str], data: SweepData) -> None:
             )
         else:
             differing = sum(c.n - c.identical for c in mine)
-            lines.append(f"- **{method}:** the strategies differ on {differing} of {sum(c.n for c in mine)} paired"
-                         f" canvases; the method cut {cuts} times.")
+            line = (f"- **{method}:** the strategies differ on {differing} of {sum(c.n for c in mine)} paired"
+                    f" canvases; the method cut {cuts} times")
+            if cuts == 0:
+                line += (
+                    ", so the cutting weights were never used and these differences are not the strategies':"
+                    " the two runs were not bit-identical (a different number of torch threads changes the"
+                    " order of floating-point sums in the bounds, and a run resumed from its journal gets a"
+                    " fresh query budget)"
+                )
+            lines.append(line + ".")
     lines.append("")
 
 
