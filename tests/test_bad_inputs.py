@@ -410,3 +410,31 @@ def test_the_bundled_specs_still_lint_clean() -> None:
     specs = sorted((REPO / "specs").glob("*.mlr"))
     code, errors = lint_json(specs, REPO)
     assert code == 0 and all(found == [] for found in errors.values()), errors
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        '{"format": "mlrobust-double-mnist/1"}',  # no canvases
+        '{"format": "mlrobust-double-mnist/1", "seed": 0, "mask_threshold": 0.1, "canvases": [{"id": "test/0000"}]}',
+        '{"format": "mlrobust-double-mnist/1", "seed": 0, "mask_threshold": 0.1, "canvases":'
+        ' [{"id": 7, "split": "test", "image": "a.png", "labels": ["3", 5], "objects": []}]}',
+        '[1, 2]',
+        '"\\u0000"',
+    ],
+)
+def test_a_malformed_dataset_index_is_a_user_error(tmp_path: Path, index: str) -> None:
+    from mlrobust.data.index import load_index
+
+    (tmp_path / "index.json").write_text(index)
+    with pytest.raises(UserError) as raised:
+        load_index(tmp_path)
+    assert "index.json" in str(raised.value)
+
+
+def test_a_dataset_index_that_is_not_utf8_is_a_user_error(tmp_path: Path) -> None:
+    from mlrobust.data.index import load_index
+
+    (tmp_path / "index.json").write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_index(tmp_path)

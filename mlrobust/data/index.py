@@ -65,10 +65,25 @@ def load_index(root: Path) -> DatasetIndex:
         raw = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise UserError(f"no Double-MNIST index at {path}", hint="build one with `mlrobust data build`") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON: {error}") from error
-    if raw.get("format") != INDEX_FORMAT:
-        raise UserError(f"{path} has format {raw.get('format')!r}, expected {INDEX_FORMAT!r}")
+    if not isinstance(raw, dict) or raw.get("format") != INDEX_FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise UserError(f"{path} has format {found!r}, expected {INDEX_FORMAT!r}")
+    try:
+        return _parse_index(root, raw)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise UserError(
+            f"{path} is not a valid {INDEX_FORMAT} index: {type(error).__name__}: {error}",
+            hint="rebuild it with `mlrobust data build`",
+        ) from None
+
+
+def _parse_index(root: Path, raw: dict) -> DatasetIndex:  # type: ignore[type-arg]
+    for item in raw["canvases"]:
+        labels = item["labels"]
+        if not isinstance(item["id"], str) or not all(type(label) is int for label in labels) or len(labels) != 2:
+            raise ValueError(f"canvas {item['id']!r}: an id string and two integer labels are expected")
     entries = tuple(
         CanvasEntry(
             id=item["id"],
