@@ -232,6 +232,8 @@ class Converter:
         return None
 
     def mask(self, value: s.Value, what: str = "mask") -> ir.Mask | None:
+        if what == "mask" and isinstance(value, s.ListValue):
+            return self.mask_union(value)
         if isinstance(value, s.String):
             ref = self.path(value, f"{what} file")
             return ir.MaskFile(ref.path, value.span) if ref else None
@@ -281,6 +283,24 @@ class Converter:
         else:
             self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...)', value)
         return None
+
+    def mask_union(self, value: s.ListValue) -> ir.MaskUnion | None:
+        """Several perturbed objects: each element is a mask of its own (not a list)."""
+        if not value.items:
+            self.report(
+                "bad-value", "the mask list is empty", value.span, 'name at least one mask: [other_digit, "m.png"]'
+            )
+            return None
+        parts = []
+        for item in value.items:
+            if isinstance(item, s.ListValue):
+                self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...) in the list', item)
+                return None
+            part = self.mask(item)
+            if part is None:
+                return None
+            parts.append(part)
+        return ir.MaskUnion(tuple(parts), value.span)  # type: ignore[arg-type]
 
     def freeze(self, value: s.Value) -> ir.Freeze | None:
         """`freeze` is written like `mask`, with `target_digit` where `mask` has `other_digit`."""

@@ -458,6 +458,21 @@ class _Expander:
         self, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None
     ) -> np.ndarray | None:
         spec_mask = self.spec.mask
+        if isinstance(spec_mask, ir.MaskUnion):  # several perturbed objects: the union of their masks
+            parts = [self.one_mask(part, image, label, canvas, index) for part in spec_mask.parts]
+            if any(part is None for part in parts):
+                return None
+            return np.logical_or.reduce(parts)  # each part is non-empty, so the union is
+        return self.one_mask(spec_mask, image, label, canvas, index)
+
+    def one_mask(
+        self,
+        spec_mask: ir.MaskFile | ir.OtherDigitMask | ir.RectMask,
+        image: np.ndarray,
+        label: int | None,
+        canvas: str | None,
+        index: DatasetIndex | None,
+    ) -> np.ndarray | None:
         height, width = image.shape[1:]
         if isinstance(spec_mask, ir.OtherDigitMask):
             if label is None:

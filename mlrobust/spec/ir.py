@@ -89,7 +89,16 @@ class RectMask:
         return mask
 
 
-Mask = MaskFile | OtherDigitMask | RectMask
+@dataclass(frozen=True)
+class MaskUnion:
+    """`mask = [other_digit, rect(…), "m.png"]`: several perturbed objects, their union one mask
+    (layers by distance to the union)."""
+
+    parts: tuple[MaskFile | OtherDigitMask | RectMask, ...]
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+Mask = MaskFile | OtherDigitMask | RectMask | MaskUnion
 
 
 @dataclass(frozen=True)
