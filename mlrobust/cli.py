@@ -200,7 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="build and inspect Double-MNIST canvases")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
     build = data_commands.add_parser("build", help="build canvases, masks and an index from real MNIST digits")
-    build.add_argument("--out", default="data/double_mnist", help="output folder (default: data/double_mnist)")
+    build.add_argument(
+        "--out", default=None, help="output folder (default: data/double_mnist, or data/triple_mnist with --digits 3)"
+    )
+    build.add_argument(
+        "--digits", type=int, choices=(2, 3), default=2,
+        help="digits per canvas: 2 (Double-MNIST, 64x64) or 3 (Triple-MNIST, 84x84) (default: 2)",
+    )
     build.add_argument("--seed", type=non_negative_int, default=0, help="canvas seed (default: 0)")
     build.add_argument("--train", type=non_negative_int, default=0, help="training canvases (default: 0)")
     build.add_argument("--test", type=non_negative_int, default=200, help="test canvases (default: 200)")

@@ -14,8 +14,10 @@ from mlrobust.errors import ExitCode
 def build(args: argparse.Namespace) -> ExitCode:
     from mlrobust.data.build import build_dataset
 
-    out = Path(args.out)
-    index = build_dataset(out, seed=args.seed, train=args.train, test=args.test, max_uses=args.max_uses)
+    out = Path(args.out or ("data/double_mnist" if args.digits == 2 else "data/triple_mnist"))
+    index = build_dataset(
+        out, seed=args.seed, train=args.train, test=args.test, max_uses=args.max_uses, digits=args.digits
+    )
     counts = index["counts"]
     Console().print(
         f"[green]wrote[/] {counts['train']} train and {counts['test']} test canvases to {out} (seed {args.seed})"

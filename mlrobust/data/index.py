@@ -28,8 +28,8 @@ class CanvasEntry:
     id: str
     split: str
     image: Path
-    labels: tuple[int, int]
-    objects: tuple[DigitObject, DigitObject]
+    labels: tuple[int, ...]  # two digits (Double-MNIST) or three (Triple-MNIST)
+    objects: tuple[DigitObject, ...]
 
     def object_for(self, label: int) -> DigitObject:
         for obj in self.objects:
@@ -41,6 +41,11 @@ class CanvasEntry:
         """The digit that is not `target`: the perturbed object when `target` is the target."""
         self.object_for(target)
         return next(obj for obj in self.objects if obj.label != target)
+
+    def other_objects(self, target: int) -> tuple[DigitObject, ...]:
+        """Every digit that is not `target` (one on a Double-MNIST canvas, two on a Triple-MNIST one)."""
+        self.object_for(target)
+        return tuple(obj for obj in self.objects if obj.label != target)
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,17 @@ def load_index(root: Path) -> DatasetIndex:
 def _parse_index(root: Path, raw: dict) -> DatasetIndex:  # type: ignore[type-arg]
     for item in raw["canvases"]:
         labels = item["labels"]
-        if not isinstance(item["id"], str) or not all(type(label) is int for label in labels) or len(labels) != 2:
-            raise ValueError(f"canvas {item['id']!r}: an id string and two integer labels are expected")
+        if not isinstance(item["id"], str) or not all(type(label) is int for label in labels) or len(labels) < 2:
+            raise ValueError(f"canvas {item['id']!r}: an id string and two or more integer labels are expected")
+        if len(item["objects"]) != len(labels):
+            raise ValueError(f"canvas {item['id']!r}: one object per label is expected")
     entries = tuple(
         CanvasEntry(
             id=item["id"],
             split=item["split"],
             image=root / item["image"],
-            labels=(item["labels"][0], item["labels"][1]),
-            objects=tuple(  # type: ignore[arg-type]
+            labels=tuple(item["labels"]),
+            objects=tuple(
                 DigitObject(o["label"], root / o["mask"], (o["position"][0], o["position"][1]), o["source_index"])
                 for o in item["objects"]
             ),

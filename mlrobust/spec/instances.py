@@ -447,7 +447,8 @@ class _Expander:
         if canvas_labels is not None and label not in canvas_labels:
             self.report(
                 "target-not-in-canvas",
-                f"target {label} is not a digit of this canvas (it shows {canvas_labels[0]} and {canvas_labels[1]})",
+                f"target {label} is not a digit of this canvas (it shows"
+                f" {', '.join(map(str, canvas_labels[:-1]))} and {canvas_labels[-1]})",
                 target.span,
                 key=str(label),
             )
@@ -491,7 +492,13 @@ class _Expander:
                     "set `dataset` and `canvas` (or sweep over canvases)",
                 )
                 return None
-            mask_path = index.by_id(canvas).other_object(label).mask
+            others = index.by_id(canvas).other_objects(label)
+            if len(others) > 1:  # a Triple-MNIST canvas: every digit but the target is perturbed
+                regions = [self._region(spec_mask, o.mask, (height, width), "mask", "rect") for o in others]
+                if any(r is None for r in regions):
+                    return None
+                return np.logical_or.reduce(regions)
+            mask_path = others[0].mask
         else:
             mask_path = None
         mask = self._region(spec_mask, mask_path, (height, width), "mask", "rect")
@@ -573,7 +580,8 @@ def _mask_path(
     if label is None:
         return None
     if isinstance(mask, ir.OtherDigitMask) and canvas is not None and index is not None:
-        return index.by_id(canvas).other_object(label).mask
+        others = index.by_id(canvas).other_objects(label)
+        return others[0].mask if len(others) == 1 else None  # several digits: their union is in no one file
     if isinstance(mask, ir.TargetDigitMask) and canvas is not None and index is not None:
         return index.by_id(canvas).object_for(label).mask
     return None
