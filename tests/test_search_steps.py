@@ -167,3 +167,20 @@ def test_the_query_budget_is_a_hard_cap_and_a_batch_is_cut_to_fit(problem, tmp_p
     journaled = oracle.journal_path.read_text().splitlines()
     assert len(journaled) == 3
     assert oracle.ask(np.full(layers, 0.5)).verifier == "budget" and oracle.new_queries == 3
+
+
+
+def test_journal_answers_count_against_the_query_budget_of_a_resumed_run(problem, tmp_path: Path) -> None:
+    """A killed run resumed from its journal stops where an unbroken one would: its earlier
+    answers are part of the budget, not a fresh budget on top of them."""
+    layers = problem.num_layers
+    boxes = [np.full(layers, 0.001 * (i + 1)) for i in range(5)]
+    first = Oracle(problem, (step("bounds"),), tmp_path, "resume")
+    first.start(SearchBudget(4, 600.0))
+    first.ask_many(boxes[:2], ["a", "b"])  # killed here: two answers journaled
+    resumed = Oracle(problem, (step("bounds"),), tmp_path, "resume")
+    resumed.load_journal()
+    resumed.start(SearchBudget(4, 600.0))
+    answers = resumed.ask_many(boxes, [str(i) for i in range(5)])
+    assert (resumed.replayed, resumed.new_queries, resumed.spent) == (2, 2, 4)
+    assert [a.verifier for a in answers][4:] == ["budget"] and resumed.exhausted() is not None

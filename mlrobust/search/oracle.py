@@ -104,6 +104,10 @@ class Oracle:
     journal: dict[tuple[float, ...], dict] = field(default_factory=dict)
     history: list[Query] = field(default_factory=list)
     new_queries: int = 0
+    # answers the journal gave this run (a resumed run's earlier queries): they count against the
+    # query budget like new ones, so a killed and resumed run stops where an unbroken one would
+    replayed: int = 0
+    _replayed_keys: set[tuple[float, ...]] = field(default_factory=set, repr=False)
     listener: Callable[[Query], None] | None = None  # told every answer (progress lines)
     deadline: float | None = None  # perf_counter time: the search's time budget also caps each query
     query_cap: int | None = None  # new queries the search may ask
@@ -127,9 +131,14 @@ class Oracle:
         self.deadline = time.perf_counter() + budget.seconds
         self.query_cap = budget.queries
 
+    @property
+    def spent(self) -> int:
+        """Queries counted against the budget: asked now, or answered by the journal of this question."""
+        return self.new_queries + self.replayed
+
     def exhausted(self) -> str | None:
         """Why the search must stop now (a budget is spent), or None."""
-        if self.query_cap is not None and self.new_queries >= self.query_cap:
+        if self.query_cap is not None and self.spent >= self.query_cap:
             return f"query budget ({self.query_cap}) reached"
         if self.deadline is not None and time.perf_counter() > self.deadline:
             return "time budget reached"
@@ -258,7 +267,7 @@ class Oracle:
         answered UNKNOWN by the `budget` (not asked, not journaled, not recorded): the budget is
         a hard cap on new queries, a batch is cut to fit."""
         asked = [i for i, answer in enumerate(answers) if answer is None]
-        room = None if self.query_cap is None else max(self.query_cap - self.new_queries, 0)
+        room = None if self.query_cap is None else max(self.query_cap - self.spent, 0)
         if room is not None and len(asked) > room:
             for i in asked[room:]:
                 key = tuple(float(v) for v in boxes[i])
@@ -302,14 +311,23 @@ class Oracle:
         return [self._record(answer) for answer in answers if answer is not None]
 
     def _known(self, eps: np.ndarray, purpose: str, full: bool, falsifier: bool = False) -> Query | None:
-        """The answer without a verifier: by monotonicity, a known counterexample or the journal.
-        A falsifier's UNKNOWN (`refute_many`) answers only another falsifier question."""
+        """The answer without a verifier: the journal's answer to this very box, by monotonicity,
+        or a known counterexample. A falsifier's UNKNOWN (`refute_many`) answers only another
+        falsifier question.
+
+        The journal comes first: a resumed run must get the answers the run before it got, in
+        the same order (a box proved later in that run would otherwise answer an earlier
+        question from the cache, and the search would take another path). Each journaled box
+        counts once against the query budget, as it did when it was asked."""
         key = tuple(float(v) for v in eps)
         entry = self.journal.get(key)
-        if falsifier and entry is not None:
+        if entry is not None and (falsifier or self._answers(entry, full)):
             # a rerun replays a falsifier's answers as they were: the run that asked had not yet
             # found the counterexamples a replay knows from the start, and the brackets it
             # computed followed those answers
+            if key not in self._replayed_keys:
+                self._replayed_keys.add(key)
+                self.replayed += 1
             return self._from_journal(key, entry, purpose)
         if any(np.all(eps <= proved) for proved in self.robust):
             return Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
@@ -318,11 +336,15 @@ class Oracle:
             # the known point is the evidence: name its file, as a verifier's answer would
             file = self.counterexample_files[known]
             return Query(key, Status.NOT_ROBUST, "cache", None, None, 0.0, True, file, purpose)
-        if entry is not None and entry["status"] == Status.UNKNOWN and entry.get("falsifier") and not falsifier:
-            return None
-        if entry is not None and (entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full):
-            return self._from_journal(key, entry, purpose)
         return None
+
+    @staticmethod
+    def _answers(entry: dict, full: bool) -> bool:  # type: ignore[type-arg]
+        """Whether a journal line answers a chain question: a falsifier's UNKNOWN never does, an
+        UNKNOWN of the fast chain does not answer the full chain's question."""
+        if entry["status"] == Status.UNKNOWN and entry.get("falsifier"):
+            return False
+        return bool(entry["status"] != Status.UNKNOWN or entry.get("full", True) >= full)
 
     @staticmethod
     def _from_journal(key: tuple[float, ...], entry: dict, purpose: str) -> Query:
