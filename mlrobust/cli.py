@@ -218,13 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("folder", nargs="?", default="data/double_mnist")
     show.set_defaults(handler="mlrobust.commands.data:show")
 
-    models = commands.add_parser("models", help="train, inspect and check the Double-MNIST classifiers")
+    models = commands.add_parser("models", help="train, inspect and check the Double- and Triple-MNIST classifiers")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser, required=True)
     train = model_commands.add_parser("train", help="train, export and evaluate classifiers (writes model cards)")
     train.add_argument("--recipe", choices=("none", "l0", "pgd", "all"), default="all")
     train.add_argument("--out", default="models", help="output folder (default: models)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default: 0)")
     train.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
+    train.add_argument(
+        "--digits",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="digits per canvas: 2 trains double_mnist_<recipe>, 3 triple_mnist_<recipe> (default: 2)",
+    )
     train.set_defaults(handler="mlrobust.commands.models:train")
     mshow = model_commands.add_parser("show", help="print the model cards")
     mshow.add_argument("folder", nargs="?", default="models")
@@ -235,10 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     mevaluate.add_argument("folder", nargs="?", default="models")
     mevaluate.set_defaults(handler="mlrobust.commands.models:evaluate")
     mcheck = model_commands.add_parser(
-        "check", help="re-check the committed models: sha256, onnxruntime accuracy on a Double-MNIST folder"
+        "check", help="re-check the committed models: sha256, onnxruntime accuracy on committed canvases"
     )
     mcheck.add_argument("folder", nargs="?", default="models")
-    mcheck.add_argument("--data", default="data/double_mnist", help="Double-MNIST folder (default: data/double_mnist)")
+    mcheck.add_argument(
+        "--data",
+        default=None,
+        help="a canvas folder to measure on (default: data/double_mnist for two-digit models, "
+        "data/triple_mnist for three-digit ones)",
+    )
     mcheck.set_defaults(handler="mlrobust.commands.models:check")
     return parser
 

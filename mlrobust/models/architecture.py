@@ -1,7 +1,8 @@
-"""The classifier architecture shared by all three models (thesis Figure 2).
+"""The classifier architecture shared by all the models (thesis Figure 2).
 
 Two convolutional network layers, one max-pool and one fully connected network layer, with
-ReLU, on 1x64x64 inputs and 10 logits out. It is sized for exact MILP verification: the
+ReLU, on 1x64x64 inputs (Double-MNIST; 1x84x84 for Triple-MNIST, `TRIPLE_ARCHITECTURE`) and
+10 logits out. It is sized for exact MILP verification: the
 ReLU count stays in the low thousands, and the max-pool input has an even size (8x8), which
 other verifiers (auto_LiRPA among them) require.
 
@@ -9,6 +10,12 @@ Measured on this machine (60 epochs of fresh canvases, exact top-2 set accuracy 
 test canvases; `docs/models.md`): a non-overlapping 4x4/stride-4 first conv plateaued near
 0.78; a 6x6 second kernel gave 0.87; an overlapping 6x6/stride-4 first conv gave 0.885 /
 0.924 / 0.932 with 8 / 12 / 16 channels (4,096 / 5,120 / 6,144 ReLUs). We keep 12.
+
+Triple-MNIST keeps the first conv (12@6x6 stride 4 pad 1: 84 -> 21, exact since 84 + 2 - 6 =
+80 = 4 * 20) and widens the second kernel to 7x7 (stride 2 pad 2: 21 -> 10, exact since
+21 + 4 - 7 = 18 = 2 * 9; a 6x6 kernel would leave the last padded row unused). The max-pool
+input, 10x10, is even; 32x5x5 = 800 features reach the FC layer. 12x21x21 + 32x10x10 = 8,492
+ReLUs: more than the double models' 5,120 because the canvas has 1.72x the pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-INPUT_SHAPE = (1, 64, 64)
+INPUT_SHAPE = (1, 64, 64)  # Double-MNIST; `Architecture.input_shape()` in general
 NUM_CLASSES = 10
 
 
@@ -34,9 +41,13 @@ class Architecture:
     conv2_stride: int = 2
     conv2_padding: int = 2
     pool: int = 2
+    input_size: int = INPUT_SHAPE[1]  # the canvas side: 64 (Double-MNIST) or 84 (Triple-MNIST)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, self.input_size, self.input_size)
 
     def conv1_size(self) -> int:
-        return (INPUT_SHAPE[1] + 2 * self.conv1_padding - self.conv1_kernel) // self.conv1_stride + 1
+        return (self.input_size + 2 * self.conv1_padding - self.conv1_kernel) // self.conv1_stride + 1
 
     def conv2_size(self) -> int:
         return (self.conv1_size() + 2 * self.conv2_padding - self.conv2_kernel) // self.conv2_stride + 1
@@ -64,6 +75,10 @@ class Architecture:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+TRIPLE_ARCHITECTURE = Architecture(conv2_kernel=7, input_size=84)
+ARCHITECTURES = {2: Architecture(), 3: TRIPLE_ARCHITECTURE}  # digits per canvas -> network
 
 
 def build_classifier(arch: Architecture) -> nn.Sequential:

@@ -13,6 +13,13 @@ CARD_SUFFIX = ".card.json"
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 
+def exact_accuracy(evaluation: dict[str, Any]) -> tuple[int, float]:
+    """(k, exact top-k set accuracy) of a card's `evaluation`: k is 2 (Double-MNIST) unless the
+    evaluation states its own `k` (3 for Triple-MNIST, keyed `exact_top3_accuracy`)."""
+    k = int(evaluation.get("k", 2))
+    return k, float(evaluation[f"exact_top{k}_accuracy"])
+
+
 def card_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.stem + CARD_SUFFIX)
 
@@ -25,6 +32,7 @@ def retired_entry(card: dict[str, Any], reason: str) -> dict[str, Any]:
     its hash and headline figures stay in the card's `history`, newest last, with the reason.
     """
     ev = card["evaluation"]
+    k, accuracy = exact_accuracy(ev)
     return {
         "sha256": card["onnx"]["sha256"],
         "recipe": card["recipe"],
@@ -32,7 +40,8 @@ def retired_entry(card: dict[str, Any], reason: str) -> dict[str, Any]:
         "training_seconds": card["training"]["seconds"],
         "training_threads": card["training"]["threads"],
         "canvases": ev["canvases"],
-        "exact_top2_accuracy": ev["exact_top2_accuracy"],
+        **({} if k == 2 else {"k": k}),
+        f"exact_top{k}_accuracy": accuracy,
         "per_label_accuracy": ev["per_label_accuracy"],
         "pgd": [{"eps": robust["eps"], "accuracy": robust["accuracy"]} for robust in ev["pgd"]],
         "reason": reason,
@@ -57,6 +66,8 @@ def read_card(onnx_path: Path) -> dict[str, Any]:
 
 def render_markdown(card: dict[str, Any]) -> str:
     ev = card["evaluation"]
+    k, accuracy = exact_accuracy(ev)
+    size = card["architecture"].get("input_size", 64)
     recipe = card["recipe"]
     lines = [
         f"# Model card: `{card['name']}`",
@@ -68,7 +79,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| file | `{card['onnx']['file']}` |",
         f"| sha256 | `{card['onnx']['sha256']}` |",
-        f"| ONNX opset | {card['onnx']['opset']} (input `{card['onnx']['input']}` N×1×64×64 in [0, 1], "
+        f"| ONNX opset | {card['onnx']['opset']} (input `{card['onnx']['input']}` N×1×{size}×{size} in [0, 1], "
         f"output `{card['onnx']['output']}` N×10) |",
         f"| architecture | {card['architecture']['summary']} |",
         f"| ReLUs | {card['architecture']['relu_count']} |",
@@ -79,7 +90,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"`{card['data']['train_pool_sha256'][:16]}…`; fresh canvases every epoch |",
         f"| test data | {ev['canvases']} canvases of {card['data']['test_pool_digits']} unseen digits "
         f"(seed {card['data']['eval_seed']}) |",
-        f"| exact top-2 set accuracy | **{ev['exact_top2_accuracy']:.4f}** |",
+        f"| exact top-{k} set accuracy | **{accuracy:.4f}** |",
         f"| per-label accuracy | {ev['per_label_accuracy']:.4f} |",
     ]
     for robust in ev["pgd"]:
@@ -98,12 +109,13 @@ def _render_history(history: list[dict[str, Any]]) -> list[str]:
     if not history:
         return []
     eps_values = [robust["eps"] for robust in history[-1]["pgd"]]
+    k = int(history[-1].get("k", 2))
     lines = [
         "## History",
         "",
         "Earlier files published under this name, oldest first; measured on the same canvases.",
         "",
-        "| sha256 | recipe | train s | exact top-2 | per label | "
+        f"| sha256 | recipe | train s | exact top-{k} | per label | "
         + " | ".join(f"PGD ε={eps}" for eps in eps_values)
         + " |",
         "| --- " * (5 + len(eps_values)) + "|",
@@ -112,7 +124,7 @@ def _render_history(history: list[dict[str, Any]]) -> list[str]:
         by_eps = {robust["eps"]: robust["accuracy"] for robust in entry["pgd"]}
         lines.append(
             f"| `{entry['sha256']}` | `{entry['recipe']['name']}` | {entry['training_seconds']:.0f} | "
-            f"{entry['exact_top2_accuracy']:.4f} | {entry['per_label_accuracy']:.4f} | "
+            f"{entry[f'exact_top{k}_accuracy']:.4f} | {entry['per_label_accuracy']:.4f} | "
             + " | ".join(f"{by_eps[eps]:.4f}" if eps in by_eps else "–" for eps in eps_values)
             + " |"
         )

@@ -19,7 +19,8 @@ def top2_set_violation(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     """Per example: the best wrong logit minus the worst true logit.
 
     The exact top-2 set is kept iff this is < 0; ties count as violations. `labels` is an
-    int64 (N, 2) tensor of the two true classes.
+    int64 (N, 2) tensor of the two true classes; with (N, k) labels it is the top-k violation
+    (Triple-MNIST: k = 3).
     """
     true_scores = logits.gather(1, labels)
     wrong = logits.scatter(1, labels, float("-inf"))

@@ -13,10 +13,10 @@ import onnxruntime
 import torch
 
 from mlrobust import __version__
-from mlrobust.data.canvas import MASK_THRESHOLD, compose
-from mlrobust.data.source import SPLIT_SEED, load_pools
+from mlrobust.data.canvas import CANVAS_SIZES, MASK_THRESHOLD, CanvasBatch, compose
+from mlrobust.data.source import SPLIT_SEED, DigitPool, load_pools
 from mlrobust.errors import UserError
-from mlrobust.models.architecture import Architecture
+from mlrobust.models.architecture import ARCHITECTURES, Architecture
 from mlrobust.models.card import card_path, read_card, retired_entry, write_card
 from mlrobust.models.evaluate import evaluate
 from mlrobust.models.export import (
@@ -27,16 +27,22 @@ from mlrobust.models.export import (
     export_onnx,
     sha256_file,
 )
-from mlrobust.models.recipes import RECIPES
+from mlrobust.models.recipes import recipe_for
 from mlrobust.models.train import train_classifier
 
 EVAL_SEED = 7
 EVAL_CANVASES = 2000
-ARCHITECTURE = Architecture()
+ARCHITECTURE = ARCHITECTURES[2]
+DATASET_NAMES = {2: "double_mnist", 3: "triple_mnist"}  # digits per canvas -> model name prefix
 
 
-def model_path(out_dir: Path, recipe_name: str) -> Path:
-    return out_dir / f"double_mnist_{recipe_name}.onnx"
+def model_path(out_dir: Path, recipe_name: str, digits: int = 2) -> Path:
+    return out_dir / f"{DATASET_NAMES[digits]}_{recipe_name}.onnx"
+
+
+def card_digits(card: dict[str, Any]) -> int:
+    """Digits per canvas of a card's model: 2 unless its data says otherwise."""
+    return int(card["data"].get("digits", 2))
 
 
 def train_and_publish(
@@ -46,27 +52,32 @@ def train_and_publish(
     threads: int,
     progress: Callable[[int, float], None] | None = None,
     reason: str = "retrained with `mlrobust models train`",
+    digits: int = 2,
 ) -> dict[str, Any]:
     """Train one recipe, write `double_mnist_<recipe>.onnx` and its card; return the card.
+
+    With digits = 3 it trains the Triple-MNIST network (`TRIPLE_ARCHITECTURE`) on three-digit
+    canvases and writes `triple_mnist_<recipe>.onnx`, evaluated by exact top-3 sets.
 
     A model already published there is not forgotten: its card's `history` carries over, and
     the replaced file's hash and figures join it with `reason` (see `card.retired_entry`).
     """
     torch.set_num_threads(threads)  # oversubscribing 2 cores made epochs 13-25x slower
-    recipe = RECIPES[recipe_name]
-    path = model_path(out_dir, recipe_name)
+    recipe = recipe_for(recipe_name, digits)
+    arch = ARCHITECTURES[digits]
+    path = model_path(out_dir, recipe_name, digits)
     history = _history_after_replacing(path, reason)
     pools = load_pools()
-    trained = train_classifier(recipe, ARCHITECTURE, pools["train"], seed, progress)
-    eval_canvases = compose(pools["test"], EVAL_CANVASES, np.random.default_rng(EVAL_SEED))
-    check = export_onnx(trained.model, path, eval_canvases.images[:, None])
+    trained = train_classifier(recipe, arch, pools["train"], seed, progress, digits)
+    eval_canvases = _eval_canvases(pools["test"], EVAL_SEED, digits)
+    check = export_onnx(trained.model, path, eval_canvases.images[:, None], k=digits)
     evaluation = evaluate(trained.model, path, eval_canvases, seed)
     card: dict[str, Any] = {
         "name": path.stem,
         "architecture": {
-            "summary": ARCHITECTURE.describe(),
-            "relu_count": ARCHITECTURE.relu_count(),
-            **ARCHITECTURE.as_dict(),
+            "summary": arch.describe(),
+            "relu_count": arch.relu_count(),
+            **arch.as_dict(),
         },
         "recipe": recipe.as_dict(),
         "seed": seed,
@@ -85,6 +96,7 @@ def train_and_publish(
             "test_pool_digits": len(pools["test"]),
             "test_pool_sha256": pools["test"].sha256(),
             "eval_seed": EVAL_SEED,
+            **({} if digits == 2 else {"digits": digits, "canvas_size": CANVAS_SIZES[digits]}),
         },
         "onnx": {
             "file": path.name,
@@ -103,6 +115,18 @@ def train_and_publish(
         card["history"] = history
     write_card(path, card)
     return card
+
+
+def _eval_canvases(pool: DigitPool, seed: int, digits: int) -> CanvasBatch:
+    """The cards' test canvases; two digits: exactly the draws they always were.
+
+    Three digits: 2,000 canvases of 3 from the 1,000 test digits need each digit up to 6 times
+    (the builder's default cap, 4, allows 1,333).
+    """
+    if digits == 2:
+        return compose(pool, EVAL_CANVASES, np.random.default_rng(seed))
+    max_uses = -(-digits * EVAL_CANVASES // len(pool))
+    return compose(pool, EVAL_CANVASES, np.random.default_rng(seed), max_uses=max_uses, digits=digits)
 
 
 def _history_after_replacing(path: Path, reason: str) -> list[dict[str, Any]]:
@@ -126,7 +150,7 @@ def reevaluate(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} does not match the sha256 in its card; retrain instead of re-evaluating")
     arch = Architecture(**{k: v for k, v in card["architecture"].items() if k in Architecture.__dataclass_fields__})
     model = classifier_from_onnx(path, arch)
-    eval_canvases = compose(load_pools()["test"], EVAL_CANVASES, np.random.default_rng(card["data"]["eval_seed"]))
+    eval_canvases = _eval_canvases(load_pools()["test"], card["data"]["eval_seed"], card_digits(card))
     card["evaluation"] = evaluate(model, path, eval_canvases, card["seed"]).as_dict()
     card["versions"] = _versions()
     write_card(path, card)

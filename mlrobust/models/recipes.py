@@ -7,7 +7,7 @@ nearly unlimited, so the model never sees the same canvas twice).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -69,3 +69,13 @@ RECIPES: dict[str, Recipe] = {
     "l0": Recipe("l0", "L0 defence: a random black rectangle pasted on each training canvas", l0=L0Defence()),
     "pgd": Recipe("pgd", "PGD adversarial training (L-inf, Madry et al.)", pgd=PgdDefence()),
 }
+
+# Triple-MNIST: an epoch of 20,000 three-digit canvases takes ~13 s at 1 thread here (~8 s of it
+# composing the canvases), so a Triple-MNIST model trains 70 epochs (~15 min) instead of 60.
+TRIPLE_MNIST_EPOCHS = 70
+
+
+def recipe_for(name: str, digits: int = 2) -> Recipe:
+    """The recipe `name` for canvases of `digits` digits (2: exactly RECIPES[name])."""
+    recipe = RECIPES[name]
+    return recipe if digits == 2 else replace(recipe, epochs=TRIPLE_MNIST_EPOCHS)

@@ -1,4 +1,4 @@
-"""Training a classifier with one recipe on fresh Double-MNIST canvases."""
+"""Training a classifier with one recipe on fresh Double-MNIST (or Triple-MNIST) canvases."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlrobust.data.canvas import CANVAS_SIZE, compose
+from mlrobust.data.canvas import compose
 from mlrobust.data.source import DigitPool
 from mlrobust.models.architecture import Architecture, build_classifier
 from mlrobust.models.pgd import bce_loss, pgd_linf, sigmoid_kl
 from mlrobust.models.recipes import L0Defence, PgdDefence, Recipe
 
 # Fresh canvases reuse each training digit up to this many times per epoch (20,000 canvases
-# from 4,000 digits need 10).
+# from 4,000 digits need 10; three digits a canvas need 15, see `_train_max_uses`).
 _TRAIN_MAX_USES = 10
+
+
+def _train_max_uses(pool_size: int, canvases: int, digits: int) -> int:
+    return max(_TRAIN_MAX_USES, -(-digits * canvases // pool_size))
 
 
 @dataclass(frozen=True)
@@ -29,14 +33,14 @@ class TrainedModel:
 
 
 def paste_black_rectangles(images: np.ndarray, defence: L0Defence, rng: np.random.Generator) -> np.ndarray:
-    """A copy of (N, 64, 64) images, each with one random black rectangle."""
-    count = images.shape[0]
+    """A copy of (N, S, S) images (S: 64, or 84), each with one random black rectangle."""
+    count, size = images.shape[0], images.shape[-1]
     heights = rng.integers(defence.min_side, defence.max_side + 1, size=count)
     widths = rng.integers(defence.min_side, defence.max_side + 1, size=count)
-    tops = rng.integers(0, CANVAS_SIZE - heights + 1)
-    lefts = rng.integers(0, CANVAS_SIZE - widths + 1)
-    rows = np.arange(CANVAS_SIZE)[None, :, None]
-    cols = np.arange(CANVAS_SIZE)[None, None, :]
+    tops = rng.integers(0, size - heights + 1)
+    lefts = rng.integers(0, size - widths + 1)
+    rows = np.arange(size)[None, :, None]
+    cols = np.arange(size)[None, None, :]
     inside = (
         (rows >= tops[:, None, None])
         & (rows < (tops + heights)[:, None, None])
@@ -85,8 +89,10 @@ def train_classifier(
     pool: DigitPool,
     seed: int,
     progress: Callable[[int, float], None] | None = None,
+    digits: int = 2,
 ) -> TrainedModel:
-    """Train from scratch; `progress(epoch, loss)` is called after every epoch."""
+    """Train from scratch on canvases of `digits` digits; `progress(epoch, loss)` is called
+    after every epoch. `arch` must take that canvas size (`ARCHITECTURES[digits]`)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -96,10 +102,11 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=recipe.max_lr, total_steps=recipe.epochs * batches_per_epoch
     )
+    max_uses = _train_max_uses(len(pool), recipe.canvases_per_epoch, digits)
     started = time.perf_counter()
     loss_value = float("nan")
     for epoch in range(recipe.epochs):
-        canvases = compose(pool, recipe.canvases_per_epoch, rng, max_uses=_TRAIN_MAX_USES)
+        canvases = compose(pool, recipe.canvases_per_epoch, rng, max_uses=max_uses, digits=digits)
         images = canvases.images
         if recipe.l0 is not None:
             images = paste_black_rectangles(images, recipe.l0, rng)
