@@ -269,9 +269,8 @@ def _cutting(lines: list[str], data: SweepData) -> None:
             if cuts == 0:
                 line += (
                     ", so the cutting weights were never used and these differences are not the strategies':"
-                    " the two runs were not bit-identical (a different number of torch threads changes the"
-                    " order of floating-point sums in the bounds, and a run resumed from its journal gets a"
-                    " fresh query budget)"
+                    " the two runs were not bit-identical (a different number of torch threads, e.g. another"
+                    " --workers count, changes the order of floating-point sums in the bounds)"
                 )
             lines.append(line + ".")
     lines.append("")
