@@ -49,7 +49,7 @@ def sizes_box(path: Path, data: SweepData, method: str) -> None:
 
 def layer_lines(path: Path, per_group: dict[tuple[str, str], list[LayerEps]]) -> None:
     """Mean (solid) and median (dashed) ε per layer, one colour per model, one panel per cutting."""
-    cuttings = sorted({cutting for _, cutting in per_group}, key=list(c for _, c in per_group).index)
+    cuttings = list(dict.fromkeys(cutting for _, cutting in per_group))
     models = list(dict.fromkeys(model for model, _ in per_group))
     figure, axes = plt.subplots(1, len(cuttings), figsize=(6.0 * len(cuttings), 4), squeeze=False)
     colours = plt.get_cmap("tab10")

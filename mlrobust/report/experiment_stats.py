@@ -65,7 +65,7 @@ def group_sizes(data: SweepData) -> list[GroupSizes]:
                     GroupSizes(
                         model, method, cutting,
                         spread([o.size for o in done if o.size is not None]),
-                        spread([u for u in uniform if u is not None]),
+                        spread(uniform),
                         median(ratios),
                         sum(o.cuts for o in done),
                     )

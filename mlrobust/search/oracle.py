@@ -104,9 +104,8 @@ class Oracle:
     journal: dict[tuple[float, ...], dict] = field(default_factory=dict)
     history: list[Query] = field(default_factory=list)
     new_queries: int = 0
-    # answers the journal gave this run (a resumed run's earlier queries): they count against the
-    # query budget like new ones, so a killed and resumed run stops where an unbroken one would
-    replayed: int = 0
+    # boxes the journal answered in this run (a resumed run's earlier queries): they count against
+    # the query budget like new ones, so a killed and resumed run stops where an unbroken one would
     _replayed_keys: set[tuple[float, ...]] = field(default_factory=set, repr=False)
     listener: Callable[[Query], None] | None = None  # told every answer (progress lines)
     deadline: float | None = None  # perf_counter time: the search's time budget also caps each query
@@ -130,6 +129,10 @@ class Oracle:
         and `exhausted` says when its query budget is spent."""
         self.deadline = time.perf_counter() + budget.seconds
         self.query_cap = budget.queries
+
+    @property
+    def replayed(self) -> int:
+        return len(self._replayed_keys)
 
     @property
     def spent(self) -> int:
@@ -325,9 +328,7 @@ class Oracle:
             # a rerun replays a falsifier's answers as they were: the run that asked had not yet
             # found the counterexamples a replay knows from the start, and the brackets it
             # computed followed those answers
-            if key not in self._replayed_keys:
-                self._replayed_keys.add(key)
-                self.replayed += 1
+            self._replayed_keys.add(key)  # each box counts once
             return self._from_journal(key, entry, purpose)
         if any(np.all(eps <= proved) for proved in self.robust):
             return Query(key, Status.ROBUST, "cache", None, None, 0.0, True, purpose=purpose)
