@@ -40,16 +40,18 @@ class Network:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch (N, *input_shape), in the tensor's dtype (float64 for bounds, float32 for attacks)."""
-        for op in self.ops:
-            x = op.forward(x)
-        return x
+        if o.is_chain(self.ops):  # no value is read twice: keep only the latest
+            for op in self.ops:
+                x = op.forward(x)
+            return x
+        return o.forward_values(self.ops, x)[-1]
 
     def logits(self, images: np.ndarray, dtype: torch.dtype = torch.float64) -> np.ndarray:
         with torch.no_grad():
             return self.forward(torch.as_tensor(images, dtype=dtype)).numpy()
 
     def relu_count(self) -> int:
-        return sum(int(np.prod(op.in_shape)) for op in self.ops if isinstance(op, o.Relu))
+        return sum(int(np.prod(op.in_shape)) for op in self.ops if isinstance(op, (o.Relu, o.LeakyRelu)))
 
     def outputs(self, logits: np.ndarray) -> np.ndarray:
         """What the file outputs for these logits: its dropped head applied (float64)."""
@@ -208,12 +210,8 @@ def max_difference_to_onnxruntime(network: Network, images: np.ndarray) -> float
 def _largest_value(network: Network, images: np.ndarray) -> float:
     """The largest |value| anywhere in the forward pass (input, every op's output), in float64."""
     with torch.no_grad():
-        x = torch.as_tensor(images, dtype=torch.float64)
-        largest = float(x.abs().max())
-        for op in network.ops:
-            x = op.forward(x)
-            largest = max(largest, float(x.abs().max()))
-    return largest
+        values = o.forward_values(network.ops, torch.as_tensor(images, dtype=torch.float64))
+    return max(float(value.abs().max()) for value in values)
 
 
 def _refuse_unverifiable(network: Network, samples: np.ndarray, difference: float) -> None:

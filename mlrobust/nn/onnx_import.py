@@ -3,11 +3,13 @@
 `onnx.defs.get_schema(op, opset)` resolves which version of an op a model uses; a converter
 is registered for exactly the versions whose meaning it implements. An op (or version) that
 is not registered is an error naming the op, the node and the opset, and listing what is
-supported; nothing is approximated silently. The graph must be a chain: each node's one
-computed input is the previous node's output (weights and constants may feed any node).
-A last Sigmoid or Softmax (over the classes) is the model's head: it is left out of the IR,
-which computes the logits before it, and recorded (`ImportedGraph.head`) so that the check
-against onnxruntime compares logits with logits (nn/network.py).
+supported; nothing is approximated silently. The graph may branch: a node reads any earlier
+computed value (weights and constants may feed any node), and Add, Sub and Concat join two
+or more computed values (a residual block, parallel branches); the IR keeps the nodes'
+topological order and each op's sources (`ops.inputs_of`). A last Sigmoid or Softmax (over
+the classes) is the model's head: it is left out of the IR, which computes the logits before
+it, and recorded (`ImportedGraph.head`) so that the check against onnxruntime compares
+logits with logits (nn/network.py).
 """
 
 from __future__ import annotations
@@ -242,6 +244,14 @@ def _relu(ctx: NodeContext) -> list[o.Op]:
     return [o.Relu(ctx.in_shape, ctx.in_shape)]
 
 
+@register("LeakyRelu", 1, 6, 16)
+def _leaky_relu(ctx: NodeContext) -> list[o.Op]:
+    slope = float(ctx.attributes.get("alpha", 0.01))  # type: ignore[arg-type]
+    if not 0.0 <= slope <= 1.0:
+        raise ctx.fail(f"alpha = {slope} makes it non-convex", "LeakyRelu with 0 <= alpha <= 1")
+    return [o.LeakyRelu(slope, ctx.in_shape, ctx.in_shape)]
+
+
 @register("MaxPool", 1, 8, 10, 11, 12, 22)
 def _maxpool(ctx: NodeContext) -> list[o.Op]:
     if len(ctx.node.output) > 1 and ctx.node.output[1]:  # type: ignore[attr-defined]
@@ -378,11 +388,9 @@ for _kind in PASS_THROUGH:
 register("Softmax", 1, 11, 13)(lambda ctx: [])  # only ever reached as the last node (checked by the walker)
 register("Sigmoid", 1, 6, 13)(lambda ctx: [])
 register("Constant", 1, 9, 11, 12, 13, 19, 21, 23, 24, 25)(lambda ctx: [])
+register("Concat", 1, 4, 11, 13)(lambda ctx: [])  # joins computed values: built by `_merge`, never alone
 HEADS = ("Sigmoid", "Softmax")  # dropped as the model's last node: the IR computes the logits before them
-CHAIN_HINT = (
-    "only chain-shaped networks are supported today: each node reads the previous node's output (and "
-    "constants); residual connections and other branching graphs (a skip Add, Concat) are planned"
-)
+MERGES = ("Add", "Sub", "Concat")  # the ops that may read two or more computed values
 
 
 def _require_class_axis(ctx: NodeContext) -> None:
@@ -397,41 +405,82 @@ def _require_class_axis(ctx: NodeContext) -> None:
         )
 
 
+def _folded(previous: o.Op, op: o.Op) -> o.Op | None:
+    """`op` (an elementwise affine) merged into the Conv/Linear/Affine before it, or None."""
+    if not isinstance(op, o.Affine):
+        return None
+    if isinstance(previous, o.Conv):
+        scale, shift = op.scale, op.shift
+        if not (np.all(scale == scale[:, :1, :1]) and np.all(shift == shift[:, :1, :1])):
+            return None
+        s, t = scale[:, 0, 0], shift[:, 0, 0]
+        return replace(previous, weight=previous.weight * s[:, None, None, None], bias=previous.bias * s + t, _cache={})
+    if isinstance(previous, o.Linear):
+        return replace(
+            previous, weight=previous.weight * op.scale[:, None], bias=previous.bias * op.scale + op.shift, _cache={}
+        )
+    if isinstance(previous, o.Affine):
+        return replace(
+            previous,
+            scale=previous.scale * op.scale,
+            shift=previous.shift * op.scale + op.shift,
+            out_shape=op.out_shape,
+            _cache={},
+        )
+    return None
+
+
 def _fold(ops: list[o.Op]) -> list[o.Op]:
-    """Fold an elementwise affine into the Conv/Linear before it (BatchNorm after a conv, Add as a bias)."""
-    folded: list[o.Op] = []
-    for op in ops:
-        previous = folded[-1] if folded else None
-        if isinstance(op, o.Affine) and isinstance(previous, o.Conv):
-            scale, shift = op.scale, op.shift
-            per_channel = np.all(scale == scale[:, :1, :1]) and np.all(shift == shift[:, :1, :1])
-            if per_channel:
-                s, t = scale[:, 0, 0], shift[:, 0, 0]
-                folded[-1] = o.Conv(
-                    previous.weight * s[:, None, None, None],
-                    previous.bias * s + t,
-                    previous.stride,
-                    previous.padding,
-                    previous.dilation,
-                    previous.in_shape,
-                    previous.out_shape,
-                )
-                continue
-        if isinstance(op, o.Affine) and isinstance(previous, o.Linear):
-            folded[-1] = o.Linear(
-                previous.weight * op.scale[:, None],
-                previous.bias * op.scale + op.shift,
-                previous.in_shape,
-                previous.out_shape,
-            )
+    """Fold an elementwise affine into the Conv/Linear/Affine before it (BatchNorm after a conv,
+    Add as a bias) when it is that op's only reader; sources are renumbered past each fold."""
+    ops = list(ops)
+    index = 1
+    while index < len(ops):
+        merged = _folded(ops[index - 1], ops[index])
+        if merged is None or o.inputs_of(ops, index) != (index,) or len(o.consumers(ops, index)) != 1:
+            index += 1
             continue
-        if isinstance(op, o.Affine) and isinstance(previous, o.Affine):
-            folded[-1] = o.Affine(
-                previous.scale * op.scale, previous.shift * op.scale + op.shift, previous.in_shape, op.out_shape
+        # op index goes; its output (value index + 1) is now the merged op's (value index)
+        ops[index - 1] = merged
+        del ops[index]
+        ops = [replace(op, sources=_renumbered(op.sources, index)) if op.sources else op for op in ops]
+    return _canonical(ops)
+
+
+def _renumbered(sources: tuple[int, ...], removed: int) -> tuple[int, ...]:
+    """Value indices after the op whose output was value `removed + 1` is folded away."""
+    return tuple(value - 1 if value > removed else value for value in sources)
+
+
+def _canonical(ops: list[o.Op]) -> list[o.Op]:
+    """Sources that name the previous op's output dropped: a chain's ops name none."""
+    return [
+        replace(op, sources=()) if op.sources == (index,) and not isinstance(op, o.MERGE_OPS) else op
+        for index, op in enumerate(ops)
+    ]
+
+
+def _merge(ctx: NodeContext, op_type: str, sources: list[int], shapes: list[o.Shape]) -> o.Op:
+    """The IR op of an Add / Sub / Concat of computed values (`sources`, of `shapes`)."""
+    if op_type in ("Add", "Sub"):
+        if len(shapes) != 2 or shapes[0] != shapes[1]:
+            raise ctx.fail(
+                f"the computed inputs have shapes {shapes}",
+                "Add / Sub of two computed values of the same shape (no broadcasting between them)",
             )
-            continue
-        folded.append(op)
-    return folded
+        signs = (1.0, 1.0) if op_type == "Add" else (1.0, -1.0)
+        return o.Add(shapes[0], shapes[0], tuple(sources), signs)
+    rank = len(shapes[0])
+    axis = int(ctx.attributes.get("axis", 1))  # type: ignore[call-overload]
+    axis = axis + rank + 1 if axis < 0 else axis
+    if not 1 <= axis <= rank:
+        raise ctx.fail(f"axis {ctx.attributes.get('axis')} is the batch axis", "Concat along a non-batch axis")
+    rest = [shape[: axis - 1] + shape[axis:] for shape in shapes]
+    if any(len(shape) != rank for shape in shapes) or any(other != rest[0] for other in rest):
+        raise ctx.fail(f"the inputs' shapes {shapes} differ outside axis {axis}")
+    out = list(shapes[0])
+    out[axis - 1] = sum(shape[axis - 1] for shape in shapes)
+    return o.Concat(axis - 1, tuple(shapes), shapes[0], tuple(out), tuple(sources))
 
 
 def _attributes(node) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -506,12 +555,13 @@ def import_onnx(path: Path) -> ImportedGraph:
             f"{path.name}: the input shape {file.input_dims} must be fixed except the batch",
             hint="export the model with fixed channels, height and width (dynamic_axes only for the batch)",
         )
-    shape: o.Shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
-    input_shape = shape
-    current = file.input.name  # type: ignore[attr-defined]
+    input_shape: o.Shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+    value_of = {file.input.name: 0}  # type: ignore[attr-defined]  # computed tensor name -> value index
+    shapes: list[o.Shape] = [input_shape]  # value index -> shape
     ops: list[o.Op] = []
     head: str | None = None
     nodes = list(graph.node)
+    output_name = graph.output[0].name
     for position, node in enumerate(nodes):
         name = node.name or f"#{position}"
         if node.domain not in ("", "ai.onnx"):
@@ -539,31 +589,57 @@ def import_onnx(path: Path) -> ImportedGraph:
             _require_finite(path, f"the Constant node {name!r}", constants[node.output[0]])
             continue
         computed = [x for x in node.input if x and x not in constants]
-        if computed != [current]:
+        unknown = [x for x in computed if x not in value_of]
+        if unknown or not computed:
+            why = f"reads {unknown[0]!r}, which no earlier node computes" if unknown else "reads only constants"
             raise UnsupportedModel(
-                f"{node.op_type} node {name!r}: the graph is not a chain (it reads {computed}, "
-                f"expected only {current!r})",
-                hint=CHAIN_HINT,
+                f"{node.op_type} node {name!r}: it {why}",
+                hint="the nodes must be in topological order and every node must depend on the input "
+                "(onnx.checker.check_model and onnxsim help)",
                 op_type=node.op_type,
             )
-        if node.op_type in HEADS:
-            if position != len(nodes) - 1:
+        sources = [value_of[x] for x in computed]
+        ctx = NodeContext(node, name, opset, shapes[sources[0]], computed[0], constants, attributes)
+        if node.op_type in HEADS and len(computed) == 1:
+            if position != len(nodes) - 1 or node.output[0] != output_name:
                 raise UnsupportedModel(
                     f"{node.op_type} node {name!r} is only supported as the last op", op_type=node.op_type
                 )
             if node.op_type == "Softmax":
-                _require_class_axis(NodeContext(node, name, opset, shape, current, constants, _attributes(node)))
+                _require_class_axis(ctx)
             head = node.op_type
-            current = node.output[0]
+            value_of[node.output[0]] = sources[0]
             break
-        ctx = NodeContext(node, name, opset, shape, current, constants, attributes)
-        new_ops = converter(ctx)
-        ops.extend(new_ops)
-        if new_ops:
-            shape = new_ops[-1].out_shape
-        current = node.output[0]
-    if current != graph.output[0].name:
-        raise UnsupportedModel(f"{path.name}: the graph output {graph.output[0].name!r} is not the end of the chain")
+        if len(computed) > 1 or node.op_type == "Concat":
+            if node.op_type not in MERGES:
+                raise ctx.fail(
+                    f"it reads {len(computed)} computed values ({', '.join(map(repr, computed))})",
+                    "only Add, Sub and Concat may join computed values (a product of two is not piecewise linear)",
+                )
+            if node.op_type == "Concat" and len(computed) != len(node.input):
+                raise ctx.fail("a constant input is not supported", "Concat of computed values only")
+            if len(computed) == 1:  # a Concat of one value is that value
+                value_of[node.output[0]] = sources[0]
+                continue
+            ops.append(_merge(ctx, node.op_type, sources, [shapes[v] for v in sources]))
+            shapes.append(ops[-1].out_shape)
+            value_of[node.output[0]] = len(ops)
+            continue
+        value = sources[0]
+        for op in converter(ctx):  # a converter's ops are a chain from the node's input
+            ops.append(replace(op, sources=(value,)))
+            shapes.append(op.out_shape)
+            value = len(ops)
+        value_of[node.output[0]] = value
+    if output_name not in value_of:
+        raise UnsupportedModel(f"{path.name}: no node computes the graph output {output_name!r}")
+    if not ops or value_of[output_name] != len(ops):
+        raise UnsupportedModel(
+            f"{path.name}: the graph output {output_name!r} is not computed by its last node"
+            + ("" if ops else " (the graph computes nothing from its input)"),
+            hint="export only the nodes on the way to the output",
+        )
+    shape = shapes[-1]
     declared = file.output_dims[1:]
     if declared and all(isinstance(d, int) for d in declared) and tuple(declared) != shape:
         raise UnsupportedModel(

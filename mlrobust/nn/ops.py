@@ -2,12 +2,20 @@
 
 Affine ops (Conv, Linear, Affine, Flatten, Reshape) are maps y = A x + b; the bound engine
 uses `forward` (A x + b on a batch), `transpose` (Aᵀ λ on a batch of rows λ) and `bias_dot`
-(λ · b). Relu and MaxPool are the only nonlinear ops. Shapes exclude the batch dimension.
+(λ · b). Merge ops (Add, Concat) are linear maps of two or more computed values: `forward`
+takes them all, `transpose` returns the rows of each. Relu, LeakyRelu and MaxPool are the
+nonlinear ops. Shapes exclude the batch dimension.
+
+A network is a tuple of ops in topological order over *values*: value 0 is the input, value
+i + 1 the output of op i, and the last op's output is the network's. Each op reads the values
+in its `sources`; an empty `sources` means the previous op's output (value i), so a
+chain-shaped network is exactly the tuple it always was, and only a branching one (a residual
+Add, a Concat of branches) names its sources. `inputs_of` reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -53,6 +61,7 @@ class Conv:
     in_shape: Shape
     out_shape: Shape
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    sources: tuple[int, ...] = ()
 
     def _w(self, like: torch.Tensor) -> torch.Tensor:
         return _cached_weight(self, like)
@@ -88,6 +97,7 @@ class Linear:
     in_shape: Shape
     out_shape: Shape
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    sources: tuple[int, ...] = ()
 
     def _w(self, like: torch.Tensor) -> torch.Tensor:
         return _cached_weight(self, like)
@@ -117,6 +127,7 @@ class Affine:
     in_shape: Shape
     out_shape: Shape
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    sources: tuple[int, ...] = ()
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x * _tensor(self.scale, x)
@@ -142,6 +153,7 @@ class Reshape:
     in_shape: Shape
     out_shape: Shape
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    sources: tuple[int, ...] = ()
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], *self.out_shape)
@@ -160,6 +172,7 @@ class Reshape:
 class Relu:
     in_shape: Shape
     out_shape: Shape
+    sources: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
@@ -176,6 +189,7 @@ class MaxPool:
     in_shape: Shape
     out_shape: Shape
     windows: np.ndarray = field(repr=False)  # (out_size, window) int64, -1 where the window hits padding
+    sources: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
@@ -184,16 +198,106 @@ class MaxPool:
         return padded[:, index].max(dim=2).values.reshape(x.shape[0], *self.out_shape)
 
 
+@dataclass(frozen=True, eq=False)
+class LeakyRelu:
+    """y = max(x, slope·x) with 0 <= slope <= 1 (ONNX's `alpha`): convex and monotone, like ReLU."""
+
+    slope: float
+    in_shape: Shape
+    out_shape: Shape
+    sources: tuple[int, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, x * self.slope)
+
+
+@dataclass(frozen=True, eq=False)
+class Add:
+    """y = a + b or a - b of two computed values of one shape (a residual connection); `signs`
+    are the two factors (+1, +1 for Add, +1, -1 for Sub)."""
+
+    in_shape: Shape
+    out_shape: Shape
+    sources: tuple[int, ...]
+    signs: tuple[float, float] = (1.0, 1.0)
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        return self.signs[0] * values[0] + self.signs[1] * values[1]
+
+    def transpose(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(rows if sign == 1.0 else sign * rows for sign in self.signs)
+
+
+@dataclass(frozen=True, eq=False)
+class Concat:
+    """The inputs joined along `axis` (of the unbatched shape: 0 is the channels of a (C, H, W)
+    map, or the features of a vector); `in_shape` is the first input's, `in_shapes` all of them."""
+
+    axis: int
+    in_shapes: tuple[Shape, ...]
+    in_shape: Shape
+    out_shape: Shape
+    sources: tuple[int, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [shape[self.axis] for shape in self.in_shapes]
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        return torch.cat(values, dim=self.axis + 1)
+
+    def transpose(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.split(rows, self.sizes, dim=self.axis + 1))
+
+
 AffineOp = Conv | Linear | Affine | Reshape
-Op = AffineOp | Relu | MaxPool
+MergeOp = Add | Concat
+Op = AffineOp | MergeOp | Relu | LeakyRelu | MaxPool
 
 # The op kinds, each listed once. Every rule table of the bound engine, the MILP encoding and
 # the patch path has one entry per type in OP_TYPES (tests/test_rule_tables.py), and a lookup
 # that finds none raises MissingRule: an op is never handled by another op's rule.
 AFFINE_OPS: tuple[type, ...] = (Conv, Linear, Affine, Reshape)  # y = A x + b
 RELABELLING_OPS: tuple[type, ...] = (Reshape,)  # A is the identity on the flattened numbers
-NONLINEAR_OPS: tuple[type, ...] = (Relu, MaxPool)  # relaxed from their input's bounds
-OP_TYPES: tuple[type, ...] = AFFINE_OPS + NONLINEAR_OPS
+MERGE_OPS: tuple[type, ...] = (Add, Concat)  # linear in two or more computed values
+NONLINEAR_OPS: tuple[type, ...] = (Relu, LeakyRelu, MaxPool)  # relaxed from their input's bounds
+OP_TYPES: tuple[type, ...] = AFFINE_OPS + MERGE_OPS + NONLINEAR_OPS
+
+
+def inputs_of(ops: Sequence[Op], index: int) -> tuple[int, ...]:
+    """The values op `index` reads (value 0: the network's input; value i + 1: op i's output)."""
+    return getattr(ops[index], "sources", ()) or (index,)
+
+
+def input_of(ops: Sequence[Op], index: int) -> int:
+    """The one value a single-input op reads."""
+    sources = inputs_of(ops, index)
+    assert len(sources) == 1, f"{type(ops[index]).__name__} reads {len(sources)} values"
+    return sources[0]
+
+
+def is_chain(ops: Sequence[Op]) -> bool:
+    """Every op reads the previous op's output: the shape the patch path and slices assume."""
+    return all(inputs_of(ops, index) == (index,) for index in range(len(ops)))
+
+
+def consumers(ops: Sequence[Op], value: int) -> list[int]:
+    """The ops that read `value`."""
+    return [index for index in range(len(ops)) if value in inputs_of(ops, index)]
+
+
+def run_graph(ops: Sequence[Op], x: T, step: Callable[[Op, list[T]], T]) -> list[T]:
+    """Every value of the network, from value 0 = `x`: op i's output is `step(op, its inputs)`.
+    One walker for the forward pass, IBP and anything else that flows with the graph."""
+    values = [x]
+    for index, op in enumerate(ops):
+        values.append(step(op, [values[source] for source in inputs_of(ops, index)]))
+    return values
+
+
+def forward_values(ops: Sequence[Op], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every value of the network on a batch: the input, then each op's output."""
+    return run_graph(ops, x, lambda op, inputs: op.forward(*inputs))
 
 
 class MissingRule(NotImplementedError):

@@ -148,7 +148,7 @@ def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, c
     tuned = context.pools.get(index)
     if tuned is None:
         return B.BACKWARD_RULES[o.MaxPool](op, index, rows, constant, bounds, None)
-    previous = index - 1
+    previous = o.input_of(context.ops, index) - 1 if context.ops else index - 1  # the op computing the input
     if previous >= 0 and isinstance(context.ops[previous], o.Relu):
         # the input is a ReLU's output: its bounds in each domain follow from the domain's
         # pre-activation bounds (split or refined), tighter than the root's
@@ -576,7 +576,8 @@ def refine_domains(
         positions = torch.arange(n, device=device)
         rows[:, positions, neurons] = 1.0
         rows[:, n + positions, neurons] = -1.0
-        inputs, constant = B.backward(ops, index, rows.view(count * 2 * n, *shape), root.bounds, context, RULES)
+        end = o.input_of(ops, index)
+        inputs, constant = B.backward(ops, end, rows.view(count * 2 * n, *shape), root.bounds, context, RULES)
         values = B.concretize(inputs, constant, root.box).view(count, 2 * n)
         lower[:, neurons] = torch.maximum(lower[:, neurons], -values[:, n:])
         upper[:, neurons] = torch.minimum(upper[:, neurons], values[:, :n])

@@ -12,6 +12,10 @@ One walker, one rule per op kind and domain:
   max λ·x = λ⁺·upper + λ⁻·lower. Lower bounds are upper bounds of -λ.
 - Intermediate bounds (the input of each ReLU and max-pool) are IBP's, tightened by CROWN for
   the neurons IBP leaves undecided, and always intersected with IBP's: CROWN is never looser.
+- A branching network (a DAG: `ops.inputs_of`) changes only the walks: IBP flows over the
+  values, and back-substitution sums the rows that a value's readers send back (a residual
+  fork) before passing them on; Add and Concat pass rows exactly (they are linear).
+  LeakyReLU max(x, a x) takes the chord above and a line through 0 of slope 1 or a below.
 
 The margin m = k-th largest of F_j - F_t: each row e_j - e_t gets an upper bound U_j, and the
 k-th largest U_j bounds the k-th largest difference (the k-th largest is monotone in each
@@ -56,28 +60,45 @@ def _affine_interval(op: o.AffineOp, box: Interval) -> Interval:
     return Interval(mid - spread, mid + spread)
 
 
-def _monotone_interval(op: o.Relu | o.MaxPool, box: Interval) -> Interval:
+def _monotone_interval(op: o.Relu | o.LeakyRelu | o.MaxPool, box: Interval) -> Interval:
     # a monotone op maps the box's corners to the image's corners
     return Interval(op.forward(box.lower), op.forward(box.upper))
 
 
-IBP_RULES: Mapping[type, Callable[[Any, Interval], Interval]] = {
+def _add_interval(op: o.Add, first: Interval, second: Interval) -> Interval:
+    # each term is monotone in its input, up or down by its sign
+    ends = [(box.lower * sign, box.upper * sign) for sign, box in zip(op.signs, (first, second), strict=True)]
+    lows = [min_end if sign > 0 else max_end for sign, (min_end, max_end) in zip(op.signs, ends, strict=True)]
+    ups = [max_end if sign > 0 else min_end for sign, (min_end, max_end) in zip(op.signs, ends, strict=True)]
+    return Interval(lows[0] + lows[1], ups[0] + ups[1])
+
+
+def _concat_interval(op: o.Concat, *boxes: Interval) -> Interval:
+    axis = op.axis + 1
+    return Interval(torch.cat([b.lower for b in boxes], dim=axis), torch.cat([b.upper for b in boxes], dim=axis))
+
+
+IBP_RULES: Mapping[type, Callable[..., Interval]] = {
     o.Conv: _affine_interval,
     o.Linear: _affine_interval,
     o.Affine: _affine_interval,
     o.Reshape: _affine_interval,
+    o.Add: _add_interval,
+    o.Concat: _concat_interval,
     o.Relu: _monotone_interval,
+    o.LeakyRelu: _monotone_interval,
     o.MaxPool: _monotone_interval,
 }
 
 
+def _ibp_step(op: o.Op, inputs: list[Interval]) -> Interval:
+    return o.rule(IBP_RULES, op, "interval bound (IBP)")(op, *inputs)
+
+
 def ibp(ops: tuple[o.Op, ...], box: Interval) -> list[Interval]:
-    """Bounds of every activation: result[i] bounds the input of ops[i]; result[-1] the output."""
-    bounds = [box]
-    for op in ops:
-        box = o.rule(IBP_RULES, op, "interval bound (IBP)")(op, box)
-        bounds.append(box)
-    return bounds
+    """Bounds of every value: result[0] is the box, result[i + 1] bounds op i's output (in a
+    chain, result[i] is the input of ops[i]); result[-1] the network's output."""
+    return o.run_graph(ops, box, _ibp_step)
 
 
 @dataclass
@@ -166,6 +187,29 @@ def _relu_backward(op: o.Relu, index: int, rows, constant, bounds, alphas):  # t
     return positive * up_slope + negative * low_slope, constant
 
 
+def _leaky_relu_backward(op: o.LeakyRelu, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
+    """y = max(x, a x) is convex: below the chord from (l, a l) to (u, u) above, and above any
+    line through 0 with slope in [a, 1] below (the adaptive choice: 1 when u > -l, else a).
+    Its slopes are not tuned by α-CROWN (only ReLU's are)."""
+    lower, upper = bounds[index].lower[0], bounds[index].upper[0]
+    slope = torch.full_like(upper, op.slope)
+    active, unstable = lower >= 0, (lower < 0) & (upper > 0)
+    width = torch.where(unstable, upper - lower, torch.ones_like(upper))
+    chord = (upper - slope * lower) / width
+    up_slope = torch.where(active, torch.ones_like(upper), torch.where(unstable, chord, slope))
+    up_offset = torch.where(unstable, (slope - chord) * lower, torch.zeros_like(upper))
+    adaptive = torch.where(upper > -lower, torch.ones_like(upper), slope)
+    low_slope = torch.where(active, torch.ones_like(upper), torch.where(unstable, adaptive, slope))
+    positive, negative = rows.clamp(min=0), rows.clamp(max=0)
+    constant = constant + (positive * up_offset).flatten(1).sum(dim=1)
+    return positive * up_slope + negative * low_slope, constant
+
+
+def _merge_backward(op: o.Add | o.Concat, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
+    # λ·(a ± b) = λ·a ± λ·b, λ·concat(a, b) = λ_a·a + λ_b·b: exactly, one part per input
+    return op.transpose(rows), constant
+
+
 def _maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
     # positive coefficients take the plane Σ c_i x_i + d, negative ones route to x_i*
     relaxation = relax_maxpool(op, bounds[index])
@@ -185,7 +229,10 @@ BACKWARD_RULES: Mapping[type, BackwardRule] = {
     o.Linear: _affine_backward,
     o.Affine: _affine_backward,
     o.Reshape: _affine_backward,
+    o.Add: _merge_backward,
+    o.Concat: _merge_backward,
     o.Relu: _relu_backward,
+    o.LeakyRelu: _leaky_relu_backward,
     o.MaxPool: _maxpool_backward,
 }
 
@@ -198,16 +245,28 @@ def backward(
     context=None,  # type: ignore[no-untyped-def]
     rules: Mapping[type, BackwardRule] = BACKWARD_RULES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows λ at a_end taken back to the input: (rows at the input, constant) with
-    λ·a_end <= rows·x + constant for every x the bounds allow. `context` is what the rules
+    """Rows λ at value `end` taken back to the input: (rows at the input, constant) with
+    λ·v_end <= rows·x + constant for every x the bounds allow. `context` is what the rules
     read besides the bounds (α-CROWN's slopes; branch and bound's splits, α and β), and
-    `rules` the table (branch and bound swaps in its own ReLU rule)."""
+    `rules` the table (branch and bound swaps in its own ReLU rule).
+
+    The ops are visited in reverse topological order; a value read by several ops (the fork
+    of a residual block) gathers the sum of the rows its readers send back, and is passed on
+    only once all of them have (they all come later in the order). In a chain each value has
+    one reader, and this is the plain walk from `end` down to the input."""
     constant = rows.new_zeros(rows.shape[0])
+    pending = {end: rows}
     for index in range(end - 1, -1, -1):
+        at_output = pending.pop(index + 1, None)
+        if at_output is None:  # a value that does not reach `end`
+            continue
         op = ops[index]
         rule = o.rule(rules, op, "back-substitution (CROWN)")
-        rows, constant = rule(op, index, rows, constant, bounds, context)
-    return rows, constant
+        result, constant = rule(op, index, at_output, constant, bounds, context)
+        parts = result if isinstance(op, o.MERGE_OPS) else (result,)
+        for source, part in zip(o.inputs_of(ops, index), parts, strict=True):
+            pending[source] = pending[source] + part if source in pending else part
+    return pending[0], constant
 
 
 def concretize(rows: torch.Tensor, constant: torch.Tensor, box: Interval) -> torch.Tensor:
@@ -231,7 +290,7 @@ def backsubstitute(
     return concretize(inputs, constant, box)
 
 
-def _unstable_relus(op: o.Relu, bounds: Interval) -> torch.Tensor:
+def _unstable_relus(op: o.Relu | o.LeakyRelu, bounds: Interval) -> torch.Tensor:
     lower, upper = bounds.lower.flatten(), bounds.upper.flatten()
     return torch.nonzero((lower < 0) & (upper > 0)).flatten()
 
@@ -249,7 +308,10 @@ RELAXED_NEURONS: Mapping[type, Callable[[Any, Interval], torch.Tensor] | None] =
     o.Linear: None,
     o.Affine: None,
     o.Reshape: None,
+    o.Add: None,
+    o.Concat: None,
     o.Relu: _unstable_relus,
+    o.LeakyRelu: _unstable_relus,
     o.MaxPool: _undecided_windows,
 }
 
@@ -271,7 +333,8 @@ def _neurons_to_refine(ops: tuple[o.Op, ...], index: int, current: Interval) -> 
     ReLUs: the max-pool's relaxation is built from their bounds), except the members that
     cannot matter there (`_outclassed`)."""
     neurons = _undecided(ops[index], current)
-    following = ops[index + 1] if index + 1 < len(ops) else None
+    pools = [ops[reader] for reader in o.consumers(ops, index + 1) if isinstance(ops[reader], o.MaxPool)]
+    following = pools[0] if pools else None
     if isinstance(ops[index], o.Relu) and isinstance(following, o.MaxPool):
         after_relu = Interval(current.lower.clamp(min=0), current.upper.clamp(min=0))
         neurons = torch.unique(torch.cat([neurons, _undecided(following, after_relu)]))
@@ -324,42 +387,41 @@ def crown_intermediate(
     if ibp_bounds is None:
         ibp_bounds = ibp(ops, box)
     bounds: list[Interval | None] = [None] * len(ops)
+    # IBP restarted from every tightened input (a tightened value replaces its IBP bounds for
+    # every later reader), intersected with plain IBP: never looser than either
+    running = list(ibp_bounds)
+    tightened = False
     for index, op in enumerate(ops):
-        if not _relaxed(op):
-            continue
-        current = ibp_bounds[index]
-        # re-run IBP from the last tightened layer would be tighter still; keep IBP ∩ CROWN
-        if index > 0 and bounds[:index] and any(b is not None for b in bounds[:index]):
-            current = _tighten_ibp_from_previous(ops, bounds, box, index, current)
-        if not _only_one_affine_before(ops, index) and _affine_since_last_nonlinear(ops, index):
-            neurons = _neurons_to_refine(ops, index, current)
-            if neurons.numel():
-                current = _crown_refine(ops, index, neurons, current, bounds, box, chunk, remembered)
-        bounds[index] = current
+        if _relaxed(op):
+            source = o.input_of(ops, index)
+            current = running[source]
+            if tightened:
+                plain = ibp_bounds[source]
+                current = Interval(*intersect(plain.lower, plain.upper, current.lower, current.upper))
+            if not _only_one_affine_before(ops, index) and _affine_since_last_nonlinear(ops, index):
+                neurons = _neurons_to_refine(ops, index, current)
+                if neurons.numel():
+                    current = _crown_refine(ops, index, neurons, current, bounds, box, chunk, remembered)
+            bounds[index] = current
+            running[source] = current
+            tightened = True
+        if tightened:
+            running[index + 1] = _ibp_step(op, [running[source] for source in o.inputs_of(ops, index)])
     return bounds
 
 
 def _affine_since_last_nonlinear(ops: tuple[o.Op, ...], index: int) -> bool:
     """False when only ReLUs/reshapes separate this op from the last bounded nonlinear input:
     then IBP from those (already tightened) bounds is exact per neuron and CROWN cannot help."""
-    for op in reversed(ops[:index]):
-        if isinstance(op, o.NONLINEAR_OPS):
+    value = o.input_of(ops, index)
+    while value > 0:
+        producer = ops[value - 1]
+        if isinstance(producer, o.NONLINEAR_OPS):
             return False
-        if not isinstance(op, o.RELABELLING_OPS):
+        if not isinstance(producer, o.RELABELLING_OPS):
             return True
+        value = o.input_of(ops, value - 1)
     return True
-
-
-def _tighten_ibp_from_previous(
-    ops: tuple[o.Op, ...], bounds: list[Interval | None], box: Interval, index: int, current: Interval
-) -> Interval:
-    """IBP restarted from the last tightened nonlinear input: never looser than plain IBP."""
-    last = max(i for i in range(index) if bounds[i] is not None)
-    start = bounds[last]
-    assert start is not None
-    propagated = ibp(ops[last:index], start)[-1]
-    lower, upper = intersect(current.lower, current.upper, propagated.lower, propagated.upper)
-    return Interval(lower, upper)
 
 
 # Two sound bounds of a value that the box fixes exactly (every input of it fixed, every ReLU
@@ -410,7 +472,7 @@ def _crown_refine(
         rows = lower.new_zeros((2 * count, size))
         rows[torch.arange(count, device=rows.device), part] = 1.0
         rows[torch.arange(count, 2 * count, device=rows.device), part] = -1.0
-        result = backsubstitute(ops, index, rows.reshape(2 * count, *shape), bounds, box)
+        result = backsubstitute(ops, o.input_of(ops, index), rows.reshape(2 * count, *shape), bounds, box)
         lower[part], upper[part] = intersect(lower[part], upper[part], -result[count:], result[:count])
     return Interval(lower.reshape(1, *shape), upper.reshape(1, *shape))
 
@@ -519,7 +581,7 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
         unstable = sum(
             int(((b.lower < 0) & (b.upper > 0)).sum())
             for i, b in enumerate(intermediate)
-            if b is not None and isinstance(ops[i], o.Relu)
+            if b is not None and isinstance(ops[i], (o.Relu, o.LeakyRelu))
         )
     return MarginBound(
         float(bound.detach()), per_class.detach().numpy(), gradient, time.perf_counter() - started, unstable

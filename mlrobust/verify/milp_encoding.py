@@ -5,6 +5,8 @@ created only where the network is not affine on the box: the free input pixels (
 upper), each unstable ReLU (y and a binary a: y >= x, y <= x - l (1 - a), y <= u a, y >= 0)
 and each undecided max-pool window (y, and a binary per candidate i: y >= x_i,
 y <= x_i + (u_max - l_i)(1 - δ_i), Σ δ = 1). Stable ReLUs and decided windows are substituted.
+A LeakyReLU is a ReLU whose inactive piece is a x (the same big-M form with a's terms); Add
+and Concat of branches are sums and permutations of expressions, exactly.
 Bounds l, u come from CROWN (the tighter, the smaller every big-M).
 
 Two objectives on the same network part. The subset form (one model per k-subset S:
@@ -88,7 +90,7 @@ SPARSE_MATRICES: Mapping[type, Callable[[Any], tuple[sp.csr_matrix, np.ndarray]]
 class Block:
     """What a run of columns stands for, so a concrete point can be turned into a MILP start."""
 
-    kind: str  # "pixel", "relu", "gate", "pool", "choice", "mu", "select"
+    kind: str  # "pixel", "relu", "leaky", "gate", "pool", "choice", "mu", "select"
     op_index: int
     neurons: np.ndarray  # neuron (or window) index of each column in its activation
     columns: np.ndarray
@@ -202,6 +204,63 @@ def _relu(
     return new_expr, new_const
 
 
+def _leaky_relu(
+    builder: Builder, op: o.LeakyRelu, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int
+) -> tuple:
+    """y = max(x, a x) on an unstable neuron: y >= x, y >= a x, y <= x - (1 - a) l (1 - g),
+    y <= a x + (1 - a) u g with g binary (g = 1: y = x and x >= 0; g = 0: y = a x and x <= 0);
+    a = 0 gives the ReLU's encoding. Stable neurons are the linear pieces they are."""
+    lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
+    a = op.slope
+    active, inactive = lower >= 0, upper <= 0
+    unstable = np.flatnonzero(~active & ~inactive)
+    scale = np.where(active, 1.0, np.where(inactive, a, 0.0))
+    new_expr, new_const = sp.diags(scale, format="csr") @ expr, scale * const
+    if unstable.size:
+        low, up = lower[unstable], upper[unstable]
+        ys = builder.add_variables(a * low, up, integer=False)
+        gates = builder.add_variables(np.zeros(unstable.size), np.ones(unstable.size), integer=True)
+        builder.tag("leaky", index, unstable, ys)
+        builder.tag("gate", index, unstable, gates)
+        width = builder.count
+        x = _widen(expr[unstable], width)
+        y = _unit(ys, width)
+        g = _unit(gates, width)
+        c = const[unstable]
+        never = np.full(unstable.size, INF)
+        builder.add_rows(y - x, c, never)  # y >= x
+        builder.add_rows(y - a * x, a * c, never)  # y >= a x
+        builder.add_rows(y - x - sp.diags((1 - a) * low) @ g, -never, c - (1 - a) * low)
+        builder.add_rows(y - a * x - sp.diags((1 - a) * up) @ g, -never, a * c)
+        place = sp.csr_matrix((np.ones(unstable.size), (unstable, ys)), shape=(lower.size, width))
+        new_expr = _widen(new_expr, width) + place
+        counts["relu_binaries"] += unstable.size
+    counts["relus_substituted"] += int(active.sum() + inactive.sum())
+    return new_expr, new_const
+
+
+def _add(builder: Builder, op: o.Add, exprs: list, consts: list, bounds, counts, index: int) -> tuple:
+    width = builder.count
+    first, second = (sign * _widen(e, width) for sign, e in zip(op.signs, exprs, strict=True))
+    return sp.csr_matrix(first + second), op.signs[0] * consts[0] + op.signs[1] * consts[1]
+
+
+def concat_positions(op: o.Concat) -> list[np.ndarray]:
+    """Per input, the flat output position of each of its (flat, C-order) elements."""
+    positions = np.arange(int(np.prod(op.out_shape))).reshape(op.out_shape)
+    parts = np.split(positions, np.cumsum(op.sizes)[:-1], axis=op.axis)
+    return [part.ravel() for part in parts]
+
+
+def _concat(builder: Builder, op: o.Concat, exprs: list, consts: list, bounds, counts, index: int) -> tuple:
+    width = builder.count
+    order = np.concatenate(concat_positions(op))  # stacked row i goes to output position order[i]
+    stacked = sp.vstack([_widen(e, width) for e in exprs], format="csr")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return stacked[inverse], np.concatenate(consts)[inverse]
+
+
 def _maxpool(builder: Builder, op: o.MaxPool, expr, const, bounds: Interval, counts, index: int) -> tuple:
     lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
     rows_out: list[sp.csr_matrix] = []
@@ -242,7 +301,10 @@ MILP_RULES: Mapping[type, Callable[..., tuple]] = {
     o.Linear: _affine,
     o.Affine: _affine,
     o.Reshape: _affine,
+    o.Add: _add,
+    o.Concat: _concat,
     o.Relu: _relu,
+    o.LeakyRelu: _leaky_relu,
     o.MaxPool: _maxpool,
 }
 
@@ -289,11 +351,24 @@ def encode_network(problem: Problem, eps: np.ndarray) -> NetworkPart:
         "maxpool_binaries": 0,
         "maxpools_substituted": 0,
     }
+    values: dict[int, tuple[sp.csr_matrix, np.ndarray]] = {0: (expr, const)}
+    last_reader = {source: index for index in range(len(ops)) for source in o.inputs_of(ops, index)}
     for index, op in enumerate(ops):
         encode = o.rule(MILP_RULES, op, "MILP encoding")
-        expr, const = encode(
-            builder, op, _widen(expr, builder.count), const, bounds[index] or ibp_bounds[index], counts, index
-        )
+        sources = o.inputs_of(ops, index)
+        if isinstance(op, o.MERGE_OPS):
+            exprs = [values[source][0] for source in sources]
+            consts = [values[source][1] for source in sources]
+            values[index + 1] = encode(builder, op, exprs, consts, None, counts, index)
+        else:
+            (source,) = sources
+            expr, const = values[source]
+            interval = bounds[index] or ibp_bounds[source]
+            values[index + 1] = encode(builder, op, _widen(expr, builder.count), const, interval, counts, index)
+        for source in sources:  # a value no later op reads is let go (a chain keeps one at a time)
+            if last_reader[source] == index:
+                del values[source]
+    expr, const = values[len(ops)]
     expr = _widen(expr, builder.count)
     output = problem.output
     rows = sp.csr_matrix(output.rows)
@@ -376,25 +451,23 @@ def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.
     """Every variable's value at a concrete point of the box: a feasible MILP start."""
     import torch
 
-    network = problem.network
-    activations = [torch.as_tensor(point[None], dtype=torch.float64)]
+    ops = problem.network.ops
     with torch.no_grad():
-        for op in network.ops:
-            activations.append(op.forward(activations[-1]))
+        activations = o.forward_values(ops, torch.as_tensor(point[None], dtype=torch.float64))
     flat = [a.flatten().numpy() for a in activations]
     values = np.zeros(encoding.builder.count)
     rows = problem.output.row_values(flat[-1])[0]  # top-k: F_j - F_t for j != t
     for block in encoding.builder.tags:
         if block.kind == "pixel":
             values[block.columns] = flat[0][block.neurons]
-        elif block.kind == "relu":
-            values[block.columns] = np.maximum(flat[block.op_index][block.neurons], 0)
+        elif block.kind in ("relu", "leaky"):
+            values[block.columns] = flat[block.op_index + 1][block.neurons]
         elif block.kind == "gate":
-            values[block.columns] = (flat[block.op_index][block.neurons] > 0).astype(float)
+            values[block.columns] = (flat[o.input_of(ops, block.op_index)][block.neurons] > 0).astype(float)
         elif block.kind == "pool":
             values[block.columns] = flat[block.op_index + 1][block.neurons]
         elif block.kind == "choice":
-            inputs = flat[block.op_index][block.members]
+            inputs = flat[o.input_of(ops, block.op_index)][block.members]
             chosen = np.zeros(len(block.columns))
             chosen[int(np.argmax(inputs))] = 1.0
             values[block.columns] = chosen

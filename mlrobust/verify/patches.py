@@ -48,7 +48,10 @@ PATCH_ROLES: Mapping[type, str | None] = {
     o.Linear: None,
     o.Affine: None,
     o.Reshape: None,
+    o.Add: None,
+    o.Concat: None,
     o.Relu: "activation",
+    o.LeakyRelu: None,
     o.MaxPool: None,
 }
 PREFIX = ("convolution", "activation", "convolution")  # Conv_a -> ReLU -> Conv_b
@@ -57,6 +60,8 @@ PREFIX = ("convolution", "activation", "convolution")  # Conv_a -> ReLU -> Conv_
 def applies(ops: tuple[o.Op, ...], index: int) -> bool:
     """True when ops[index]'s input is Conv_b(ReLU(Conv_a(input))) with undilated convolutions."""
     if index != len(PREFIX) or len(ops) < len(PREFIX):
+        return False
+    if not o.is_chain(ops[: len(PREFIX) + 1]):  # each of the four reads the one before
         return False
     roles = tuple(o.rule(PATCH_ROLES, op, "patch path") for op in ops[: len(PREFIX)])
     if roles != PREFIX:
