@@ -27,10 +27,9 @@ from mlrobust.nn.network import (
     onnxruntime_logits,
 )
 from mlrobust.plan import Plan, SearchBudget
-from mlrobust.problem.layers import layer_map
 from mlrobust.problem.problem import Problem
 from mlrobust.problem.property import AboveThreshold, KeepTopK, OutputProperty, clean_top_k, predicted_above
-from mlrobust.search.cutting import fixed_weights, sensitivity_weights
+from mlrobust.search.cutting import fixed_cutting, sensitivity_weights
 from mlrobust.spec import ir
 from mlrobust.spec.instances import Instance
 from mlrobust.storage import file_sha256
@@ -68,7 +67,9 @@ def compile_problem(spec: ir.Spec, instance: Instance, networks: Networks | None
     return Problem(
         network,
         image,
-        layer_map(instance.mask),
+        # union or per-object, the Problem only sees the flat map; a writable copy of the
+        # instance's shared, read-only one (torch warns when it wraps a read-only array)
+        np.array(instance.pixel_layers().map),
         instance.target,
         k,
         spec.value_range,
@@ -141,14 +142,16 @@ def as_asked(spec: ir.Spec, instance: Instance, method: str) -> tuple[ir.Spec, s
     return spec, method
 
 
-def cutting_vector(spec: ir.Spec, method: Method, problem: Problem) -> np.ndarray:
-    """The cutting weights: the spec's strategy (thesis-style's too), unless the method imposes one."""
+def cutting_vector(spec: ir.Spec, method: Method, problem: Problem, counts: tuple[int, ...]) -> np.ndarray:
+    """The cutting weights: the spec's strategy (thesis-style's too), unless the method imposes one.
+    `counts`: each object's number of distances (one entry under `union`), for `fixed`, which
+    shrinks near rings less by the distance to their own object."""
     strategy = ir.FixedCutting() if method.cutting == "fixed" else spec.cutting
     if isinstance(strategy, ir.ExplicitCutting):
-        return np.array(strategy.values)
+        return np.array(strategy.values)  # held flat, object by object, as the layers are numbered
     if isinstance(strategy, ir.SensitivityCutting):
         return sensitivity_weights(problem)
-    return fixed_weights(problem.num_layers)
+    return fixed_cutting(counts)
 
 
 def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[str, str]:
@@ -183,6 +186,12 @@ def question_hashes(spec: ir.Spec, instance: Instance, method: Method) -> tuple[
         queries.append(
             ["freeze", hashlib.sha256(np.ascontiguousarray(instance.frozen, dtype=bool).tobytes()).hexdigest()]
         )
+    layering = instance.pixel_layers()
+    if layering.per_object:
+        # the layers are another partition of the pixels, so every box is another box; appended
+        # only per object, so the hashes of union specs (all specs before `layers`) stay as they were
+        rings = hashlib.sha256(np.ascontiguousarray(layering.map, dtype=np.int64).tobytes()).hexdigest()
+        queries.append(["layers", layering.mode, list(layering.counts), rings])
     asked = spec.output_property.key()
     if asked is not None:
         # another property asks another question of every box; appended only when it is not
@@ -245,8 +254,8 @@ def compile(spec: ir.Spec, instance: Instance, method: str, networks: Networks |
         problem=problem,
         method=chosen,
         # a layer frozen whole cannot move at any ε: weight 0, so w·ε* counts only what can
-        weights=spec.weights.vector(problem.num_layers) * problem.free_layers(),
-        cutting=cutting_vector(spec, chosen, problem),
+        weights=ir.weight_vector(spec.weights, instance.pixel_layers().counts) * problem.free_layers(),
+        cutting=cutting_vector(spec, chosen, problem, instance.pixel_layers().counts),
         chain=method_chain(spec, chosen),
         resolution=spec.search.resolution,
         budget=SearchBudget(spec.search.queries, spec.search.time_limit),

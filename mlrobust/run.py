@@ -97,15 +97,18 @@ def run(
     )
 
 
-def read_start(path: Path, layers: int) -> tuple[str, np.ndarray]:
+def read_start(path: Path, layers: int, labels: list[list[int]] | None = None) -> tuple[str, np.ndarray]:
     """(name, ε) of a previous run's result.json, to start the search from; a file that is not
-    one, or an ε of another length (another mask's layers), is the user's to mend."""
+    one, an ε of another length (another mask's layers), or of other layer labels (`labels`:
+    [object, distance] per layer with `layers = per_object`, None with `union`: an ε of the same
+    length would index other rings), is the user's to mend."""
     require_regular_file(path, "--start-from result")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         eps = np.asarray(payload["eps"], dtype=np.float64)
         schema = payload.get("schema")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        theirs = payload.get("problem", {}).get("layer_labels")  # absent before `layers`: union
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
         raise UserError(
             f"--start-from {path}: not a result.json of `mlrobust run` ({error})",
             hint="give the result.json of a finished or interrupted run",
@@ -115,6 +118,13 @@ def read_start(path: Path, layers: int) -> tuple[str, np.ndarray]:
             f"--start-from {path}: its ε is not a {layers}-layer epsilon vector of an {SCHEMA} result "
             f"(schema {schema!r}, {eps.size} values)",
             hint="start from a run of the same model, image and mask (the same layers)",
+        )
+    if theirs != labels:
+        mine, other = ("per_object" if x is not None else "union" for x in (labels, theirs))
+        raise UserError(
+            f"--start-from {path}: its {layers} layers are not this spec's (its layers: {other}, "
+            f"this spec's: {mine}{', other objects' if mine == other else ''})",
+            hint="start from a run with the same mask and `layers`: its ε is indexed by other rings",
         )
     return f"given ({path.name})", eps
 
@@ -185,7 +195,9 @@ def run_instance(
     plan = compile(spec, instance, method, networks)
     with locked(folder):
         refuse_symlinks(folder)
-        given = (read_start(start_from, plan.num_layers),) if start_from is not None else ()
+        layering = instance.pixel_layers()
+        labels = [list(label) for label in layering.labels] if layering.per_object else None
+        given = (read_start(start_from, plan.num_layers, labels),) if start_from is not None else ()
         return _search_and_write(
             spec, instance, folder, plan, started, progress, method, on_start, export_queries, given
         )
@@ -217,6 +229,8 @@ def _search_and_write(
                 # how the header names the question: `target 3, top-2` as always, else in words
                 "property": asked.words,
                 "layers": plan.num_layers,
+                # None under `union`; per object, how many objects (the layers are (object, distance))
+                "objects": len(asked.objects) if asked.objects is not None else None,
                 "chain": " -> ".join(step.name for step in plan.chain),
                 "method": method,
                 "journal_answers": replayed,

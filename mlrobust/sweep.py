@@ -49,7 +49,7 @@ from mlrobust.contract.methods import METHOD_TABLE
 from mlrobust.errors import MlrobustError, TargetNotInTopK, UserError
 from mlrobust.output_folder import claimed
 from mlrobust.run import checked_spec, refuse_spec_output_folder, run_instance
-from mlrobust.search.cutting import fixed_weights
+from mlrobust.search.cutting import fixed_cutting
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Cutting, ExplicitCutting, FixedCutting, Spec
 from mlrobust.storage import atomic_write_json, atomic_write_text
@@ -303,13 +303,14 @@ def _still_answered(previous: dict[str, Any] | None, row: Row, root: Path) -> di
     return result
 
 
-def _known_cutting_weights(cutting: Cutting, layers: int) -> list[float] | None:
-    """The cutting weights known before the run: a custom list, or fixed's (they depend only on
-    the number of layers); None for sensitivity (the run computes them from the model)."""
+def _known_cutting_weights(cutting: Cutting, counts: tuple[int, ...]) -> list[float] | None:
+    """The cutting weights known before the run: a custom list (flat, object by object), or
+    fixed's (they depend only on each object's number of distances, `counts`: one entry under
+    `union`); None for sensitivity (the run computes them from the model)."""
     if isinstance(cutting, ExplicitCutting):
         return [float(w) for w in cutting.values]
     if isinstance(cutting, FixedCutting):
-        return [float(w) for w in fixed_weights(layers)]
+        return [float(w) for w in fixed_cutting(counts)]
     return None
 
 
@@ -327,7 +328,7 @@ def manifest_rows(spec: Spec, instances: list[Instance], root: Path, method: str
             target=instance.target,
             method=chosen,
             cutting=asked.cutting.name,
-            cutting_weights=_known_cutting_weights(asked.cutting, instance.layers),
+            cutting_weights=_known_cutting_weights(asked.cutting, instance.pixel_layers().counts),
             folder=name,
             question=question(spec, instance, method),
             status="pending",

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from mlrobust.report import plots
 from mlrobust.report.plots import heatmap
 
 SIZE = 24
@@ -36,3 +38,26 @@ def test_an_rgb_heatmap_shows_the_colours(tmp_path: Path) -> None:
     assert _pure_blue(_draw(tmp_path / "rgb.png", rgb)) > 100
     grey = np.full((1, SIZE, SIZE), 0.33)
     assert _pure_blue(_draw(tmp_path / "grey.png", grey)) == 0
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 56), (1, 64, 64)])
+def test_no_panel_of_the_heatmap_overlaps_another(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]) -> None:
+    """The ε map's colour bar and the bracket's ε axis used to draw their tick labels over each
+    other (every 3-panel heatmap; the RGB example's wide canvas made it plain): each panel's
+    drawn extent, labels included, is clear of every other's, for a wide and a square image."""
+    figures: list = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure))
+    height, width = shape[1:]
+    layer_map = np.minimum(np.arange(width)[None, :] // 4, 9).repeat(height, axis=0)
+    eps = np.linspace(0.0105, 0.002, 10)
+    refuted = [None] * 9 + [0.01]
+    heatmap(Path("unused.png"), np.zeros(shape), layer_map, eps, layer_map == 0, "t", refuted)
+    (figure,) = figures
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [axis.get_tightbbox(renderer) for axis in figure.axes]
+    assert len(boxes) == 4  # image, ε map, its colour bar, the bracket
+    for i, first in enumerate(boxes):
+        for second in boxes[i + 1 :]:
+            assert not first.overlaps(second), (first, second)
+    plots.plt.close(figure)

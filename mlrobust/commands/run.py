@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         where = f"{info['canvas']} ({Path(info['image']).name})" if info["canvas"] else info["image"]
         console.print(
             f"model [bold]{Path(info['model']).name}[/], image {where}, {escape(info['property'])}, "
-            f"{info['layers']} layers, chain {info['chain']}, method {info['method']}"
+            f"{info['layers']} layers{_per_object(info.get('objects'))}, chain {info['chain']}, method {info['method']}"
             + (f"; {info['journal_answers']} answers in the journal" if info["journal_answers"] else ""),
             highlight=False,
             soft_wrap=True,
@@ -112,17 +112,26 @@ def run(args: argparse.Namespace) -> ExitCode:
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
 
 
+def _per_object(objects: int | None) -> str:
+    """What the console adds to `N layers` for per-object layers."""
+    return "" if objects is None else f" (per object: {objects} object{'s' if objects != 1 else ''})"
+
+
 def summary(console: Console, result: Result) -> None:
     setup = result.setup
     asked = setup.asked
     console.print(
         f"\n[bold]{Path(asked.model).name}[/] on {asked.canvas or Path(asked.image).name}: "
-        f"{escape(asked.words)}, {asked.layers} layers, "
+        f"{escape(asked.words)}, {asked.layers} layers{_per_object(len(asked.objects) if asked.objects else None)}, "
         f"chain {' -> '.join(step.name for step in setup.chain)}",
         soft_wrap=True,
     )
+    if asked.objects is not None:
+        named = ", ".join(f"{o} = {escape(name)}" for o, (name, _) in enumerate(asked.objects))
+        console.print(f"objects: {named}; a layer is (object, distance to it)", highlight=False, soft_wrap=True)
     table = Table(title=f"ε* per layer (resolution δ = {setup.resolution:g})")
-    for column in ("layer", "weight", "ε*", "counterexample at", "maximality"):
+    for column in ("layer" if asked.objects is None else "layer (object, distance)", "weight", "ε*",
+                   "counterexample at", "maximality"):  # fmt: skip
         table.add_column(column)
     for layer, (eps, weight, info) in enumerate(zip(result.eps, setup.weights, result.maximality, strict=True)):
         evidence = EVIDENCE.get(info.status, info.status)
@@ -131,7 +140,7 @@ def summary(console: Console, result: Result) -> None:
         if info.grown > 0:
             evidence += f" (grew {info.grown:.4f} past the fast chain)"
         refuted = "-" if info.refuted is None else f"{info.refuted:.4f}"
-        table.add_row(str(layer), f"{weight:.3g}", f"{eps:.4f}", refuted, evidence)
+        table.add_row(asked.layer_label(layer), f"{weight:.3g}", f"{eps:.4f}", refuted, evidence)
     console.print(table)
     decided = sum(w for w, m in zip(setup.weights, result.maximality, strict=True) if m.status == "proved_maximal")
     console.print(

@@ -39,6 +39,7 @@ def write(result: Result, problem: Problem, mask: np.ndarray) -> None:
         refuted,
         (float(lo), float(hi)),
         problem.frozen,
+        asked.layer_labels,
     )
     sizes = [result.query_size(q) for q in result.queries]
     trace(folder / "trace.png", sizes, [q.status.value for q in result.queries], title)

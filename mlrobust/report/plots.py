@@ -33,6 +33,10 @@ def displayed(image: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) 
     return grey, {"cmap": "gray", "vmin": lo, "vmax": hi}
 
 
+# one colour per perturbed object (per-object layers), by name so a title can say which is which
+OBJECT_COLOURS = ("red", "orange", "magenta", "cyan", "lime", "yellow")
+
+
 def heatmap(
     path: Path,
     image: np.ndarray,
@@ -43,38 +47,67 @@ def heatmap(
     refuted: list[float | None] | None = None,
     value_range: tuple[float, float] = (0.0, 1.0),
     frozen: np.ndarray | None = None,
+    labels: tuple[tuple[int, int], ...] | None = None,
 ) -> None:
     """The image, ε of each pixel as a colour map with the perturbed object outlined (0 on
     frozen pixels, outlined too), and per layer the bracket of its edge: ε* proved (bars) and
-    the smallest ε_d where a confirmed counterexample was found (marks), where one was."""
+    the smallest ε_d where a confirmed counterexample was found (marks), where one was.
+
+    `labels`, for per-object layers: (object, distance) of each flat layer. Each object is then
+    outlined in its own colour, the borders between the objects' territories are drawn over ε*,
+    and the bars are coloured by object, so a reader sees which object each ring surrounds."""
     panels = 3 if refuted is not None else 2
-    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4))
+    # Constrained layout makes room for the colour bar's and the bracket's tick labels, which
+    # otherwise overlap (they did on every 3-panel heatmap, worst on a wide image).
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4), layout="constrained")
     left, right = axes[0], axes[1]
     picture, style = displayed(image, value_range)
     left.imshow(picture, **style)
-    left.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
-    left.set_title("image (perturbed object in red)")
+    owners = np.array([o for o, _ in labels]) if labels is not None else None
+    if owners is None:
+        left.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+        left.set_title("image (perturbed object in red)")
+    else:
+        for o in range(int(owners.max()) + 1):
+            own = layer_map == labels.index((o, 0))  # type: ignore[union-attr]  # ring 0: the object's own pixels
+            left.contour(own, levels=[0.5], colors=[OBJECT_COLOURS[o % len(OBJECT_COLOURS)]], linewidths=0.8)
+        names = ", ".join(f"{o} {OBJECT_COLOURS[o % len(OBJECT_COLOURS)]}" for o in range(int(owners.max()) + 1))
+        left.set_title(f"image (objects: {names})", fontsize=8)
     per_pixel = eps[layer_map]
     if frozen is not None:
         per_pixel = np.where(frozen, 0.0, per_pixel)
     shown = right.imshow(per_pixel, cmap="viridis")
     right.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
+    if owners is not None and owners.max() > 0:  # where one object's territory meets another's
+        territory = owners[layer_map]
+        for o in range(int(owners.max()) + 1):
+            right.contour(territory == o, levels=[0.5], colors="white", linewidths=0.5, linestyles="dotted")
     if frozen is not None and frozen.any():
         right.contour(frozen, levels=[0.5], colors="orange", linewidths=0.8, linestyles="dashed")
     right.set_title("ε* per pixel" + (" (frozen, ε = 0: dashed)" if frozen is not None and frozen.any() else ""))
-    figure.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
+    figure.colorbar(shown, ax=right)
     for axis in (left, right):
         axis.set_xticks([])
         axis.set_yticks([])
     if refuted is not None:
         bracket = axes[2]
         layers = np.arange(len(eps))
-        bracket.bar(layers, eps, color="tab:green", label="ε* (proved)")
+        if owners is None:
+            bracket.bar(layers, eps, color="tab:green", label="ε* (proved)")
+            bracket.set_xlabel("layer")
+        else:
+            for o in range(int(owners.max()) + 1):
+                chosen = owners == o
+                colour = OBJECT_COLOURS[o % len(OBJECT_COLOURS)]
+                bracket.bar(layers[chosen], np.asarray(eps)[chosen], color=colour, label=f"ε* object {o} (proved)")
+            starts = [d for d, (_, distance) in enumerate(labels) if distance == 0]  # type: ignore[arg-type]
+            bracket.set_xticks(starts, [f"({labels[d][0]}, 0)" for d in starts])  # type: ignore[index]
+            bracket.set_xlabel("layer (object, distance), object by object")
         found = [(d, value) for d, value in enumerate(refuted) if value is not None]
         if found:
             xs, ys = zip(*found, strict=True)
-            bracket.scatter(xs, ys, marker="v", color="tab:red", s=18, label="counterexample at ε_d")
-        bracket.set_xlabel("layer")
+            mark = "tab:red" if owners is None else "black"  # red is object 0's colour per object
+            bracket.scatter(xs, ys, marker="v", color=mark, s=18, label="counterexample at ε_d")
         bracket.set_ylabel("ε")
         bracket.set_title("each layer's edge: proved / refuted")
         bracket.legend(fontsize=7)

@@ -41,6 +41,22 @@ class Asked:
     perturbed_label: int | None = None
     # the property asked (`OutputProperty.record`, plus `text`: as the spec writes it)
     output_property: dict[str, Any] | None = None
+    # how pixels are grouped into layers: `union`, or `per_object` with each object's name and
+    # number of distances (the flat layers are numbered object by object, distance by distance)
+    layering: str = "union"
+    objects: tuple[tuple[str, int], ...] | None = None
+
+    @property
+    def layer_labels(self) -> tuple[tuple[int, int], ...] | None:
+        """(object, distance) of each flat layer per object; None under `union` (layer = distance)."""
+        if self.objects is None:
+            return None
+        return tuple((o, d) for o, (_, count) in enumerate(self.objects) for d in range(count))
+
+    def layer_label(self, layer: int) -> str:
+        """A flat layer as people read it: `3` (union), `(1, 3)` (object 1, distance 3)."""
+        labels = self.layer_labels
+        return str(layer) if labels is None else f"({labels[layer][0]}, {labels[layer][1]})"
 
     @property
     def words(self) -> str:
@@ -71,6 +87,7 @@ class Asked:
             frozen_pixels=int(instance.frozen.sum()) if instance.frozen is not None else 0,
             output_property=record,
             **_canvas_digits(spec, instance),
+            **_layering(instance),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +109,11 @@ class Asked:
             "canvas_labels": list(self.canvas_labels) if self.canvas_labels is not None else None,
             "perturbed_label": self.perturbed_label,
             "property": self.output_property,
+            "layering": self.layering,
+            "objects": None
+            if self.objects is None
+            else [{"object": o, "name": name, "distances": count} for o, (name, count) in enumerate(self.objects)],
+            "layer_labels": None if self.layer_labels is None else [list(label) for label in self.layer_labels],
         }
 
 
@@ -105,6 +127,15 @@ def _canvas_digits(spec: Spec, instance: Instance) -> dict[str, Any]:
     mask = instance.mask_path.resolve() if instance.mask_path else None
     perturbed = [o.label for o in entry.objects if mask is not None and o.mask.resolve() == mask]
     return {"canvas_labels": tuple(entry.labels), "perturbed_label": perturbed[0] if perturbed else None}
+
+
+def _layering(instance: Instance) -> dict[str, Any]:
+    """The instance's layering and, per object, its name and number of distances."""
+    layering = instance.pixel_layers()
+    if not layering.per_object:
+        return {}
+    names = instance.object_names or tuple(f"object {o}" for o in range(len(layering.counts)))
+    return {"layering": layering.mode, "objects": tuple(zip(names, layering.counts, strict=True))}
 
 
 def spec_record(spec: Spec) -> dict[str, str]:

@@ -98,6 +98,7 @@ class Result:
             reproof_json["seconds"] = reproof.seconds
         if reproof.proof is not None:
             reproof_json["proof"] = reproof.proof
+        labels = self.setup.asked.layer_labels
         return {
             "schema": SCHEMA,
             "eps": list(self.eps),
@@ -106,6 +107,9 @@ class Result:
             "maximality": [
                 {
                     "layer": m.layer,
+                    # (object, distance) of the layer: object null under `union`, where layer = distance
+                    "object": labels[m.layer][0] if labels is not None else None,
+                    "distance": labels[m.layer][1] if labels is not None else m.layer,
                     "status": m.status,
                     "counterexample": m.counterexample,
                     "probe": list(m.probe) if m.probe else None,

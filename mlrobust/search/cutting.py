@@ -3,7 +3,8 @@
 A cutting weight near 1 keeps most of the failed expansion in that layer (it shrinks little);
 near 0 returns the layer to its last robust value.
 
-- fixed (thesis §3): near layers shrink less: cw_0 = cw_1 = r/(r+1), cw_d = (r+1-d)/(r+1).
+- fixed (thesis §3): near layers shrink less: cw_0 = cw_1 = r/(r+1), cw_d = (r+1-d)/(r+1);
+  with per-object layers, per object, d and r being the distance to that object and its last ring.
 - sensitivity: the vanilla gradient |∂m/∂x_p| at the image, averaged over each layer's pixels
   (for a property whose margin is a maximum of rows, of its smooth maximum: the attack's
   objective, so a row that does not move at the image does not hide the others).
@@ -27,6 +28,13 @@ def fixed_weights(layers: int) -> np.ndarray:
     r = layers - 1
     d = np.arange(layers)
     return (r + 1 - np.maximum(d, 1)) / (r + 1)
+
+
+def fixed_cutting(counts: tuple[int, ...]) -> np.ndarray:
+    """Fixed weights for layers grouped by object (`counts`: each object's number of distances,
+    one entry under `union`): each object's rings get the thesis's weights by their distance to
+    that object, with its own r, since "near" means near the object the ring surrounds."""
+    return np.concatenate([fixed_weights(count) for count in counts])
 
 
 def layer_sensitivity(problem: Problem, point: np.ndarray | None = None) -> np.ndarray:

@@ -31,10 +31,11 @@ TOP_FIELDS: dict[str, str] = {
     "canvas": 'a canvas id of the dataset, e.g. "test/0000"',
     "target": "the target label",
     "mask": "the perturbed object's mask",
+    "layers": "how pixels are grouped into layers: union (distance to every object) or per_object",
     "freeze": "pixels that are never perturbed (ε = 0 whatever their layer)",
     "k": "the classification is the top k labels",
     "property": "what must hold: top_k, threshold(t = 0.5), keep_predicted or keep_predicted(threshold = 0.5)",
-    "weights": "one weight per layer",
+    "weights": "one weight per layer (per object and distance with layers = per_object)",
     "cutting": "the cutting strategy for CEGIS",
     "chain": "the verifier chain",
     "range": "the valid input range [lo, hi]",
@@ -190,14 +191,15 @@ def _weights_fit(spec: ir.Spec, instances: list[Instance], diagnostics: list[Dia
     for instance in instances:
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                vector = spec.weights.vector(instance.layers)
-        except ValueError:  # a list of the wrong length: weights-length says so
+                vector = ir.weight_vector(spec.weights, instance.pixel_layers().counts)
+        except ValueError:  # a list of the wrong length or shape: weights-length says so
             continue
         where = f"{instance.model.name} on {instance.canvas or instance.image_path.name}"
         if not np.all(np.isfinite(vector)) or vector.max() > MAX_WEIGHT:
             layer = int(np.argmax(~np.isfinite(vector) | (vector > MAX_WEIGHT)))
             reach = number_text(float(vector[layer]))
-            message = f"the weights reach {reach} on layer {layer} of {instance.layers} ({where})"
+            shown = instance.pixel_layers().label(layer)
+            message = f"the weights reach {reach} on layer {shown} of {instance.layers} ({where})"
             hint = f"each layer's weight must be at most {number_text(MAX_WEIGHT)}: use a smaller base or scale"
         elif not vector.max() > 0:
             message = f"the weights are 0 on every one of the {instance.layers} layers ({where})"
@@ -308,6 +310,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
     target = convert("target", conv.target)
     output_property = convert("property", conv.output_property, ir.TopKProperty())
     mask = convert("mask", conv.mask)
+    layering = convert("layers", conv.layering, "union")
     freeze = convert("freeze", conv.freeze)
     k = convert("k", lambda v: conv.number(v, "k", 1, integer=True), 2)
     weights = convert("weights", conv.weights, ir.UniformWeights())
@@ -392,6 +395,7 @@ def build_spec(merged: Merged, diagnostics: list[Diagnostic], partial: bool = Fa
         extends=tuple(merged.files[:-1]),
         freeze=freeze,
         output_property=output_property,
+        layers=layering,
         spans={key: item.value.span for key, item in fields.items()} | dict(merged.block_spans),
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlrobust.contract.span import Span
 from mlrobust.contract.verifiers import CATALOGUE, LANGUAGE, Option, OptionValue, VerifierStep
+from mlrobust.problem.layers import LAYERINGS
 from mlrobust.spec import ir
 from mlrobust.spec import syntax as s
 from mlrobust.spec.diagnostics import Diagnostic
@@ -390,6 +391,29 @@ class Converter:
         return tuple(float(n) for n in numbers)  # type: ignore[arg-type]
 
     def weights(self, value: s.Value) -> ir.Weights | None:
+        if isinstance(value, s.ListValue) and _per_object_list(value):
+            return self.per_object_weights(value)
+        return self.one_object_weights(value)
+
+    def per_object_weights(self, value: s.ListValue) -> ir.PerObjectWeights | None:
+        """`[[1, 0.5], exponential(base = 0.5)]`: one weights form per object (`layers = per_object`)."""
+        parts = []
+        for index, item in enumerate(value.items):
+            if not isinstance(item, (s.ListValue, s.Name, s.Call)):
+                self.wrong_type(
+                    f"object {index}'s weights",
+                    "a list or a generator such as uniform",
+                    item,
+                    "a list of lists gives each object its own weights: [[1, 0.5, …], exponential(base = 0.5)]",
+                )
+                return None
+            part = self.one_object_weights(item)
+            if part is None:
+                return None
+            parts.append(part)
+        return ir.PerObjectWeights(tuple(parts), value.span)
+
+    def one_object_weights(self, value: s.Value) -> ir.OneObjectWeights | None:
         if isinstance(value, s.ListValue):
             values = self._weight_list(value, "weights")
             return ir.ExplicitWeights(values, None, value.span) if values else None
@@ -442,6 +466,8 @@ class Converter:
         return None
 
     def cutting(self, value: s.Value) -> ir.Cutting | None:
+        if isinstance(value, s.ListValue) and _per_object_list(value):
+            return self.per_object_cutting(value)
         if isinstance(value, s.ListValue):
             values = self._weight_list(value, "cutting weights", maximum=1.0)
             return ir.ExplicitCutting(values, value.span) if values else None
@@ -458,6 +484,41 @@ class Converter:
             )
             return None
         self.wrong_type("cutting", "fixed, sensitivity or a list", value)
+        return None
+
+    def per_object_cutting(self, value: s.ListValue) -> ir.ExplicitCutting | None:
+        """`[[1, 0.9, …], [1, 0.5, …]]`: one list of cutting weights per object (`layers = per_object`)."""
+        parts = []
+        for index, item in enumerate(value.items):
+            if not isinstance(item, s.ListValue):
+                self.wrong_type(
+                    f"object {index}'s cutting weights",
+                    "a list of numbers",
+                    item,
+                    "a per-object cutting is one list per object: [[1, 0.9, …], [1, 0.5, …]]",
+                )
+                return None
+            values = self._weight_list(item, f"object {index}'s cutting weights", maximum=1.0)
+            if values is None:
+                return None
+            parts.append(values)
+        flat = tuple(v for part in parts for v in part)
+        return ir.ExplicitCutting(flat, value.span, tuple(len(part) for part in parts))
+
+    def layering(self, value: s.Value) -> str | None:
+        """`layers = union | per_object` (problem/layers.py)."""
+        if isinstance(value, s.Name) and value.value in LAYERINGS:
+            return value.value
+        forms = "write layers = union (distance to all objects, the default) or layers = per_object"
+        if isinstance(value, s.Name):
+            self.report(
+                "bad-value",
+                f"unknown layering `{value.value}`",
+                value.span,
+                _did_you_mean(value.value, LAYERINGS) + forms,
+            )
+            return None
+        self.wrong_type("layers", "union or per_object", value, forms)
         return None
 
     def _option(self, verifier: str, option: Option, value: s.Value) -> OptionValue | None:
@@ -706,10 +767,17 @@ class Converter:
         return None
 
 
+def _per_object_list(value: s.ListValue) -> bool:
+    """Whether a weights or cutting list is one entry per object: its first element is a list,
+    a name or a call, where a list of one object's weights starts with a number."""
+    return bool(value.items) and isinstance(value.items[0], (s.ListValue, s.Name, s.Call))
+
+
 def _cutting_text(cutting: ir.Cutting) -> str:
-    """A cutting as a message names it: `fixed`, `sensitivity`, or its list."""
+    """A cutting as a message names it: `fixed`, `sensitivity`, or its list (of lists)."""
     if isinstance(cutting, ir.ExplicitCutting):
-        return "[" + ", ".join(number_text(v) for v in cutting.values) + "]"
+        shown = ["[" + ", ".join(number_text(v) for v in part) + "]" for part in cutting.parts]
+        return shown[0] if cutting.per_object is None else "[" + ", ".join(shown) + "]"
     return cutting.name
 
 

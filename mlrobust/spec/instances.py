@@ -21,9 +21,10 @@ from mlrobust.data.index import DatasetIndex, load_index
 from mlrobust.errors import UserError
 from mlrobust.nn.onnx_file import OnnxFileError
 from mlrobust.nn.support import OnnxSummary, summarize_onnx, supported_op_types
-from mlrobust.problem.layers import layer_count
+from mlrobust.problem.layers import PER_OBJECT, HiddenObject, Layering, per_object_layering, union_layering
 from mlrobust.spec import ir
 from mlrobust.spec.diagnostics import Diagnostic
+from mlrobust.spec.shapes import check_cutting, check_weights
 from mlrobust.userfiles import load_image, require_regular_file, too_many_pixels
 
 
@@ -46,6 +47,14 @@ class Instance:
     # a sweep's `methods` / `cuttings` axis value for this instance (None: the spec's own, or the CLI's --method)
     method: str | None = None  # a name of contract/methods.py METHODS
     cutting: ir.Cutting | None = None
+    # each pixel's layer and what each layer is (the spec's `layers`: union or per_object);
+    # expand_instances always sets it (None only for an Instance made by hand: the union's)
+    layering: Layering | None = None
+    object_names: tuple[str, ...] = ()  # the perturbed objects, as listed (other_digit: one per digit)
+
+    def pixel_layers(self) -> Layering:
+        """The instance's layering (the union's when none was set)."""
+        return self.layering if self.layering is not None else union_layering(self.mask)
 
     @property
     def where(self) -> str:
@@ -54,6 +63,22 @@ class Instance:
 
     def describe(self) -> str:
         return f"{self.model.name} on {self.where}"
+
+
+@dataclass(frozen=True, eq=False)
+class PerturbedObject:
+    """One perturbed object of the spec's mask: its pixels, how messages name it, and the span
+    that wrote it (the mask list's element; `other_digit` for each of its digits)."""
+
+    mask: np.ndarray  # bool (H, W), non-empty
+    name: str
+    span: Span
+
+
+def _object_name(part: ir.MaskFile | ir.RectMask) -> str:
+    if isinstance(part, ir.RectMask):
+        return f"rect(top = {part.top}, left = {part.left}, height = {part.height}, width = {part.width})"
+    return part.path.name
 
 
 def _card_classes(path: Path) -> tuple[str, ...] | None:
@@ -178,7 +203,9 @@ class _Expander:
         self.reported: set[tuple[str, Span, str]] = set()
         # A sweep names each image once per model (and may repeat canvases): read each once.
         self.image_cache: dict[Path, np.ndarray | UserError] = {}
-        self.mask_cache: dict[tuple[Path, int | None, str | None], tuple[np.ndarray, int] | None] = {}
+        self.mask_cache: dict[
+            tuple[Path, int | None, str | None], tuple[np.ndarray, Layering, tuple[str, ...]] | None
+        ] = {}
         self.frozen_cache: dict[tuple[Path, int | None, str | None], tuple[bool, np.ndarray | None]] = {}
         # Likewise each model and card (a sweep names every model once per image). Held by this
         # check only: a file changed between two checks is read afresh.
@@ -210,15 +237,20 @@ class _Expander:
                 self.image_cache[path] = error
         return self.image_cache[path]
 
-    def mask_and_layers(
+    def mask_and_layering(
         self, image_path: Path, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None
-    ) -> tuple[np.ndarray, int] | None:
+    ) -> tuple[np.ndarray, Layering, tuple[str, ...]] | None:
+        """(the union of the perturbed objects, their layering, the objects' names), once per image and target."""
         key = (image_path, label, canvas)
         if key not in self.mask_cache:
-            mask = self.mask(image, label, canvas, index)
-            if mask is not None:
+            self.mask_cache[key] = None
+            objects = self.objects(image, label, canvas, index)
+            layering = self.layering(objects, canvas) if objects is not None else None
+            if objects is not None and layering is not None:
+                mask = np.logical_or.reduce([obj.mask for obj in objects])  # each is non-empty, so the union is
                 mask.setflags(write=False)
-            self.mask_cache[key] = (mask, layer_count(mask)) if mask is not None else None
+                layering.map.setflags(write=False)
+                self.mask_cache[key] = (mask, layering, tuple(obj.name for obj in objects))
         return self.mask_cache[key]
 
     def frozen_and_usable(
@@ -455,25 +487,28 @@ class _Expander:
             return None
         return label
 
-    def mask(
+    def objects(
         self, image: np.ndarray, label: int | None, canvas: str | None, index: DatasetIndex | None
-    ) -> np.ndarray | None:
+    ) -> list[PerturbedObject] | None:
+        """The perturbed objects, in the order the spec lists them: each element of a mask list
+        is one object, except `other_digit`, which is one object per digit that is not the target
+        (two on a Triple-MNIST canvas, in the canvas's order). Under `layers = union` only their
+        union matters; under `per_object` each is ringed on its own."""
         spec_mask = self.spec.mask
-        if isinstance(spec_mask, ir.MaskUnion):  # several perturbed objects: the union of their masks
-            parts = [self.one_mask(part, image, label, canvas, index) for part in spec_mask.parts]
-            if any(part is None for part in parts):
-                return None
-            return np.logical_or.reduce(parts)  # each part is non-empty, so the union is
-        return self.one_mask(spec_mask, image, label, canvas, index)
+        parts = spec_mask.parts if isinstance(spec_mask, ir.MaskUnion) else (spec_mask,)
+        found = [self.part_objects(part, image, label, canvas, index) for part in parts]
+        if any(objects is None for objects in found):
+            return None
+        return [obj for objects in found for obj in objects]  # type: ignore[union-attr]
 
-    def one_mask(
+    def part_objects(
         self,
         spec_mask: ir.MaskFile | ir.OtherDigitMask | ir.RectMask,
         image: np.ndarray,
         label: int | None,
         canvas: str | None,
         index: DatasetIndex | None,
-    ) -> np.ndarray | None:
+    ) -> list[PerturbedObject] | None:
         height, width = image.shape[1:]
         if isinstance(spec_mask, ir.OtherDigitMask):
             if label is None:
@@ -492,22 +527,39 @@ class _Expander:
                     "set `dataset` and `canvas` (or sweep over canvases)",
                 )
                 return None
-            others = index.by_id(canvas).other_objects(label)
-            if len(others) > 1:  # a Triple-MNIST canvas: every digit but the target is perturbed
-                regions = [self._region(spec_mask, o.mask, (height, width), "mask", "rect") for o in others]
-                if any(r is None for r in regions):
-                    return None
-                return np.logical_or.reduce(regions)
-            mask_path = others[0].mask
+            others = index.by_id(canvas).other_objects(label)  # several on a Triple-MNIST canvas
+            regions = [self._region(spec_mask, o.mask, (height, width), "mask", "rect") for o in others]
+            names = [f"digit {o.label}" for o in others]
         else:
-            mask_path = None
-        mask = self._region(spec_mask, mask_path, (height, width), "mask", "rect")
-        if mask is None:
+            regions = [self._region(spec_mask, None, (height, width), "mask", "rect")]
+            names = [_object_name(spec_mask)]
+        if any(region is None for region in regions):
             return None
-        if not mask.any():
-            self.report("empty-mask", "the mask selects no pixel", spec_mask.span, key=str(canvas))
+        for region in regions:
+            if not region.any():  # type: ignore[union-attr]
+                self.report("empty-mask", "the mask selects no pixel", spec_mask.span, key=str(canvas))
+                return None
+        return [PerturbedObject(r, n, spec_mask.span) for r, n in zip(regions, names, strict=True)]  # type: ignore[arg-type]
+
+    def layering(self, objects: list[PerturbedObject], canvas: str | None) -> Layering | None:
+        """The spec's layering of these objects; None (with `empty-mask`) when, per object, one
+        lies wholly inside the objects listed before it and so owns no pixel."""
+        if self.spec.layers != PER_OBJECT:
+            return union_layering(np.logical_or.reduce([obj.mask for obj in objects]))
+        try:
+            return per_object_layering([obj.mask for obj in objects])
+        except HiddenObject as hidden:
+            obj = objects[hidden.index]
+            self.report(
+                "empty-mask",
+                f"with layers = per_object, object {hidden.index} ({obj.name}) lies wholly inside the objects "
+                "listed before it: every pixel is nearer to (or as near to) one of them, so it owns no pixel "
+                "and has no layer",
+                obj.span,
+                "list it before the objects that cover it, leave it out, or use layers = union",
+                key=f"{canvas}|{hidden.index}",
+            )
             return None
-        return mask
 
     def _region(
         self,
@@ -547,29 +599,16 @@ class _Expander:
             return None
         return pixels
 
-    def check_vectors(self, layers: int, where: str, cuttings: tuple[ir.Cutting, ...]) -> None:
-        weights = self.spec.weights
-        if isinstance(weights, ir.ExplicitWeights):
-            n = len(weights.values)
-            if (weights.fill is None and n != layers) or n > layers:
-                hint = "list one weight per layer, or write padded([…], fill = 0) to fill the rest"
-                self.report(
-                    "weights-length",
-                    f"weights has {n} entries but the mask gives {layers} layers (0 … {layers - 1}) for {where}",
-                    weights.span,
-                    hint,
-                    key=f"{n}/{layers}",
-                )
+    def check_vectors(self, layering: Layering, where: str, cuttings: tuple[ir.Cutting, ...]) -> None:
+        """The weights and each cutting against the instance's layers: lengths, and the shape
+        (one list, or one list per object) the spec's `layers` asks (spec/shapes.py)."""
         swept = bool(self.spec.sweep and self.spec.sweep.cuttings)
+        for found in check_weights(self.spec.weights, layering, where):
+            self.report("weights-length", found.message, found.span, found.hint, key=found.key)
         for cutting in cuttings:  # the spec's cutting, or each of the sweep's `cuttings` (which replace it)
-            if isinstance(cutting, ir.ExplicitCutting) and len(cutting.values) != layers:
-                what = "this cutting of `cuttings`" if swept else "cutting"
-                self.report(
-                    "weights-length",
-                    f"{what} has {len(cutting.values)} entries but the mask gives {layers} layers for {where}",
-                    cutting.span,
-                    key=f"c{len(cutting.values)}/{layers}",
-                )
+            what = "this cutting of `cuttings`" if swept else "cutting"
+            for found in check_cutting(cutting, layering, where, what):
+                self.report("weights-length", found.message, found.span, found.hint, key=found.key)
 
 
 def _mask_path(
@@ -677,15 +716,15 @@ def _model_instances(
         keeps_above = isinstance(asked, ir.KeepPredictedProperty) and asked.threshold is not None
         if keeps_above and not expander.predicts_something(model, image_path, image, asked.threshold):  # type: ignore[arg-type]
             continue
-        found = expander.mask_and_layers(image_path, image, label, canvas, index)
+        found = expander.mask_and_layering(image_path, image, label, canvas, index)
         if found is None:
             continue
-        mask, layers = found
+        mask, layering, names = found
         usable, frozen = expander.frozen_and_usable(image_path, image, label, canvas, index, mask)
         if not usable:
             continue
         where = f"{model.path.name} on {canvas or image_path.name}"
-        expander.check_vectors(layers, where, cuttings)
+        expander.check_vectors(layering, where, cuttings)
         instances.append(
             Instance(
                 model.path,
@@ -695,10 +734,12 @@ def _model_instances(
                 label,
                 canvas,
                 classes,
-                layers,
+                layering.layers,
                 _mask_path(spec.mask, label, canvas, index),
                 frozen,
                 _mask_path(spec.freeze, label, canvas, index),
+                layering=layering,
+                object_names=names,
             )
         )
     return instances

@@ -248,7 +248,33 @@ class ObjectOnlyWeights:
         return weights
 
 
-Weights = ExplicitWeights | UniformWeights | LinearWeights | ExponentialWeights | ObjectOnlyWeights
+OneObjectWeights = ExplicitWeights | UniformWeights | LinearWeights | ExponentialWeights | ObjectOnlyWeights
+
+
+@dataclass(frozen=True)
+class PerObjectWeights:
+    """`[[1, 0.5, 0.25], exponential(base = 0.5)]` under `layers = per_object`: one weights form
+    per object, in the order the objects are listed, each over that object's distances."""
+
+    parts: tuple[OneObjectWeights, ...]
+    span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+
+
+Weights = OneObjectWeights | PerObjectWeights
+
+
+def weight_vector(weights: Weights, counts: tuple[int, ...]) -> np.ndarray:
+    """One weight per flat layer (docs/spec-language.md, "Layers and weights").
+
+    `counts` holds each object's number of distances (one entry under `union`). A single form
+    is applied to every object's distances in turn; a per-object form gives each object its own.
+    Raises ValueError when the shapes disagree (lint's `weights-length` says so first).
+    """
+    if isinstance(weights, PerObjectWeights):
+        if len(weights.parts) != len(counts):
+            raise ValueError(f"weights for {len(weights.parts)} objects, but there are {len(counts)}")
+        return np.concatenate([part.vector(count) for part, count in zip(weights.parts, counts, strict=True)])
+    return np.concatenate([weights.vector(count) for count in counts])
 
 
 @dataclass(frozen=True)
@@ -285,10 +311,21 @@ class SensitivityCutting:
 
 @dataclass(frozen=True)
 class ExplicitCutting:
-    """One cutting weight in [0, 1] per layer."""
+    """One cutting weight in [0, 1] per layer: `[1, 0.9, …]`, or under `layers = per_object`
+    one list per object, `[[1, 0.9, …], [1, 0.5, …]]`, held flat (object by object, as the flat
+    layers are numbered) with each object's length in `per_object`."""
 
     values: tuple[float, ...]
     span: Span = field(default=UNKNOWN_SPAN, compare=False, repr=False)
+    per_object: tuple[int, ...] | None = None  # each object's number of values; None: one flat list
+
+    @property
+    def parts(self) -> tuple[tuple[float, ...], ...]:
+        """The values per object (one part for a flat list)."""
+        if self.per_object is None:
+            return (self.values,)
+        ends = np.cumsum(self.per_object)
+        return tuple(self.values[end - n : end] for n, end in zip(self.per_object, ends, strict=True))
 
     @property
     def name(self) -> str:
@@ -297,8 +334,12 @@ class ExplicitCutting:
     @property
     def label(self) -> str:
         """`cutting-` and 8 hex digits of the values' sha256: equal lists (`[1, 0.5]`,
-        `[1.0, 0.50]`) get one label, and the label never changes with layout or spans."""
-        digest = hashlib.sha256(json.dumps([float(v) for v in self.values]).encode()).hexdigest()
+        `[1.0, 0.50]`) get one label, and the label never changes with layout or spans. A
+        per-object cutting hashes its lists of lists (two splits of the same values differ)."""
+        shown: list = [float(v) for v in self.values]  # type: ignore[type-arg]
+        if self.per_object is not None:
+            shown = [[float(v) for v in part] for part in self.parts]
+        digest = hashlib.sha256(json.dumps(shown).encode()).hexdigest()
         return f"cutting-{digest[:8]}"
 
 
@@ -352,6 +393,7 @@ class Spec:
     extends: tuple[Path, ...] = ()
     freeze: Freeze | None = None
     output_property: OutputPropertySpec = field(default_factory=TopKProperty)  # the `property` field
+    layers: str = "union"  # `union` or `per_object` (problem/layers.py LAYERINGS)
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
 
     def span_of(self, name: str) -> Span:
