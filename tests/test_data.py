@@ -186,8 +186,12 @@ def test_other_digit_on_a_triple_canvas_is_both_other_digits(tmp_path: Path) -> 
 
     assert result.spec is not None
     expander = _Expander(result.spec, [])
-    mask = expander.mask(np.zeros((1, 84, 84), dtype=np.float32), entry.labels[0], "test/0000", load_index(TRIPLE))
-    assert mask is not None
+    found = expander.mask_and_layering(
+        entry.image, np.zeros((1, 84, 84), dtype=np.float32), entry.labels[0], "test/0000", load_index(TRIPLE)
+    )
+    assert found is not None
+    mask, _, names = found
+    assert names == tuple(f"digit {label}" for label in entry.labels[1:])  # two objects, ringed as one union
     expected = read_mask_png(entry.objects[1].mask) | read_mask_png(entry.objects[2].mask)
     assert np.array_equal(mask, expected)
     assert not (mask & read_mask_png(entry.objects[0].mask)).any()

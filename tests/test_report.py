@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import stats
 
 from mlrobust.report.experiment_data import NEAR_LAYERS, Outcome
-from mlrobust.report.experiment_stats import cutting_comparisons, explanation_cells, gaps, paired
+from mlrobust.report.experiment_stats import cutting_comparisons, explanation_cells, gaps, model_comparisons, paired
 from mlrobust.sweep import sweep
 
 from .helpers import REPO, run_cli
@@ -347,6 +347,21 @@ def test_cutting_comparison_counts_identical_pairs_and_cuts() -> None:
     (comparison,) = cutting_comparisons(SweepData((), outcomes))
     assert (comparison.n, comparison.identical, comparison.cuts_a, comparison.cuts_b) == (2, 1, 2, 1)
     assert (comparison.ratio_min, comparison.ratio_max) == (1.0, 1.5)
+
+
+def test_models_are_compared_only_where_they_ran_under_the_same_method_and_cutting() -> None:
+    """Two sweeps reported together may ask different models of different methods: a model
+    that never ran under a method is no pair of that method's comparison."""
+    from mlrobust.report.experiment_data import SweepData
+
+    outcomes = (
+        outcome("a", 1.0, (), model="cnn1"),
+        outcome("a", 2.0, (), model="cnn2"),
+        outcome("a", 0.5, (), model="mlp", method="thesis-style"),
+    )
+    data = SweepData((), outcomes)
+    assert [(c.a, c.b, c.n) for c in model_comparisons(data, "search", "fixed")] == [("cnn1", "cnn2", 1)]
+    assert model_comparisons(data, "thesis-style", "fixed") == []
 
 
 # --- bad input ---

@@ -218,6 +218,8 @@ def _verdict(method: str, cutting: str, groups: list, comparisons: list) -> str:
     if not ranked:
         return ""
     best = ranked[0]
+    if len(ranked) == 1:
+        return f"**{method}, {cutting} cutting:** only `{best.model}` ran: no model to compare it with."
     parts = [f"**{method}, {cutting} cutting:** `{best.model}` has the largest median w·ε* ({num(best.size.median)})"]
     for c in comparisons:
         if best.model not in (c.a, c.b):

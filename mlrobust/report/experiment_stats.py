@@ -108,7 +108,9 @@ def paired(a: str, b: str, left: list[Outcome], right: list[Outcome]) -> Paired:
 
 
 def model_comparisons(data: SweepData, method: str, cutting: str) -> list[Paired]:
-    models = data.models()
+    """Every pair of the models that ran under this method and cutting (several sweeps reported
+    together may ask different models of different methods: those never meet)."""
+    models = [m for m in data.models() if any(o.group == (m, method, cutting) for o in data.outcomes)]
     return [
         paired(a, b, data.done(a, method, cutting), data.done(b, method, cutting)) for a, b in combinations(models, 2)
     ]
