@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper, shape_inference
+from onnx import numpy_helper
 
 from mlrobust.data.index import load_index, read_gray_png
 from mlrobust.models.architecture import Architecture, build_classifier
@@ -14,7 +14,7 @@ from mlrobust.models.card import read_card
 from mlrobust.models.evaluate import exact_top2_correct
 from mlrobust.models.export import ATOL, OPSET, RTOL, onnx_logits, sha256_file, top2_sets
 
-from .helpers import DATA, MODEL_NAMES, MODELS, run_cli
+from .helpers import DATA, MODEL_NAMES, MODELS, classifier_file_shapes, run_cli
 
 # A model that learned nothing scores ~0.02 on exact top-2 sets; these floors sit well above
 # that and below the measured accuracies in the cards.
@@ -49,16 +49,7 @@ def torch_model_from_onnx(name: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_file_is_valid_and_shaped_as_documented(name: str) -> None:
-    model = onnx.load(MODELS / f"{name}.onnx")
-    onnx.checker.check_model(model, full_check=True)
-    assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == OPSET
-    ops = [node.op_type for node in model.graph.node]
-    assert ops == ["Conv", "Relu", "Conv", "Relu", "MaxPool", "Flatten", "Gemm"]
-    inferred = shape_inference.infer_shapes(model, strict_mode=True).graph
-    shapes = {
-        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
-        for v in [*inferred.value_info, *inferred.input, *inferred.output]
-    }
+    inferred, shapes = classifier_file_shapes(MODELS / f"{name}.onnx", OPSET)
     assert shapes[inferred.input[0].name][1:] == [1, 64, 64]
     assert shapes[inferred.output[0].name][1:] == [10]
     pool = next(n for n in inferred.node if n.op_type == "MaxPool")

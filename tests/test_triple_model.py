@@ -7,10 +7,8 @@ for three digits: the input size, exact top-3 sets, the ReLU cap, the two-object
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import shape_inference
 
 from mlrobust.data.index import load_index, read_gray_png
 from mlrobust.models.architecture import TRIPLE_ARCHITECTURE, Architecture
@@ -18,7 +16,7 @@ from mlrobust.models.card import exact_accuracy, read_card
 from mlrobust.models.evaluate import evaluate_onnx, exact_top_k_correct
 from mlrobust.models.export import ATOL, OPSET, RTOL, classifier_from_onnx, onnx_logits, sha256_file, top_k_sets
 
-from .helpers import MODELS, REPO, run_cli
+from .helpers import MODELS, REPO, classifier_file_shapes, run_cli
 
 NAME = "triple_mnist_none"
 PATH = MODELS / f"{NAME}.onnx"
@@ -47,15 +45,7 @@ def card() -> dict:
 
 
 def test_onnx_file_takes_one_84x84_channel_and_has_the_documented_shape(card) -> None:
-    model = onnx.load(PATH)
-    onnx.checker.check_model(model, full_check=True)
-    assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == OPSET
-    assert [node.op_type for node in model.graph.node] == ["Conv", "Relu", "Conv", "Relu", "MaxPool", "Flatten", "Gemm"]
-    inferred = shape_inference.infer_shapes(model, strict_mode=True).graph
-    shapes = {
-        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
-        for v in [*inferred.value_info, *inferred.input, *inferred.output]
-    }
+    inferred, shapes = classifier_file_shapes(PATH, OPSET)
     assert shapes[inferred.input[0].name][1:] == [1, 84, 84]
     assert shapes[inferred.output[0].name][1:] == [10]
     pool = next(n for n in inferred.node if n.op_type == "MaxPool")

@@ -90,7 +90,7 @@ SPARSE_MATRICES: Mapping[type, Callable[[Any], tuple[sp.csr_matrix, np.ndarray]]
 class Block:
     """What a run of columns stands for, so a concrete point can be turned into a MILP start."""
 
-    kind: str  # "pixel", "relu", "leaky", "gate", "pool", "choice", "mu", "select"
+    kind: str  # "pixel", "relu" (a ReLU's or LeakyReLU's output), "gate", "pool", "choice", "mu", "select"
     op_index: int
     neurons: np.ndarray  # neuron (or window) index of each column in its activation
     columns: np.ndarray
@@ -177,50 +177,32 @@ def _affine(builder: Builder, op: o.AffineOp, expr, const, bounds, counts, index
 def _relu(
     builder: Builder, op: o.Relu, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int
 ) -> tuple:
-    lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
-    active = lower >= 0
-    unstable = np.flatnonzero((lower < 0) & (upper > 0))
-    keep = sp.diags(active.astype(np.float64), format="csr")
-    new_expr, new_const = keep @ expr, np.where(active, const, 0.0)
-    if unstable.size:
-        low, up = lower[unstable], upper[unstable]
-        ys = builder.add_variables(np.zeros(unstable.size), up, integer=False)
-        gates = builder.add_variables(np.zeros(unstable.size), np.ones(unstable.size), integer=True)
-        builder.tag("relu", index, unstable, ys)
-        builder.tag("gate", index, unstable, gates)
-        width = builder.count
-        x = _widen(expr[unstable], width)
-        y = _unit(ys, width)
-        a = _unit(gates, width)
-        builder.add_rows(y - x, const[unstable], np.full(unstable.size, INF))  # y >= x
-        builder.add_rows(
-            y - x - sp.diags(low) @ a, np.full(unstable.size, -INF), const[unstable] - low
-        )  # y <= x - l(1-a)
-        builder.add_rows(y - sp.diags(up) @ a, np.full(unstable.size, -INF), np.zeros(unstable.size))  # y <= u a
-        place = sp.csr_matrix((np.ones(unstable.size), (unstable, ys)), shape=(lower.size, width))
-        new_expr = _widen(new_expr, width) + place
-        counts["relu_binaries"] += unstable.size
-    counts["relus_substituted"] += int(active.sum() + (upper <= 0).sum())
-    return new_expr, new_const
+    return _two_pieces(builder, 0.0, expr, const, bounds, counts, index)
 
 
 def _leaky_relu(
     builder: Builder, op: o.LeakyRelu, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int
 ) -> tuple:
-    """y = max(x, a x) on an unstable neuron: y >= x, y >= a x, y <= x - (1 - a) l (1 - g),
-    y <= a x + (1 - a) u g with g binary (g = 1: y = x and x >= 0; g = 0: y = a x and x <= 0);
-    a = 0 gives the ReLU's encoding. Stable neurons are the linear pieces they are."""
+    return _two_pieces(builder, op.slope, expr, const, bounds, counts, index)
+
+
+def _two_pieces(
+    builder: Builder, a: float, expr: sp.csr_matrix, const: np.ndarray, bounds: Interval, counts, index: int
+) -> tuple:
+    """y = max(x, a x) (a = 0: ReLU) on an unstable neuron: y >= x, y >= a x (for a = 0 the
+    variable's lower bound 0), y <= x - (1 - a) l (1 - g), y <= a x + (1 - a) u g with g binary
+    (g = 1: y = x and x >= 0; g = 0: y = a x and x <= 0). Stable neurons are the linear pieces
+    they are, substituted."""
     lower, upper = bounds.lower.flatten().numpy(), bounds.upper.flatten().numpy()
-    a = op.slope
     active, inactive = lower >= 0, upper <= 0
     unstable = np.flatnonzero(~active & ~inactive)
     scale = np.where(active, 1.0, np.where(inactive, a, 0.0))
-    new_expr, new_const = sp.diags(scale, format="csr") @ expr, scale * const
+    new_expr, new_const = sp.diags(scale, format="csr") @ expr, np.where(scale != 0, scale * const, 0.0)
     if unstable.size:
         low, up = lower[unstable], upper[unstable]
-        ys = builder.add_variables(a * low, up, integer=False)
+        ys = builder.add_variables(a * low + 0.0, up, integer=False)  # + 0.0: no -0.0 at a = 0
         gates = builder.add_variables(np.zeros(unstable.size), np.ones(unstable.size), integer=True)
-        builder.tag("leaky", index, unstable, ys)
+        builder.tag("relu", index, unstable, ys)
         builder.tag("gate", index, unstable, gates)
         width = builder.count
         x = _widen(expr[unstable], width)
@@ -229,9 +211,13 @@ def _leaky_relu(
         c = const[unstable]
         never = np.full(unstable.size, INF)
         builder.add_rows(y - x, c, never)  # y >= x
-        builder.add_rows(y - a * x, a * c, never)  # y >= a x
-        builder.add_rows(y - x - sp.diags((1 - a) * low) @ g, -never, c - (1 - a) * low)
-        builder.add_rows(y - a * x - sp.diags((1 - a) * up) @ g, -never, a * c)
+        if a != 0:
+            builder.add_rows(y - a * x, a * c, never)  # y >= a x
+        builder.add_rows(y - x - sp.diags((1 - a) * low) @ g, -never, c - (1 - a) * low)  # y <= x - (1-a) l (1-g)
+        below = y - sp.diags((1 - a) * up) @ g
+        if a != 0:
+            below = below - a * x
+        builder.add_rows(below, -never, a * c + 0.0)  # y <= a x + (1-a) u g
         place = sp.csr_matrix((np.ones(unstable.size), (unstable, ys)), shape=(lower.size, width))
         new_expr = _widen(new_expr, width) + place
         counts["relu_binaries"] += unstable.size
@@ -460,7 +446,7 @@ def start_values(problem: Problem, encoding: Encoding, point: np.ndarray) -> np.
     for block in encoding.builder.tags:
         if block.kind == "pixel":
             values[block.columns] = flat[0][block.neurons]
-        elif block.kind in ("relu", "leaky"):
+        elif block.kind == "relu":
             values[block.columns] = flat[block.op_index + 1][block.neurons]
         elif block.kind == "gate":
             values[block.columns] = (flat[o.input_of(ops, block.op_index)][block.neurons] > 0).astype(float)

@@ -17,6 +17,20 @@ from PIL import Image
 HERE = Path(__file__).parent
 
 
+def save_model(name: str, nodes: list, output: str, weight) -> None:  # type: ignore[no-untyped-def]
+    """A 1x64x64 -> 10 graph of `nodes` (input "image", a dynamic batch), checked and saved."""
+    graph = helper.make_graph(
+        nodes,
+        f"{name}_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 64, 64])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", 10])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, HERE / f"{name}.onnx")
+
+
 def softmax_model() -> None:
     rng = np.random.default_rng(1)
     weight = numpy_helper.from_array((0.01 * rng.standard_normal((10, 4096))).astype(np.float32), "W")
@@ -25,16 +39,7 @@ def softmax_model() -> None:
         helper.make_node("Gemm", ["flat", "W"], ["logits"], name="fc", transB=1),
         helper.make_node("Softmax", ["logits"], ["scores"], name="softmax", axis=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "softmax_net",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 64, 64])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, HERE / "softmax.onnx")
+    save_model("softmax", nodes, "scores", weight)
 
 
 def main() -> None:
@@ -45,16 +50,7 @@ def main() -> None:
         helper.make_node("Tanh", ["flat"], ["squashed"], name="squash"),
         helper.make_node("Gemm", ["squashed", "W"], ["logits"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tanh_net",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 64, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, HERE / "tanh.onnx")
+    save_model("tanh", nodes, "logits", weight)
     (HERE / "bad.onnx").write_bytes(b"this is not an ONNX model\n")
     Image.fromarray(np.full((28, 28), 128, dtype=np.uint8), mode="L").save(HERE / "small.png")
     Image.fromarray(np.zeros((64, 64), dtype=np.uint8), mode="L").save(HERE / "empty.png")
