@@ -57,9 +57,11 @@ def positive_seconds(text: str) -> float:
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
+    from mlrobust.contract.verifiers import DEVICES
+
     parser.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
+        choices=DEVICES,
         default=None,
         help="where the chain's bound engines (bab) run, overriding the spec's `device` options",
     )

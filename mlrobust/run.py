@@ -30,7 +30,7 @@ from mlrobust.report.provenance import Asked, spec_record, versions
 from mlrobust.report.result import SCHEMA, Result, SearchSetup
 from mlrobust.search.certify import certify
 from mlrobust.search.loop import LayerMaximality, search
-from mlrobust.search.oracle import Oracle, Query
+from mlrobust.search.oracle import Oracle, Query, box_key
 from mlrobust.spec.check import chain_on_device, load_checked
 from mlrobust.spec.instances import Instance
 from mlrobust.spec.ir import Spec
@@ -262,7 +262,7 @@ def _search_and_write(
     )
     assert oracle.guide_stats is not None
     result = Result(
-        eps=tuple(float(v) for v in outcome.eps),
+        eps=box_key(outcome.eps),
         size=plan.size(outcome.eps),
         certificate=certificate,
         maximality=maximality,

@@ -16,12 +16,21 @@ import shutil
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
 from mlrobust.report.experiment_data import NEAR_LAYERS, Outcome
-from mlrobust.report.experiment_stats import cutting_comparisons, explanation_cells, gaps, model_comparisons, paired
+from mlrobust.report.experiment_stats import (
+    cutting_comparisons,
+    explanation_cells,
+    gaps,
+    layer_eps,
+    layer_label,
+    model_comparisons,
+    paired,
+)
 from mlrobust.sweep import sweep
 
 from .helpers import REPO, run_cli
@@ -396,3 +405,26 @@ def test_a_resumed_sweep_reports_the_wall_time_of_all_its_invocations(reported, 
     out = tmp_path / "results.md"
     assert run_cli("report", str(copy), "--out", str(out)).code == 0
     assert f"wall time {second['total_seconds']:.4g} s in 2 invocations" in out.read_text()
+
+
+def test_per_object_layers_are_aggregated_by_object_and_distance_never_by_index() -> None:
+    """Under `layers = per_object` index 2 is (object 0, distance 2) on one canvas and (object 1,
+    distance 0) on another: the per-layer statistics must group by (object, distance)."""
+    a = outcome("a", 1.0, (0.1, 0.2, 0.3, 0.5), (None, 0.9, None, None), labels=((0, 0), (0, 1), (0, 2), (1, 0)))
+    b = outcome("b", 1.0, (0.2, 0.4, 0.6, 0.8), (None, None, 1.2, None), labels=((0, 0), (0, 1), (1, 0), (1, 1)))
+    rows = {r.key: r for r in layer_eps([a, b])}
+    assert list(rows) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert (rows[(1, 0)].n, rows[(1, 0)].mean) == (2, pytest.approx((0.5 + 0.6) / 2))
+    assert (rows[(0, 2)].n, rows[(0, 2)].mean) == (1, pytest.approx(0.3))
+    assert [layer_label(key) for key in rows] == ["0:0", "0:1", "0:2", "1:0", "1:1"]
+    gap = {r.key: r for r in gaps([a, b], 1)}
+    assert list(gap) == [(0, 0), (1, 0)]  # distances below 1 only, of both objects
+    assert (gap[(1, 0)].bracketed, gap[(1, 0)].refuted) == (1, pytest.approx(1.2))
+    assert gaps([a, b], 2)[1].ratio == pytest.approx(0.9 / 0.2)  # (0, 1): only a has a bracket
+    # the object itself is every object's distance 0; near layers are distances 1-3 of every object
+    (cell,) = explanation_cells([a, b])
+    assert cell.object_eps == pytest.approx(np.median([(0.1 + 0.5) / 2, (0.2 + 0.6) / 2]))
+    assert cell.near_eps == pytest.approx(np.median([(0.2 + 0.3) / 2, (0.4 + 0.8) / 2]))
+    # union results keep their plain layer numbers
+    union = outcome("c", 1.0, (0.1, 0.2))
+    assert [layer_label(r.key) for r in layer_eps([union])] == ["0", "1"]

@@ -75,3 +75,31 @@ def test_every_layer_is_proved_maximal_when_the_milp_is_exact(tmp_path: Path) ->
         probe = eps.copy()
         probe[info.layer] += result.setup.resolution
         assert VERIFIERS["milp"].check(problem, probe, time_limit=60.0).status is Status.NOT_ROBUST, info.layer
+
+
+def test_a_layer_the_complete_verifier_grew_keeps_that_credit_over_every_round(tmp_path: Path) -> None:
+    """With IBP as the fast chain the MILP grows layers past IBP's edge, round after round. A
+    layer is reported grown exactly when a complete verifier proved one of its maximality probes,
+    whichever round that was in (the last round alone used to reset earlier growth to 0)."""
+    tiny_model(tmp_path / "tiny.onnx", seed=4)
+    image = np.random.default_rng(5).uniform(0.2, 0.8, (1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    logits = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx")).run(None, {"image": image[None]})[0][0]
+    (tmp_path / "tiny.mlr").write_text(
+        f'model = "tiny.onnx"\nimage = "image.npy"\ntarget = {int(np.argmax(logits))}\n'
+        "mask = rect(top = 0, left = 0, height = 3, width = 3)\n"
+        "weights = linear(start = 1, end = 0.2)\n"
+        "chain = attack(steps = 30, restarts = 3) -> bounds(method = ibp) -> milp(time_limit = 20s)\n"
+        "search {\n  resolution = 0.01\n  queries = 600\n  time_limit = 3min\n}\n"
+    )
+    result = run(tmp_path / "tiny.mlr", out=tmp_path / "out")
+    assert result.rounds >= 2  # growth in one round forced another
+    proved_by_milp = {
+        int(q.purpose.split()[-1])
+        for q in result.queries
+        if q.purpose.startswith("maximality layer") and q.verifier == "milp" and q.status is Status.ROBUST
+    }
+    grown = {m.layer for m in result.maximality if m.grown > 0}
+    assert proved_by_milp and grown == proved_by_milp
+    start = {m.layer: np.array(result.eps)[m.layer] - m.grown for m in result.maximality}
+    assert all(start[d] >= -1e-12 for d in start)

@@ -106,6 +106,9 @@ class VerifierInfo:
         return self.availability(options) if self.availability is not None else None
 
 
+DEVICES = ("cpu", "cuda")  # where a bound engine can run: the spec option and the CLI's --device
+
+
 def _bab_availability(options: Mapping[str, OptionValue]) -> Unavailable | None:
     if options.get("device") != "cuda":
         return None
@@ -171,7 +174,7 @@ CATALOGUE: dict[str, VerifierInfo] = {
                 Option("time_limit", "duration", 10.0, "time limit per query", minimum=0),
                 Option("batch", "int", 64, "domains bounded together in one pass of the engine", minimum=2),
                 Option("steps", "int", 8, "α/β optimisation steps per batch of domains", minimum=0),
-                Option("device", "choice", "cpu", "where the bound engine runs", choices=("cpu", "cuda")),
+                Option("device", "choice", "cpu", "where the bound engine runs", choices=DEVICES),
             ),
             availability=_bab_availability,
         ),

@@ -94,3 +94,14 @@ def build_classifier(arch: Architecture) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(arch.fc_inputs(), NUM_CLASSES),
     )
+
+
+# Recipes whose Double-MNIST network differs from the shared one (ReLU count unchanged)
+RECIPE_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def architecture_for(recipe_name: str, digits: int = 2) -> Architecture:
+    """The network a recipe trains on canvases of `digits` digits."""
+    if digits == 2 and recipe_name in RECIPE_ARCHITECTURES:
+        return RECIPE_ARCHITECTURES[recipe_name]
+    return ARCHITECTURES[digits]

@@ -16,7 +16,7 @@ from mlrobust import __version__
 from mlrobust.data.canvas import CANVAS_SIZES, MASK_THRESHOLD, CanvasBatch, compose
 from mlrobust.data.source import SPLIT_SEED, DigitPool, load_pools
 from mlrobust.errors import UserError
-from mlrobust.models.architecture import ARCHITECTURES, Architecture
+from mlrobust.models.architecture import Architecture, architecture_for
 from mlrobust.models.card import card_path, read_card, retired_entry, write_card
 from mlrobust.models.evaluate import evaluate
 from mlrobust.models.export import (
@@ -28,11 +28,10 @@ from mlrobust.models.export import (
     sha256_file,
 )
 from mlrobust.models.recipes import recipe_for
-from mlrobust.models.train import train_classifier
+from mlrobust.models.train import TrainedModel, train_classifier
 
 EVAL_SEED = 7
 EVAL_CANVASES = 2000
-ARCHITECTURE = ARCHITECTURES[2]
 DATASET_NAMES = {2: "double_mnist", 3: "triple_mnist"}  # digits per canvas -> model name prefix
 
 
@@ -58,17 +57,36 @@ def train_and_publish(
 
     With digits = 3 it trains the Triple-MNIST network (`TRIPLE_ARCHITECTURE`) on three-digit
     canvases and writes `triple_mnist_<recipe>.onnx`, evaluated by exact top-3 sets.
-
-    A model already published there is not forgotten: its card's `history` carries over, and
-    the replaced file's hash and figures join it with `reason` (see `card.retired_entry`).
     """
     torch.set_num_threads(threads)  # oversubscribing 2 cores made epochs 13-25x slower
     recipe = recipe_for(recipe_name, digits)
-    arch = ARCHITECTURES[digits]
+    arch = architecture_for(recipe_name, digits)
+    pools = load_pools()
+    trained = train_classifier(recipe, arch, pools["train"], seed, progress, digits)
+    return publish(trained, recipe_name, out_dir, seed, threads, reason, digits)
+
+
+def publish(
+    trained: TrainedModel,
+    recipe_name: str,
+    out_dir: Path,
+    seed: int,
+    threads: int,
+    reason: str = "retrained with `mlrobust models train`",
+    digits: int = 2,
+) -> dict[str, Any]:
+    """Export a model trained with `recipe_name` (and its architecture), evaluate it, write its card.
+
+    Separate from training so that a long training run (issue 18's took an hour) can be saved
+    and published later through exactly the checks `models train` applies. A model already
+    published there is not forgotten: its card's `history` carries over, and the replaced
+    file's hash and figures join it with `reason` (see `card.retired_entry`).
+    """
+    recipe = recipe_for(recipe_name, digits)
+    arch = architecture_for(recipe_name, digits)
     path = model_path(out_dir, recipe_name, digits)
     history = _history_after_replacing(path, reason)
     pools = load_pools()
-    trained = train_classifier(recipe, arch, pools["train"], seed, progress, digits)
     eval_canvases = _eval_canvases(pools["test"], EVAL_SEED, digits)
     check = export_onnx(trained.model, path, eval_canvases.images[:, None], k=digits)
     evaluation = evaluate(trained.model, path, eval_canvases, seed)

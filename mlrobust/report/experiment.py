@@ -25,7 +25,9 @@ from mlrobust.report.experiment_stats import (
     explanation_cells,
     gaps,
     group_sizes,
+    key_order,
     layer_eps,
+    layer_label,
     model_comparisons,
     verifier_costs,
 )
@@ -35,6 +37,16 @@ GAP_LAYERS = 10  # layers shown in the certified-vs-attack table (the near ones 
 TABLE_LAYERS = 10  # layers of the ε-per-layer table in the Markdown (all of them in its CSV)
 EXAMPLE_CANVASES = 3  # rows of the heatmap grid
 EXTREME_CELLS = 5  # most fragile / most robust digit pairs listed in the Markdown
+
+
+PER_OBJECT_NOTE = (
+    "Some instances use `layers = per_object`: their layers are named `object:distance` (objects in the"
+    " order the spec lists them) and are aggregated only with the same object and distance, never by index."
+)
+
+
+def _per_object(data: SweepData) -> bool:
+    return any(o.labels for o in data.outcomes)
 
 
 @dataclass(frozen=True)
@@ -297,6 +309,8 @@ def _layers(lines: list[str], data: SweepData, figure, figure_dir: Path, link: s
         f"Layers 0–{TABLE_LAYERS - 1} below; every layer is in [eps_per_layer.csv]({link}/eps_per_layer.csv).",
         "",
     ]
+    if _per_object(data):
+        lines += [PER_OBJECT_NOTE, ""]
     for cutting in data.cuttings():
         models = [m for m in data.models() if per_group[(m, cutting)]]
         if not models:
@@ -307,15 +321,14 @@ def _layers(lines: list[str], data: SweepData, figure, figure_dir: Path, link: s
             "| layer | " + " | ".join(f"{m} n | {m} mean | {m} median" for m in models) + " |",
             "| --- | " + " | ".join("--- | --- | ---" for _ in models) + " |",
         ]
-        for layer in range(TABLE_LAYERS):
-            rows = [per_group[(m, cutting)] for m in models]
-            if all(layer >= len(r) for r in rows):
-                break
+        by_key = [{r.key: r for r in per_group[(m, cutting)]} for m in models]
+        keys = sorted({key for rows in by_key for key in rows if key[1] < TABLE_LAYERS}, key=key_order)
+        for key in keys:
             cells = [
-                "— | — | —" if layer >= len(r) else f"{r[layer].n} | {num(r[layer].mean)} | {num(r[layer].median)}"
-                for r in rows
+                f"{rows[key].n} | {num(rows[key].mean)} | {num(rows[key].median)}" if key in rows else "— | — | —"
+                for rows in by_key
             ]
-            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+            lines.append(f"| {layer_label(key)} | " + " | ".join(cells) + " |")
         lines.append("")
     return _write_layers(figure_dir / "eps_per_layer.csv", per_group)
 
@@ -326,7 +339,7 @@ def _write_layers(path: Path, per_group: dict[tuple[str, str], list[LayerEps]]) 
     writer.writerow(["model", "cutting", "layer", "n", "mean_eps", "median_eps"])
     for (model, cutting), rows in per_group.items():
         for r in rows:
-            writer.writerow([model, cutting, r.layer, r.n, repr(r.mean), repr(r.median)])
+            writer.writerow([model, cutting, layer_label(r.key), r.n, repr(r.mean), repr(r.median)])
     atomic_write_text(path, buffer.getvalue())
     return path
 
@@ -344,6 +357,12 @@ def _heatmaps(lines: list[str], data: SweepData, figure) -> None:  # type: ignor
     lines += ["## Example heatmaps", ""]
     if not rows:
         lines += ["No done instance with a mask file to draw.", ""]
+        if _per_object(data):
+            lines += [
+                "Instances with `layers = per_object` are not drawn here (their layers follow several objects);"
+                " each instance's own heatmap.png shows them.",
+                "",
+            ]
         return
     lines += [
         f"The same canvases ({', '.join(rows)}) under every model and cutting ({method}): ε* per pixel,"
@@ -417,7 +436,8 @@ def _gap(lines: list[str], data: SweepData, figure) -> None:  # type: ignore[no-
     for model, rows in per_model.items():
         for r in rows:
             lines.append(
-                f"| {model} | {r.layer} | {r.n} | {num(r.proved)} | {r.bracketed} | {num(r.refuted)} | {num(r.ratio)} |"
+                f"| {model} | {layer_label(r.key)} | {r.n} | {num(r.proved)} | {r.bracketed} | {num(r.refuted)} |"
+                f" {num(r.ratio)} |"
             )
     lines.append("")
     brackets = sum(r.bracketed for rows in per_model.values() for r in rows)

@@ -19,6 +19,11 @@ SCHEMA = "mlrobust.sweep/1"
 RESULT_SCHEMA = "mlrobust.run/1"
 NEAR_LAYERS = (1, 2, 3)  # "near" layers in the explanations: the ring just around the object
 
+# A layer as the report groups it across instances: (object, distance). The object is None
+# under `layers = union`, where the layer index is the distance; under `per_object` the same
+# index means different (object, distance) pairs on different canvases, so indices never mix.
+LayerKey = tuple[int | None, int]
+
 
 @dataclass(frozen=True)
 class VerifierUse:
@@ -53,6 +58,12 @@ class Outcome:
     image: str | None = None
     mask: str | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
+    labels: tuple[LayerKey, ...] = ()  # per entry of eps, its (object, distance); () under union
+
+    @property
+    def layers(self) -> tuple[LayerKey, ...]:
+        """Per entry of eps, its (object, distance): under union (no labels), (None, index)."""
+        return self.labels or tuple((None, d) for d in range(len(self.eps)))
 
     @property
     def done(self) -> bool:
@@ -202,13 +213,19 @@ def _with_result(base: Outcome, result: dict[str, Any]) -> Outcome:
     }
     cuts = sum(1 for q in result.get("queries") or [] if str(q.get("purpose", "")).startswith("expand (CEGIS cut"))
     lo, hi = problem.get("range", [0.0, 1.0])
+    eps = tuple(float(v) for v in result["eps"])
+    given = problem.get("layer_labels")  # null under union (older results: absent)
+    labels = tuple((int(o), int(d)) for o, d in given) if given else ()
+    if labels and len(labels) != len(eps):
+        raise ValueError(f"{len(labels)} layer labels for {len(eps)} layers")
     return replace(
         base,
         target=int(problem["target"]) if problem.get("target") is not None else None,  # keep_predicted: none
         perturbed_label=problem.get("perturbed_label"),
         size=float(result["size"]),
         uniform_size=float(result["uniform_size"]) if result.get("uniform_size") is not None else None,
-        eps=tuple(float(v) for v in result["eps"]),
+        eps=eps,
+        labels=labels,
         weights=tuple(float(v) for v in problem["weights"]),
         refuted=tuple((float(layer["refuted"]) if layer.get("refuted") is not None else None) for layer in layers),
         maximality=tuple(str(layer.get("status")) for layer in layers),

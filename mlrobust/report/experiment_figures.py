@@ -58,9 +58,17 @@ def layer_lines(path: Path, per_group: dict[tuple[str, str], list[LayerEps]]) ->
             rows = per_group.get((model, cutting), [])
             if not rows:
                 continue
-            layers = [r.layer for r in rows]
-            axis.plot(layers, [r.mean for r in rows], color=colours(i), label=f"{model} mean")
-            axis.plot(layers, [r.median for r in rows], color=colours(i), linestyle="--", label=f"{model} median")
+            objects = list(dict.fromkeys(r.object for r in rows))
+            for obj in objects:  # one line per object under per_object layers (union: one, object None)
+                mine = [r for r in rows if r.object == obj]
+                name = model if obj is None else f"{model} object {obj}"
+                layers = [r.layer for r in mine]
+                alpha = 1.0 - 0.5 * objects.index(obj) / max(len(objects), 1)
+                axis.plot(layers, [r.mean for r in mine], color=colours(i), alpha=alpha, label=f"{name} mean")
+                axis.plot(
+                    layers, [r.median for r in mine], color=colours(i), alpha=alpha, linestyle="--",
+                    label=f"{name} median",
+                )  # fmt: skip
         axis.set_xlabel("layer (distance to the perturbed digit)")
         axis.set_ylabel("ε*")
         axis.set_title(f"ε* per layer, {cutting} cutting", fontsize=9)
@@ -136,12 +144,17 @@ def gap_plot(path: Path, per_model: dict[str, list[LayerGap]]) -> None:
     figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
     for axis, model in zip(axes[0], models, strict=True):
         rows = per_model[model]
-        axis.bar([r.layer for r in rows], [r.proved for r in rows], color="tab:green", label="median ε* (proved)")
-        marked = [(r.layer, r.refuted) for r in rows if r.refuted is not None]
+        per_object = any(r.object is not None for r in rows)
+        # union: at its distance; per_object: one slot per (object, distance), labelled object:distance
+        xs_all = [float(i) for i in range(len(rows))] if per_object else [r.layer for r in rows]
+        axis.bar(xs_all, [r.proved for r in rows], color="tab:green", label="median ε* (proved)")
+        if per_object:
+            axis.set_xticks(xs_all, [f"{r.object}:{r.layer}" for r in rows], rotation=90, fontsize=6)
+        marked = [(x, r.refuted) for x, r in zip(xs_all, rows, strict=True) if r.refuted is not None]
         if marked:
             xs, ys = zip(*marked, strict=True)
             axis.scatter(xs, ys, marker="v", color="tab:red", s=18, label="median ε_d of a counterexample")
-        axis.set_xlabel("layer")
+        axis.set_xlabel("object:distance" if per_object else "layer")
         axis.set_ylabel("ε")
         axis.set_title(f"{model}: proved vs refuted", fontsize=9)
         axis.legend(fontsize=7)

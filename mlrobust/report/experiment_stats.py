@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 from scipy import stats
 
-from mlrobust.report.experiment_data import NEAR_LAYERS, Outcome, SweepData
+from mlrobust.report.experiment_data import NEAR_LAYERS, LayerKey, Outcome, SweepData
 
 SAME = 1e-12  # two sizes this close are the same answer (they are computed by the same code)
 DIGITS = 10
@@ -156,20 +156,49 @@ def cutting_comparisons(data: SweepData) -> list[CuttingComparison]:
     return found
 
 
+def key_order(key: LayerKey) -> tuple[int, int]:
+    """Objects in the order the spec lists them, then by distance (union: by distance)."""
+    return (-1 if key[0] is None else key[0], key[1])
+
+
+def layer_keys(done: list[Outcome]) -> list[LayerKey]:
+    """Every (object, distance) some instance has, in `key_order`."""
+    return sorted({key for o in done for key in o.layers}, key=key_order)
+
+
+def layer_label(key: LayerKey) -> str:
+    """How a table names a layer: its distance under union (as always), `object:distance` else."""
+    obj, distance = key
+    return str(distance) if obj is None else f"{obj}:{distance}"
+
+
+def _at(outcome: Outcome, values: tuple, key: LayerKey):  # type: ignore[no-untyped-def]
+    """The instance's entry of `values` (eps, refuted) for this layer; None when it has no such layer."""
+    try:
+        index = outcome.layers.index(key)
+    except ValueError:
+        return None
+    return values[index] if index < len(values) else None
+
+
 @dataclass(frozen=True)
 class LayerEps:
-    layer: int
+    layer: int  # the distance (under union: the layer index)
     n: int  # instances with this layer (the layer count depends on where the object lies)
     mean: float
     median: float
+    object: int | None = None  # the object, under per_object layers
+
+    @property
+    def key(self) -> LayerKey:
+        return (self.object, self.layer)
 
 
 def layer_eps(done: list[Outcome]) -> list[LayerEps]:
-    depth = max((len(o.eps) for o in done), default=0)
     rows = []
-    for layer in range(depth):
-        values = [o.eps[layer] for o in done if len(o.eps) > layer]
-        rows.append(LayerEps(layer, len(values), float(np.mean(values)), float(np.median(values))))
+    for key in layer_keys(done):
+        values = [v for o in done if (v := _at(o, o.eps, key)) is not None]
+        rows.append(LayerEps(key[1], len(values), float(np.mean(values)), float(np.median(values)), key[0]))
     return rows
 
 
@@ -185,9 +214,21 @@ class Cell:
     near_eps: float  # median over instances of the mean ε of the near layers
 
 
+def _mean_at_distances(outcome: Outcome, distances: tuple[int, ...]) -> float | None:
+    """Mean ε over the instance's layers at these distances (of every object, under per_object)."""
+    values = [e for e, (_, d) in zip(outcome.eps, outcome.layers, strict=True) if d in distances]
+    return float(np.mean(values)) if values else None
+
+
 def near_eps(outcome: Outcome) -> float:
-    values = [outcome.eps[d] for d in NEAR_LAYERS if d < len(outcome.eps)]
-    return float(np.mean(values)) if values else 0.0
+    value = _mean_at_distances(outcome, NEAR_LAYERS)
+    return 0.0 if value is None else value
+
+
+def object_eps(outcome: Outcome) -> float:
+    """ε of the perturbed object itself (distance 0; under per_object, the mean over objects)."""
+    value = _mean_at_distances(outcome, (0,))
+    return 0.0 if value is None else value
 
 
 def explanation_cells(done: list[Outcome]) -> list[Cell]:
@@ -199,7 +240,7 @@ def explanation_cells(done: list[Outcome]) -> list[Cell]:
         Cell(
             p, t, len(group),
             float(np.median([o.size for o in group])),
-            float(np.median([o.eps[0] for o in group])),
+            float(np.median([object_eps(o) for o in group])),
             float(np.median([near_eps(o) for o in group])),
         )
         for (p, t), group in sorted(cells.items())
@@ -210,29 +251,38 @@ def explanation_cells(done: list[Outcome]) -> list[Cell]:
 class LayerGap:
     """How far the proved ε*_d is from the smallest confirmed counterexample's ε_d."""
 
-    layer: int
+    layer: int  # the distance (under union: the layer index)
     n: int  # instances with this layer
     proved: float  # median ε*_d
     bracketed: int  # instances with a confirmed counterexample for this layer
     refuted: float | None  # median refuted ε_d over those
     ratio: float | None  # median refuted / ε*_d over those with ε*_d > 0
+    object: int | None = None  # the object, under per_object layers
+
+    @property
+    def key(self) -> LayerKey:
+        return (self.object, self.layer)
 
 
-def gaps(done: list[Outcome], layers: int) -> list[LayerGap]:
+def gaps(done: list[Outcome], distances: int) -> list[LayerGap]:
+    """The gap of every layer closer than `distances` to its object."""
     rows = []
-    for layer in range(layers):
-        having = [o for o in done if len(o.eps) > layer]
-        if not having:
-            break
-        bracketed = [o for o in having if len(o.refuted) > layer and o.refuted[layer] is not None]
-        ratios = [o.refuted[layer] / o.eps[layer] for o in bracketed if o.eps[layer] > 0]  # type: ignore[operator]
+    for key in layer_keys(done):
+        if key[1] >= distances:
+            continue
+        having = [o for o in done if _at(o, o.eps, key) is not None]
+        proved = {id(o): _at(o, o.eps, key) for o in having}
+        refuted = {id(o): r for o in having if (r := _at(o, o.refuted, key)) is not None}
+        bracketed = [o for o in having if id(o) in refuted]
+        ratios = [refuted[id(o)] / proved[id(o)] for o in bracketed if proved[id(o)] > 0]
         rows.append(
             LayerGap(
-                layer, len(having),
-                float(np.median([o.eps[layer] for o in having])),
+                key[1], len(having),
+                float(np.median(list(proved.values()))),
                 len(bracketed),
-                median([o.refuted[layer] for o in bracketed]),  # type: ignore[misc]
+                median([refuted[id(o)] for o in bracketed]),
                 median(ratios),
+                key[0],
             )
         )
     return rows

@@ -44,7 +44,7 @@ import numpy as np
 
 from mlrobust.plan import Plan
 from mlrobust.search.cutting import cut
-from mlrobust.search.oracle import NOT_ASKED, Oracle, OutOfTime
+from mlrobust.search.oracle import NOT_ASKED, Oracle, OutOfTime, box_key
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.verdict import Status
 
@@ -306,7 +306,7 @@ def expand(
             return robust, "no layer can grow"
         if float(np.dot(weights, proposal - robust)) < resolution * float(weights.max()):
             return robust, "converged"
-        if _key(proposal) in refused:
+        if box_key(proposal) in refused:
             # the guide proposes again what the chain already left unproved (its sound verifier is
             # weaker than the guide's bound): asking again would only replay the cached answer
             return robust, "converged (the chain does not prove the guide's next step)"
@@ -316,14 +316,10 @@ def expand(
             if query.status is Status.ROBUST:
                 robust = proposal
                 break
-            refused.add(_key(proposal))
+            refused.add(box_key(proposal))
             proposal = cut(proposal, robust, cutting)
-            if np.max(proposal - robust) < resolution / 2 or oracle.exhausted() or _key(proposal) in refused:
+            if np.max(proposal - robust) < resolution / 2 or oracle.exhausted() or box_key(proposal) in refused:
                 return robust, "converged"
-
-
-def _key(eps: np.ndarray) -> tuple[float, ...]:
-    return tuple(float(v) for v in eps)
 
 
 def maximality(
@@ -601,13 +597,17 @@ def oracle_guided(
         eps, reason, starts = _multi_start(oracle, weights, cutting, resolution, limit, uniform, given_starts)
         rounds, grew = 0, True
         layers_result: tuple[LayerMaximality, ...] = ()
+        grown = np.zeros(layers)  # per layer, what the complete verifiers grew over all rounds
         while grew and oracle.exhausted() is None and rounds < MAX_ROUNDS:
             # a layer the complete verifiers grew makes the box larger: the other layers' answers
             # were about a smaller box, so they are asked again until a round changes nothing
             before = eps.copy()
             eps, layers_result = maximality(oracle, eps, weights, resolution)
             rounds += 1
+            grown += [r.grown for r in layers_result]
             grew = bool(np.any(eps > before)) and any(r.grown > 0 for r in layers_result)
+        # each round reports what it grew; a layer grown in an earlier round keeps that credit
+        layers_result = tuple(replace(r, grown=float(grown[r.layer])) for r in layers_result)
         complete = oracle.exhausted() is None
         stop = reason if complete else oracle.exhausted() or ""
         # the brackets are evidence about ε*, not part of finding it: a budget they spend leaves
@@ -645,7 +645,7 @@ def _multi_start(
     starts: list[StartResult] = []
 
     def keep(name: str, box: np.ndarray) -> np.ndarray:
-        starts.append(StartResult(name, tuple(float(v) for v in box), size(box)))
+        starts.append(StartResult(name, box_key(box), size(box)))
         return box
 
     # Expanding from the uniform optimum itself is blocked (it sits on the bound's boundary in

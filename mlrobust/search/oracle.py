@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,11 @@ class Query:
     cached: bool  # answered from the journal or by monotonicity, not by a verifier
     counterexample: str | None = None  # file name (in the run folder) for NOT_ROBUST
     purpose: str = ""
+
+
+def box_key(eps: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+    """A box as the journal, the cache and the search's bookkeeping know it: exact floats."""
+    return tuple(float(v) for v in eps)
 
 
 @dataclass
@@ -273,7 +278,7 @@ class Oracle:
         room = None if self.query_cap is None else max(self.query_cap - self.spent, 0)
         if room is not None and len(asked) > room:
             for i in asked[room:]:
-                key = tuple(float(v) for v in boxes[i])
+                key = box_key(boxes[i])
                 answers[i] = Query(key, Status.UNKNOWN, NOT_ASKED, None, None, 0.0, True, purpose=purposes[i])
             asked = asked[:room]
         return asked
@@ -303,7 +308,7 @@ class Oracle:
                     name = self._keep_counterexample(verdict.counterexample)
                 status = Status.NOT_ROBUST if verdict.status is Status.NOT_ROBUST else Status.UNKNOWN
                 query = Query(
-                    tuple(float(v) for v in boxes[i]), status, verdict.verifier, None, verdict.best_margin,
+                    box_key(boxes[i]), status, verdict.verifier, None, verdict.best_margin,
                     verdict.seconds, False, name, purposes[i],
                 )  # fmt: skip
                 cut_short = self.deadline is not None and time.perf_counter() >= self.deadline
@@ -322,7 +327,7 @@ class Oracle:
         the same order (a box proved later in that run would otherwise answer an earlier
         question from the cache, and the search would take another path). Each journaled box
         counts once against the query budget, as it did when it was asked."""
-        key = tuple(float(v) for v in eps)
+        key = box_key(eps)
         entry = self.journal.get(key)
         if entry is not None and (falsifier or self._answers(entry, full)):
             # a rerun replays a falsifier's answers as they were: the run that asked had not yet
@@ -374,7 +379,7 @@ class Oracle:
             assert verdict.counterexample is not None
             counterexample_name = self._keep_counterexample(verdict.counterexample)
         query = Query(
-            tuple(float(v) for v in eps),
+            box_key(eps),
             verdict.status,
             verdict.verifier,
             min(bounds) if bounds else None,

@@ -447,11 +447,11 @@ def chain_on_device(chain: tuple[VerifierStep, ...], device: str | None) -> tupl
     cannot run there (e.g. `cuda` without a CUDA device), before any work."""
     if device is None:
         return chain
-    from mlrobust.contract.verifiers import on_device, unavailable_steps
+    from mlrobust.contract.verifiers import DEVICES, on_device, unavailable_steps
     from mlrobust.errors import UserError
 
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device {device!r} is not a device", hint="choose cpu or cuda")
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r} is not a device", hint=f"choose {' or '.join(DEVICES)}")
     moved = on_device(chain, device)
     blocked = unavailable_steps(moved)
     if blocked:
