@@ -63,7 +63,7 @@ def train_and_publish(
     arch = architecture_for(recipe_name, digits)
     pools = load_pools()
     trained = train_classifier(recipe, arch, pools["train"], seed, progress, digits)
-    return publish(trained, recipe_name, out_dir, seed, threads, reason, digits)
+    return publish(trained, recipe_name, out_dir, seed, threads, reason, digits, pools)
 
 
 def publish(
@@ -74,6 +74,7 @@ def publish(
     threads: int,
     reason: str = "retrained with `mlrobust models train`",
     digits: int = 2,
+    pools: dict[str, DigitPool] | None = None,
 ) -> dict[str, Any]:
     """Export a model trained with `recipe_name` (and its architecture), evaluate it, write its card.
 
@@ -86,7 +87,7 @@ def publish(
     arch = architecture_for(recipe_name, digits)
     path = model_path(out_dir, recipe_name, digits)
     history = _history_after_replacing(path, reason)
-    pools = load_pools()
+    pools = pools or load_pools()  # the caller's, when it trained from them
     eval_canvases = _eval_canvases(pools["test"], EVAL_SEED, digits)
     check = export_onnx(trained.model, path, eval_canvases.images[:, None], k=digits)
     evaluation = evaluate(trained.model, path, eval_canvases, seed)

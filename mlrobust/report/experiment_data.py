@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,15 @@ class Outcome:
     value_range: tuple[float, float] = (0.0, 1.0)
     labels: tuple[LayerKey, ...] = ()  # per entry of eps, its (object, distance); () under union
 
-    @property
+    @cached_property
     def layers(self) -> tuple[LayerKey, ...]:
         """Per entry of eps, its (object, distance): under union (no labels), (None, index)."""
         return self.labels or tuple((None, d) for d in range(len(self.eps)))
+
+    @cached_property
+    def layer_index(self) -> dict[LayerKey, int]:
+        """Where each (object, distance) sits in eps: the report looks every layer up by key."""
+        return {key: index for index, key in enumerate(self.layers)}
 
     @property
     def done(self) -> bool:

@@ -174,11 +174,8 @@ def layer_label(key: LayerKey) -> str:
 
 def _at(outcome: Outcome, values: tuple, key: LayerKey):  # type: ignore[no-untyped-def]
     """The instance's entry of `values` (eps, refuted) for this layer; None when it has no such layer."""
-    try:
-        index = outcome.layers.index(key)
-    except ValueError:
-        return None
-    return values[index] if index < len(values) else None
+    index = outcome.layer_index.get(key)
+    return values[index] if index is not None and index < len(values) else None
 
 
 @dataclass(frozen=True)
