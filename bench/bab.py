@@ -1,6 +1,6 @@
 """Branch and bound against the MILP on the cliff boxes of bench/ceiling.py.
 
-Usage: python bench/bab.py [--canvases 20] [--factor 1.05] [--limits 10 30]
+Usage: python bench/bab.py [--canvases 20] [--factor 1.05] [--limits 10 30] [--threads 2]
 
 Per canvas of the PGD model (target: the first digit; perturbed: the other one): CROWN's
 largest uniform ε by bisection, then the uniform box `factor` × that edge, which CROWN cannot
@@ -52,8 +52,9 @@ def main() -> None:
     parser.add_argument("--canvases", type=int, default=20)
     parser.add_argument("--factor", type=float, default=1.05)
     parser.add_argument("--limits", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the MILP uses 1 either way)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     network = bundled_model(args.model)
     rows: list[tuple[str, dict[tuple[str, float], tuple[Status, float]]]] = []
     for canvas, problem in problems(network, args.canvases):

@@ -1,7 +1,7 @@
 """Search benchmark: the oracle-guided search against its baselines, on test canvases.
 
 Usage: python bench/search.py [--model pgd] [--canvases 20 | --full] [--time-cap 60] [--fast]
-       [--thesis-query-limit 20] [--query-costs 3] [--methods NAME…] [--bab-seconds 2]
+       [--thesis-query-limit 20] [--query-costs 3] [--methods NAME…] [--bab-seconds 2] [--threads 2]
 
 Per canvas (target: its first digit; perturbed: the other digit; weights exponential(0.8),
 resolution 0.002, each method with a fresh oracle and no shared cache):
@@ -134,8 +134,9 @@ def main() -> None:
         help="on this many canvases, time one query of each oracle at half the uniform optimum",
     )
     parser.add_argument("--bab-seconds", type=float, default=2.0, help="bab's time limit per query (ours + bab)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     count = 100 if args.full else args.canvases
     network = bundled_model(args.model)
     ours_chain = (step("attack", steps=20, restarts=2), step("bounds"))

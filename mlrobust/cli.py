@@ -29,6 +29,12 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
+
+EPS_HELP = (
+    "one ε for every layer (0.05), one per layer (0.1,0.05,…), or under `layers = per_object` "
+    "one part per object separated by / (0.1,0.05/0.02)"
+)
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text, 10)
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler="mlrobust.commands.sweep:sweep")
     check = commands.add_parser("check", help="run one verification query of a spec at an epsilon vector")
     check.add_argument("spec", help="the .mlr spec")
-    check.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")
+    check.add_argument("--eps", required=True, help=EPS_HELP)
     check.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
     check.add_argument("--json", action="store_true", help="print one JSON object (docs/result-schema.md)")
     check.add_argument("--out", default=None, help="folder for a counterexample (default: the spec's output)")
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write one query of a spec as an ONNX + VNN-LIB pair, for any VNN-COMP verifier"
     )
     export.add_argument("spec", help="the .mlr spec")
-    export.add_argument("--eps", required=True, help="one ε for every layer (0.05) or one per layer (0.1,0.05,…)")
+    export.add_argument("--eps", required=True, help=EPS_HELP)
     export.add_argument("--out", required=True, help="the folder (pairs are named by hash; index.json lists them)")
     export.add_argument("--instance", type=non_negative_int, default=None, help="which instance of a sweep spec")
     export.add_argument(

@@ -142,11 +142,12 @@ def as_asked(spec: ir.Spec, instance: Instance, method: str) -> tuple[ir.Spec, s
     return spec, method
 
 
-def cutting_vector(spec: ir.Spec, method: Method, problem: Problem, counts: tuple[int, ...]) -> np.ndarray:
-    """The cutting weights: the spec's strategy (thesis-style's too), unless the method imposes one.
-    `counts`: each object's number of distances (one entry under `union`), for `fixed`, which
-    shrinks near rings less by the distance to their own object."""
-    strategy = ir.FixedCutting() if method.cutting == "fixed" else spec.cutting
+def cutting_vector(spec: ir.Spec, problem: Problem, counts: tuple[int, ...]) -> np.ndarray:
+    """The cutting weights of the spec's strategy (every method takes the spec's; thesis-style
+    imposed fixed in earlier versions, see `Method.former_cutting`). `counts`: each object's
+    number of distances (one entry under `union`), for `fixed`, which shrinks near rings less
+    by the distance to their own object."""
+    strategy = spec.cutting
     if isinstance(strategy, ir.ExplicitCutting):
         return np.array(strategy.values)  # held flat, object by object, as the layers are numbered
     if isinstance(strategy, ir.SensitivityCutting):
@@ -255,7 +256,7 @@ def compile(spec: ir.Spec, instance: Instance, method: str, networks: Networks |
         method=chosen,
         # a layer frozen whole cannot move at any ε: weight 0, so w·ε* counts only what can
         weights=ir.weight_vector(spec.weights, instance.pixel_layers().counts) * problem.free_layers(),
-        cutting=cutting_vector(spec, chosen, problem, instance.pixel_layers().counts),
+        cutting=cutting_vector(spec, problem, instance.pixel_layers().counts),
         chain=method_chain(spec, chosen),
         resolution=spec.search.resolution,
         budget=SearchBudget(spec.search.queries, spec.search.time_limit),

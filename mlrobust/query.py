@@ -28,10 +28,17 @@ SCHEMA = "mlrobust.check/1"
 Eps = float | str | Sequence[float] | np.ndarray
 
 
-def parse_eps(eps: Eps, layers: int) -> np.ndarray:
+def parse_eps(eps: Eps, layers: int, objects: Sequence[int] | None = None) -> np.ndarray:
     """ε as a user writes it: one number for every layer, or exactly one per layer; a string is
     the CLI's form (`0.05` or `0.1,0.05,…`). Anything else is a user error, never a crash deep
-    in a verifier."""
+    in a verifier.
+
+    `objects`: each perturbed object's number of distances under `layers = per_object` (flat
+    layers are numbered object by object). A string may then give the objects' parts apart,
+    separated by `/` (`0.1,0.05/0.02`): each part one number (all that object's distances) or
+    exactly one per distance, so a user need not count where one object's layers end."""
+    if isinstance(eps, str) and "/" in eps:
+        return _per_object_eps(eps, layers, objects)
     if isinstance(eps, str):
         try:
             values = [float(part) for part in eps.split(",") if part.strip()]
@@ -49,11 +56,44 @@ def parse_eps(eps: Eps, layers: int) -> np.ndarray:
     if len(values) == 1:
         return np.full(layers, values[0])
     if len(values) != layers:
+        per_object = ""
+        if objects is not None and len(objects) > 1:
+            per_object = f", or one part per object separated by / ({len(objects)} objects of {_counts(objects)})"
         raise UserError(
             f"ε (--eps) has {len(values)} values but the mask gives {layers} layers",
-            hint=f"give one value (every layer) or exactly {layers}",
+            hint=f"give one value (every layer) or exactly {layers}{per_object}",
         )
     return np.array(values)
+
+
+def _counts(objects: Sequence[int]) -> str:
+    return " / ".join(str(count) for count in objects) + " distances"
+
+
+def _per_object_eps(eps: str, layers: int, objects: Sequence[int] | None) -> np.ndarray:
+    """`a,b/c`: object 0's distances from `a,b`, object 1's from `c` (see `parse_eps`)."""
+    if objects is None or len(objects) < 2:
+        raise UserError(
+            f"ε (--eps) {eps!r} gives parts per object (/), but this spec's layers are not per object",
+            hint="per-object parts need `layers = per_object` and two or more perturbed objects; "
+            "give one value or one per layer",
+        )
+    parts = eps.split("/")
+    if len(parts) != len(objects):
+        raise UserError(
+            f"ε (--eps) {eps!r} has {len(parts)} per-object parts but the mask has {len(objects)} objects",
+            hint=f"one part per object, separated by /, each one value or one per distance ({_counts(objects)})",
+        )
+    pieces = []
+    for number, (part, count) in enumerate(zip(parts, objects, strict=True)):
+        try:
+            piece = parse_eps(part, count)
+        except UserError as error:
+            raise UserError(f"object {number}'s part of ε (--eps): {error.message}", hint=error.hint) from None
+        pieces.append(piece)
+    values = np.concatenate(pieces)
+    assert values.size == layers, "per-object counts add up to the layers"
+    return values
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +157,8 @@ def check(
     device: str | None = None,
     save_counterexample_to: Path | str | None = None,
 ) -> QueryResult:
-    """Ask the spec's chain about the box N(ε): ε is one number (every layer) or one per layer.
+    """Ask the spec's chain about the box N(ε): ε is one number (every layer), one per layer, or
+    (a string, under `layers = per_object`) one part per object separated by `/` (`parse_eps`).
 
     `spec` is a path or a Spec from `load_spec` (its files are checked again). A sweep spec has
     several instances: pick one with `instance`. `device` moves the chain's bound engines (bab's)
@@ -130,6 +171,12 @@ def check(
     return check_loaded(
         load_checked(spec), eps, instance=instance, device=device, save_counterexample_to=save_counterexample_to
     )
+
+
+def objects_of(instance: Any) -> tuple[int, ...] | None:
+    """Each object's number of distances under `layers = per_object`; None under union."""
+    layering = instance.pixel_layers()
+    return layering.counts if layering.per_object else None
 
 
 def check_loaded(
@@ -161,7 +208,7 @@ def check_loaded(
     chain = chain_on_device(loaded.chain, device)
     networks = Networks()
     problem = compile_problem(loaded, chosen, networks)
-    box = parse_eps(eps, problem.num_layers)
+    box = parse_eps(eps, problem.num_layers, objects_of(chosen))
     started = time.perf_counter()
     outcome = run_chain(problem, box, chain)
     seconds = time.perf_counter() - started

@@ -117,3 +117,32 @@ def test_json_on_a_bad_spec_prints_the_diagnostics_as_json(tmp_path: Path) -> No
         assert {"missing-field", "file-not-found"} <= codes
         assert all(d["file"] == str(bad) and d["line"] >= 1 for d in payload["diagnostics"])
         assert "file-not-found" in result.stderr  # the human report is still on stderr
+
+
+def test_per_object_eps_is_given_object_by_object_and_checked_against_each_objects_distances() -> None:
+    """Under `layers = per_object` a user writes each object's part of ε apart (`a,b/c`): the
+    query's box holds exactly those values in the flat, object-by-object order; a part of the
+    wrong length, a missing object or `/` on a union spec are user errors that name the counts."""
+    from mlrobust.query import check
+    from mlrobust.spec.check import load_checked
+
+    spec = REPO / "tests" / "specs" / "run" / "per_object.mlr"
+    checked = load_checked(spec)
+    assert checked.spec is not None
+    counts = checked.instances[0].pixel_layers().counts
+    assert len(counts) == 2 and counts[1] >= 2
+    digit = ",".join(f"{0.001 * (d + 1):g}" for d in range(counts[0]))
+    answer = check(spec, f"{digit}/0.003")
+    expected = [0.001 * (d + 1) for d in range(counts[0])] + [0.003] * counts[1]
+    np.testing.assert_allclose(answer.eps, expected)
+    patch = ",".join(["0.002"] * counts[1])
+    np.testing.assert_allclose(check(spec, f"0/{patch}").eps, [0.0] * counts[0] + [0.002] * counts[1])
+
+    wrong_length = run_cli("check", str(spec), "--eps", "0.1,0.2/0.01")
+    assert wrong_length.code == 1 and "object 0" in wrong_length.stderr and str(counts[0]) in wrong_length.stderr
+    one_part = run_cli("check", str(spec), "--eps", "0.1/0.1/0.1")
+    assert one_part.code == 1 and "2 objects" in one_part.stderr
+    flat_wrong = run_cli("check", str(spec), "--eps", "0.1,0.2")
+    assert flat_wrong.code == 1 and "separated by /" in flat_wrong.stderr
+    union = run_cli("check", str(REPO / "specs" / "double_mnist_pgd.mlr"), "--eps", "0.1/0.1")
+    assert union.code == 1 and "not per object" in union.stderr and "Traceback" not in union.stderr

@@ -1,7 +1,7 @@
 """The search and its baselines, as records: the spec checker, the CLI and the compiler read them.
 
-A baseline that differs from the search only in its oracle or its cutting says so here
-(`oracle`, `cutting`), so no stage has to recognise it by name.
+A baseline that differs from the search only in its oracle says so here (`oracle`), so no
+stage has to recognise it by name. Every method takes the spec's cutting.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ class Method:
     summary: str
     loop: str  # which loop runs: "search" | "uniform" | "per-layer"
     oracle: str | None = None  # a verifier that replaces the spec's chain (its time limit kept)
-    cutting: str | None = None  # a cutting strategy that replaces the spec's: "fixed" (none does today)
     # the cutting this method imposed in earlier versions, before it took the spec's: a question
     # asked with another cutting gets a mark in its hash, so an answer computed under the old
     # rule (with this cutting, whatever the spec said) is never reused for it
