@@ -428,3 +428,55 @@ def test_per_object_layers_are_aggregated_by_object_and_distance_never_by_index(
     # union results keep their plain layer numbers
     union = outcome("c", 1.0, (0.1, 0.2))
     assert [layer_label(r.key) for r in layer_eps([union])] == ["0", "1"]
+
+
+def test_an_archived_sweep_reports_the_same_bytes_and_is_reused_by_a_rerun(reported, tmp_path: Path) -> None:
+    """The archive (mlrobust/sweep_archive.py) keeps only the manifest, the summary and each done
+    instance's result.json, yet the report from its unpacked copy is byte-identical (Markdown
+    and figures), every done instance would be reused by a rerun of the sweep, packing twice
+    gives the same bytes, and unpacking never overwrites a file that differs."""
+    from mlrobust.errors import UserError
+    from mlrobust.spec.check import load_checked
+    from mlrobust.sweep import manifest_rows
+    from mlrobust.sweep_archive import pack, unpack
+
+    folder, out, _ = reported
+    archive = tmp_path / "sweeps.tar.gz"
+    packed = pack([folder], archive)
+    manifest = json.loads((folder / "sweep.json").read_text())
+    done = [row for row in manifest["instances"] if row["status"] == "done"]
+    assert packed.results == len(done) > 0
+    assert pack([folder], tmp_path / "again.tar.gz").size == packed.size
+    assert (tmp_path / "again.tar.gz").read_bytes() == archive.read_bytes()
+
+    copy = tmp_path / "copy"
+    unpacked = unpack(archive, copy)
+    assert not unpacked.kept
+    names = {path.name for path in (copy / folder.name).rglob("*") if path.is_file()}
+    assert names == {"sweep.json", "results.csv", "result.json"}  # no journal, plot or counterexample
+    again = copy / "docs" / "results.md"
+    assert run_cli("report", str(copy / folder.name), "--out", str(again)).code == 0
+    for original in sorted(out.parent.rglob("*")):
+        if original.is_file() and original != out:
+            twin = again.parent / original.relative_to(out.parent)
+            assert twin.read_bytes() == original.read_bytes(), original.name
+
+    def spec_unnamed(text: str) -> str:  # the spec's path is written relative to the page
+        return re.sub(r"`mlrobust sweep \S+", "`mlrobust sweep SPEC", text)
+
+    assert spec_unnamed(again.read_text()) == spec_unnamed(out.read_text())
+
+    checked = load_checked(folder.parent / "report.mlr")
+    assert checked.spec is not None
+    rows = manifest_rows(checked.spec, checked.instances, copy / folder.name, checked.spec.search.method)
+    assert {row.folder for row in rows if row.status == "done"} == {row["folder"] for row in done}
+
+    changed = copy / folder.name / done[0]["folder"] / "result.json"
+    changed.write_text("{}")
+    assert unpack(archive, copy).kept == (changed,) and changed.read_text() == "{}"
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not an archive")
+    with pytest.raises(UserError, match="could not unpack"):
+        unpack(bad, copy)
+    with pytest.raises(UserError, match="not a sweep folder"):
+        pack([tmp_path], archive)
