@@ -314,6 +314,17 @@ def _known_cutting_weights(cutting: Cutting, counts: tuple[int, ...]) -> list[fl
     return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not
+    the machine's count. Workers that each take more torch threads than they have cores wait
+    on one another at every parallel op: on this 2-core machine, a 2-thread worker beside a
+    1-thread training ran its queries about 20× slower than alone."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def manifest_rows(spec: Spec, instances: list[Instance], root: Path, method: str) -> list[Row]:
     """Every instance's row: reused from the last manifest when still done, else pending."""
     previous = _previous_rows(root)
@@ -459,7 +470,7 @@ def _sweep(
     earlier = _earlier_time(root)
     rows = manifest_rows(spec, instances, root, chosen)
     todo = [row for row in rows if not row.reused]
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     count = max(1, min(workers or cores, len(todo) or 1))
     # torch threads per run: this machine's cores shared by the local workers (a remote
     # cluster's tasks take one thread each, the threads its workers were started with)

@@ -258,3 +258,47 @@ def test_maxpool_plane_holds_at_every_vertex_and_touches_one(seed: int, padding,
         assert gap.max() >= offset[out] - 1e-9
         if bool(relaxation.decided[out]):
             assert offset[out] == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seeds,
+    st.sampled_from([(8, 4), (8, 2), (6, 4), (5, 3), (3, 1), (3, 2), (2, 3)]),
+    st.sampled_from([(8, 8), (6, 6), (3, 2)]),
+    st.integers(1, 3),
+)
+def test_phase_split_transpose_is_the_dense_transpose(seed: int, geometry, patch, inputs: int) -> None:  # type: ignore[no-untyped-def]
+    """The float32 |rows·M| product goes through Conv_a's transpose split by output phase
+    (`patches._Phases`); it must be the dense transpose's product, entry for entry, for any
+    kernel and stride (a kernel that is not a multiple of the stride, or smaller than it, too)."""
+    from mlrobust.nn import ops as o
+
+    kernel, stride = geometry
+    rng = np.random.default_rng(seed)
+    channels = 3
+    size = 40
+    out = (size - kernel) // stride + 1
+    conv = o.Conv(
+        rng.normal(0, 0.5, (channels, inputs, kernel, kernel)),
+        rng.normal(0, 0.3, channels),
+        (stride, stride),
+        (0, 0, 0, 0),
+        (1, 1),
+        (inputs, size, size),
+        (channels, out, out),
+    )
+    matrix, _ = patches._transposed_conv_matrix(conv, patch, torch.float64)  # (C_a·kb·kb, C_in·P·P)
+    phases = patches._Phases.of(conv, patch)
+    rows = torch.as_tensor(rng.normal(0, 1, (5, matrix.shape[0])))
+    spread = torch.as_tensor(rng.uniform(0, 1, (4, matrix.shape[1])))
+    dense = rows @ matrix
+    split = phases.product(rows.float()).double()
+    # the same numbers in phase order: contract each with the radii arranged the same way
+    for u in range(spread.shape[0]):
+        expected = dense.abs() @ spread[u]
+        got = (split.abs() * phases.arrange(spread[u : u + 1].float()).double()).flatten(1).sum(1)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4)
+    # and each image pixel exactly once: the arranged radii hold every pixel and zeros elsewhere
+    arranged = phases.arrange(torch.arange(1, matrix.shape[1] + 1, dtype=torch.float32)[None])
+    values = arranged[arranged > 0]
+    assert sorted(values.tolist()) == list(range(1, matrix.shape[1] + 1))

@@ -220,3 +220,23 @@ def test_run_refuses_a_misclassified_image_with_a_user_error(tmp_path: Path) -> 
     cli = run_cli("run", str(SPEC.with_name("misclassified.mlr")), "--out", str(tmp_path))
     assert cli.code == 1
     assert "does not put target 3 in its top 2 on test/0007" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_workers_share_the_cores_this_process_may_use_not_the_machines() -> None:
+    """Under taskset (or a container's cpuset) the sweep counts only the cores it may run on:
+    a worker with more torch threads than cores waits on descheduled threads at every op."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from mlrobust.sweep import usable_cores; print(usable_cores())"
+    )
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "1"
+    from mlrobust.sweep import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0))
