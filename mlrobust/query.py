@@ -173,12 +173,6 @@ def check(
     )
 
 
-def objects_of(instance: Any) -> tuple[int, ...] | None:
-    """Each object's number of distances under `layers = per_object`; None under union."""
-    layering = instance.pixel_layers()
-    return layering.counts if layering.per_object else None
-
-
 def check_loaded(
     checked: CheckResult,
     eps: Eps,
@@ -208,7 +202,7 @@ def check_loaded(
     chain = chain_on_device(loaded.chain, device)
     networks = Networks()
     problem = compile_problem(loaded, chosen, networks)
-    box = parse_eps(eps, problem.num_layers, objects_of(chosen))
+    box = parse_eps(eps, problem.num_layers, chosen.object_distances())
     started = time.perf_counter()
     outcome = run_chain(problem, box, chain)
     seconds = time.perf_counter() - started

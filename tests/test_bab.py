@@ -169,3 +169,60 @@ def test_bab_proves_a_box_past_crowns_edge_on_the_bundled_pgd_model() -> None:
     verdict = VERIFIERS["bab"].check(problem, eps, time_limit=60.0)
     assert verdict.status is Status.ROBUST, verdict.stats
     assert not violated_anywhere(problem, eps, 0)
+
+
+def test_bab_started_from_other_boxes_tuning_stays_sound_and_complete(nets) -> None:  # type: ignore[no-untyped-def]
+    """Each query's root starts from the previous query's tuned parameters (`WarmStart`): a
+    search asks nearby boxes in a row. Such a start changes only where the tuning begins, so
+    on a run of growing and shrinking boxes every verdict must still be sound and agree with
+    the exact MILP wherever both decide, and warm-started queries must really have decided."""
+    warm = 0
+    for seed, conv in ((0, True), (1, False)):
+        problem = problem_on(nets[(seed, conv)], seed, 2)
+        for radius in (0.3, 0.1, 0.45, 0.2):
+            eps = np.full(problem.num_layers, radius)
+            verdict = VERIFIERS["bab"].check(problem, eps, time_limit=20.0, batch=16)
+            warm += int(verdict.stats["warm_started"]) * int(verdict.definite)
+            if verdict.status is Status.ROBUST:
+                assert not violated_anywhere(problem, eps, seed)
+            if verdict.status is Status.NOT_ROBUST:
+                from mlrobust.verify.recheck import recheck
+
+                assert recheck(problem, eps, verdict.counterexample).confirmed
+            exact = VERIFIERS["milp"].check(problem, eps, time_limit=30.0)
+            if exact.definite and verdict.definite:
+                assert verdict.status is exact.status, (seed, conv, radius, verdict.stats, exact.stats)
+    assert warm >= 2, "too few warm-started queries decided: the warm start is not exercised"
+
+
+def test_remembered_tuning_goes_back_to_the_same_rows_and_disjuncts() -> None:
+    """`remember` then `seed_params` on the same objective: every live row starts from the short
+    pass's parameters, every combined row from the parameters tuned for its own disjunct (λ at
+    its own member rows), even when the live rows are not the first ones."""
+    rows, shape = 6, (2, 3)
+    live = torch.tensor([1, 3, 4])
+    members = torch.tensor([[True, True, False], [False, True, True], [True, False, True]])
+    objective = bab.Objective(live, members, True, -1.0)
+    generator = torch.Generator().manual_seed(0)
+    short = bab.Params({5: torch.rand((1, rows, *shape), generator=generator)}, {}, None)
+    tuned = bab.Params(
+        {5: torch.rand((1, 3 + 3, *shape), generator=generator)},
+        {},
+        torch.where(members[None], torch.randn((1, 3, 3), generator=generator), torch.zeros(1, 3, 3)),
+    )
+    known = bab.remember(objective, short, tuned, "cpu")
+    # the full-row memory: the long tuning's on the live rows, the short pass's elsewhere
+    assert torch.equal(known.rows.alphas[5][:, live], tuned.alphas[5][:, :3])
+    assert torch.equal(known.rows.alphas[5][:, [0, 2, 5]], short.alphas[5][:, [0, 2, 5]])
+    # the next query's short pass returns other parameters; its combined rows come from memory
+    again = bab.Params({5: torch.rand((1, rows, *shape), generator=generator)}, {}, None)
+    values = torch.arange(rows, dtype=torch.float64)
+    seeded = bab.seed_params(objective, again, values, known)
+    assert torch.equal(seeded.alphas[5][:, :3], again.alphas[5][:, live])
+    assert torch.equal(seeded.alphas[5][:, 3:], tuned.alphas[5][:, 3:])
+    assert seeded.logits is not None and tuned.logits is not None
+    assert torch.equal(seeded.logits[members[None]], tuned.logits[members[None]])
+    # with nothing remembered a combined row starts from its member of largest bound
+    fresh = bab.seed_params(objective, again, values, None)
+    hardest = [3, 4, 4]  # rows {1, 3}, {3, 4}, {1, 4}: the larger value wins
+    assert torch.equal(fresh.alphas[5][:, 3:], again.alphas[5][:, hardest])

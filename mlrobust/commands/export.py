@@ -12,7 +12,7 @@ from mlrobust.errors import ExitCode, UserError
 
 def export(args: argparse.Namespace) -> ExitCode:
     from mlrobust.compile import compile_problem
-    from mlrobust.query import objects_of, parse_eps
+    from mlrobust.query import parse_eps
     from mlrobust.spec.check import load_checked
     from mlrobust.vnnlib.export import FORMS, Exporter, export_query
 
@@ -25,7 +25,7 @@ def export(args: argparse.Namespace) -> ExitCode:
         raise UserError(f"--instance {index} is out of range: the spec has {len(instances)} instances")
     instance = instances[index]
     problem = compile_problem(spec, instance)
-    eps = parse_eps(args.eps, problem.num_layers, objects_of(instance))
+    eps = parse_eps(args.eps, problem.num_layers, instance.object_distances())
     forms = FORMS if args.form == "both" else (args.form,)
     folder = Path(args.out)
     info = {

@@ -56,6 +56,12 @@ class Instance:
         """The instance's layering (the union's when none was set)."""
         return self.layering if self.layering is not None else union_layering(self.mask)
 
+    def object_distances(self) -> tuple[int, ...] | None:
+        """Each object's number of distances under `layers = per_object` (an `--eps` is given
+        object by object then); None under union."""
+        layering = self.pixel_layers()
+        return layering.counts if layering.per_object else None
+
     @property
     def where(self) -> str:
         """The canvas id, or the image file's name."""

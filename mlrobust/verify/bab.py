@@ -38,6 +38,8 @@ from mlrobust.verify.adam import Adam
 from mlrobust.verify.recheck import recheck, snap_into_box
 from mlrobust.verify.verdict import QueryBudget, Status, Verdict
 
+PLATEAU_STEPS, PLATEAU_GAIN = 10, 1e-3  # a long tuning stops once 10 steps gain < 1e-3 on every domain
+ROOT_SCHEDULE = (0.5, 0.95)  # the root's long tuning: large steps first (the combined rows' λ move far), then fine
 ROOT_STEPS = 100  # α/β/c optimisation steps at the root (one domain: cheap, and it warm-starts all)
 MAX_DOMAINS = 20_000  # open domains kept at once (each holds its splits: a few bytes per unstable ReLU)
 
@@ -272,6 +274,7 @@ class Stats:
     branch_seconds: float = 0.0
     attack_seconds: float = 0.0
     lp_seconds: float = 0.0
+    warm_started: int = 0  # 1: the root started from a previous query's tuning (`WarmStart`)
 
     def as_dict(self) -> dict[str, float | int]:
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in vars(self).items()}
@@ -335,6 +338,107 @@ class Params:
     alphas: dict[int, torch.Tensor]
     pools: dict[int, tuple[torch.Tensor, torch.Tensor]]
     logits: torch.Tensor | None
+
+
+def _disjunct_keys(objective: Objective) -> list[tuple[int, ...]]:
+    """Each combined row's member rows (property row indices): its name across queries."""
+    live = objective.live.tolist()
+    return [tuple(live[i] for i in torch.nonzero(row).flatten().tolist()) for row in objective.members]
+
+
+@dataclass
+class WarmStart:
+    """The last tuned root of a problem, kept for its next query.
+
+    The search asks many nearby boxes one after another (maximality's probes differ from ε* in
+    one layer), and α, the max-pool planes and λ tuned on one box start the next one far closer
+    to its optimum than CROWN's own relaxation (on the PGD model the root's 100-step tuning
+    took most of a 2 s query). Any such parameters are sound on any box, so a stale start
+    costs steps, never soundness.
+    """
+
+    device: str
+    rows: Params  # (1, R, ...) per property row; logits None
+    disjuncts: dict[tuple[int, ...], Params]  # per combined row, by its member rows: (1, 1, ...), logits (1, 1, |S|)
+
+
+def warm_memory(problem: Problem) -> dict[str, WarmStart]:
+    return problem.memo.slot("bab warm start", dict)
+
+
+def seed_params(objective: Objective, params: Params, values: torch.Tensor, known: WarmStart | None = None) -> Params:
+    """The short root pass's parameters (tuned on every row) carried to the objective's rows:
+    a live row keeps its own; a combined row takes those a previous query tuned for the same
+    disjunct, else those of its member with the largest bound (the row it must beat), with λ
+    uniform. Any α in [0, 1] and any logits are sound, so this only changes where the long
+    tuning starts."""
+    live = objective.live.to(values.device)
+    picks = live
+    if objective.combined:
+        members = objective.members.to(values.device)
+        live_values = values[live]
+        hardest = torch.where(members, live_values[None], torch.full_like(live_values[None], -torch.inf)).argmax(dim=1)
+        picks = torch.cat([live, live[hardest]])
+
+    def carried(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach()[:, picks.to(tensor.device)].clone()
+
+    alphas = {index: carried(alpha) for index, alpha in params.alphas.items()}
+    pools = {index: (carried(up), carried(down)) for index, (up, down) in params.pools.items()}
+    logits = None
+    if objective.combined and known is not None:
+        count = objective.live.numel()
+        logits = torch.zeros((1, *objective.members.shape), dtype=torch.float32, device=values.device)
+        for slot, key in enumerate(_disjunct_keys(objective)):
+            old = known.disjuncts.get(key)
+            if old is None:
+                continue
+            for index, alpha in alphas.items():
+                if index in old.alphas:
+                    alpha[:, count + slot] = old.alphas[index][:, 0]
+            for index, (up, down) in pools.items():
+                if index in old.pools:
+                    up[:, count + slot], down[:, count + slot] = old.pools[index][0][:, 0], old.pools[index][1][:, 0]
+            if old.logits is not None:
+                logits[0, slot, objective.members[slot].to(values.device)] = old.logits[0, 0]
+    return Params(alphas, pools, logits)
+
+
+def remember(objective: Objective, short: Params, tuned: Params, device: str) -> WarmStart:
+    """The root's parameters for the next query: the long tuning's on the live rows and the
+    combined ones, the short pass's on the rows it left out."""
+    live = objective.live
+    count = live.numel()
+
+    def rows(full: torch.Tensor, better: torch.Tensor) -> torch.Tensor:
+        merged = full.detach().clone()
+        merged[:, live.to(full.device)] = better.detach()[:, :count]
+        return merged
+
+    alphas = {index: rows(alpha, tuned.alphas[index]) for index, alpha in short.alphas.items() if index in tuned.alphas}
+    pools = {
+        index: (rows(up, tuned.pools[index][0]), rows(down, tuned.pools[index][1]))
+        for index, (up, down) in short.pools.items()
+        if index in tuned.pools
+    }
+    disjuncts = {}
+    if objective.combined:
+        for slot, key in enumerate(_disjunct_keys(objective)):
+            at = count + slot
+            logits = None
+            if tuned.logits is not None:
+                own = objective.members[slot].to(tuned.logits.device)
+                logits = tuned.logits.detach()[:, slot, own][:, None].clone()
+
+            def column(tensor: torch.Tensor, at: int = at) -> torch.Tensor:
+                return tensor.detach()[:, at : at + 1].clone()
+
+            disjuncts[key] = Params(
+                {index: column(alpha) for index, alpha in tuned.alphas.items()},
+                {index: (column(up), column(down)) for index, (up, down) in tuned.pools.items()},
+                logits,
+            )
+    return WarmStart(device, Params(alphas, pools, None), disjuncts)
 
 
 @dataclass
@@ -408,7 +512,15 @@ def _margins(root: Root, values: torch.Tensor) -> torch.Tensor:
     return root.objective.margins(values)
 
 
-def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, deadline: float) -> Bounded:
+def bound_domains(
+    root: Root,
+    domains: list[Domain],
+    steps: int,
+    margin: float,
+    deadline: float,
+    schedule: tuple[float, float] = (0.1, 1.0),
+    start: Params | None = None,
+) -> Bounded:
     """Bounds of a batch of domains. α, β (and the combined rows' λ) are tuned by `steps` of
     projected Adam in float32 (fast, and every α in [0, 1], β >= 0, λ on the simplex is sound),
     then the bound is computed in float64 with the best ones found: only that pass counts, as
@@ -423,7 +535,9 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
     rows_per = root.offsets.numel() if objective is None else objective.live.numel() + objective.extra
     alphas: dict[int, torch.Tensor] = {}
     betas: dict[int, torch.Tensor] = {}
-    warm = root.warm if objective is not None else None  # the root's tuned parameters start every domain
+    # where the tuning starts: given parameters, else the root's tuned ones (every domain below
+    # the root), else CROWN's own relaxation; a layer the start lacks starts at CROWN's
+    warm = start if start is not None else root.warm if objective is not None else None
 
     def start_from(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.float().expand(count, *tensor.shape[1:]).clone().requires_grad_(True)
@@ -431,17 +545,17 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
     for index in root.relus:
         lower, upper = bounds_of.relu_bounds(index, root.bounds)
         lower, upper = lower.expand(count, *lower.shape[1:]), upper.expand(count, *upper.shape[1:])
-        start = (upper > -lower).float()[:, None].expand(count, rows_per, *lower.shape[1:])
-        if warm is not None:
+        initial = (upper > -lower).float()[:, None].expand(count, rows_per, *lower.shape[1:])
+        if warm is not None and index in warm.alphas:
             # the root's slopes, except where a split fixed the neuron (its slope no longer matters)
-            start = warm.alphas[index].float().expand(count, *warm.alphas[index].shape[1:])
-        alphas[index] = start.clone().requires_grad_(True)
+            initial = warm.alphas[index].float().expand(count, *warm.alphas[index].shape[1:])
+        alphas[index] = initial.clone().requires_grad_(True)
         if bool((splits64[index] != 0).any()):
-            betas[index] = torch.zeros_like(start).requires_grad_(True)
+            betas[index] = torch.zeros_like(alphas[index]).requires_grad_(True)
     pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for index, op in enumerate(root.problem.network.ops):
         if isinstance(op, o.MaxPool) and root.bounds[index] is not None:
-            if warm is not None:
+            if warm is not None and index in warm.pools:
                 pools[index] = (start_from(warm.pools[index][0]), start_from(warm.pools[index][1]))
                 continue
             upper, lower = pool_start(op, root.bounds[index])  # type: ignore[arg-type]
@@ -466,11 +580,17 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
         return torch.where(mask.view(-1, *([1] * (current.dim() - 1))), current.detach(), kept)
 
     if steps > 0 and parameters:
-        optimiser = Adam(parameters, lr=0.1)
+        rate, decay = schedule  # Adam's step size and its decay per step
+        optimiser = Adam(parameters, lr=rate)
         best = torch.full((count,), torch.inf, device=root.rows.device)
-        for _ in range(steps):
+        checkpoint = best
+        for step in range(steps):
             if time.perf_counter() >= deadline:
                 break
+            if steps > PLATEAU_STEPS and step % PLATEAU_STEPS == 0 and step > 0:
+                if not bool((checkpoint - best > PLATEAU_GAIN).any()):  # a plateau: more steps buy nothing
+                    break
+                checkpoint = best
             spec, shifts = _rows(root, count, _mix(objective, logits), torch.float32)
             values, _, _ = _pass(root, spec, shifts, count, splits32, alphas, betas, pools, refined32, single=True)
             margins = _margins(root, values)
@@ -490,6 +610,7 @@ def bound_domains(root: Root, domains: list[Domain], steps: int, margin: float, 
             optimiser.zero_grad()
             (margins.sum() + 0.1 * values.mean()).backward()
             optimiser.step()
+            optimiser.lr *= decay
             with torch.no_grad():
                 for alpha in alphas.values():
                     alpha.clamp_(0, 1)
@@ -733,7 +854,11 @@ def check(
 
     clock = time.perf_counter()
     root = prepare(problem, eps, where)
-    first = bound_domains(root, [Domain(0.0, 0, {})], steps, margin, deadline)
+    memory = warm_memory(problem)
+    known = memory.get("root")
+    known = known if known is not None and known.device == device else None
+    stats.warm_started = int(known is not None)
+    first = bound_domains(root, [Domain(0.0, 0, {})], steps, margin, deadline, start=known.rows if known else None)
     stats.bound_seconds += time.perf_counter() - clock
     stats.domains_bounded += 1
     root_bound = float(first.margins[0])
@@ -750,10 +875,15 @@ def check(
     # the root again, on the live rows and disjuncts only, tuned long: every domain starts there
     clock = time.perf_counter()
     root.objective = make_objective(root, first.rows, margin)
-    first = bound_domains(root, [Domain(0.0, 0, {})], ROOT_STEPS, margin, deadline)
+    short = first.params
+    if short is not None:  # from the short pass's parameters, not from CROWN's again
+        root.warm = seed_params(root.objective, short, first.rows[0], known)
+    first = bound_domains(root, [Domain(0.0, 0, {})], ROOT_STEPS, margin, deadline, ROOT_SCHEDULE)
     stats.bound_seconds += time.perf_counter() - clock
     stats.domains_bounded += 1
     root.warm = first.params
+    if short is not None and first.params is not None:
+        memory["root"] = remember(root.objective, short, first.params, device)
     root_bound = min(root_bound, float(first.margins[0]))
     if root_bound < -margin:
         stats.closed += 1

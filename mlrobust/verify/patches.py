@@ -272,7 +272,7 @@ class _Float32Terms:
         # the same tables on every call: build them once
         phases, magnitude = o.memo(
             conv,
-            ("patch_transpose_phases", patch),
+            ("patch_transpose_phases", patch, matrix.dtype),  # |M| is kept in the box's dtype
             lambda: (_Phases.of(conv, patch), matrix.abs().T.contiguous()),
         )
         return _Float32Terms(phases, phases.arrange(spread.float()), spread @ magnitude)
