@@ -480,3 +480,44 @@ def test_an_archived_sweep_reports_the_same_bytes_and_is_reused_by_a_rerun(repor
         unpack(bad, copy)
     with pytest.raises(UserError, match="not a sweep folder"):
         pack([tmp_path], archive)
+
+
+def test_a_sweep_moved_to_another_checkout_finds_its_canvases_by_their_bytes(reported, tmp_path: Path) -> None:
+    """result.json records absolute paths, so a sweep unpacked in another checkout (another
+    machine, another path) names canvases that are not there. The report finds each under the
+    checkout by the path's tail and the recorded sha256, and draws the same heatmaps; a file
+    of that name with other bytes is never drawn."""
+    from mlrobust.report.experiment_data import load_sweeps
+
+    folder, out, _ = reported
+    checkout = tmp_path / "checkout"
+    moved = checkout / "runs" / folder.name
+    shutil.copytree(folder, moved)
+    recorded: set[Path] = set()
+    for path in moved.rglob("result.json"):
+        result = json.loads(path.read_text())
+        for key in ("image", "mask"):
+            if result["problem"].get(key):
+                recorded.add(Path(result["problem"][key]))
+                result["problem"][key] = result["problem"][key].replace(str(REPO), "/nowhere/mlrobust")
+        path.write_text(json.dumps(result))
+    assert recorded and all(path.is_relative_to(REPO) for path in recorded)
+    for old in recorded:
+        twin = checkout / old.relative_to(REPO)
+        twin.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(old, twin)
+
+    again = checkout / "docs" / "results.md"
+    assert run_cli("report", str(moved), "--out", str(again)).code == 0
+    figure = Path("results") / "heatmaps.png"
+    assert (again.parent / figure).read_bytes() == (out.parent / figure).read_bytes()
+    done = [o for o in load_sweeps([moved]).outcomes if o.done]
+    assert done and all(o.image and Path(o.image).is_relative_to(checkout) for o in done)
+
+    changed = checkout / Path(done[0].image).relative_to(checkout)  # type: ignore[arg-type]
+    image = np.asarray(Image.open(changed)).copy()
+    image[0, 0] = 255 - image[0, 0]
+    Image.fromarray(image).save(changed)
+    found = {o.where: o.image for o in load_sweeps([moved]).outcomes if o.done}
+    assert found[done[0].where] is None  # the bytes differ from the run's: not that canvas
+    assert run_cli("report", str(moved), "--out", str(again)).code == 0

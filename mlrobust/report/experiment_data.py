@@ -203,14 +203,41 @@ def _outcome(folder: Path, row: dict[str, Any], manifest: dict[str, Any]) -> Out
         result = json.loads(path.read_text())
         if result.get("schema") != RESULT_SCHEMA:
             raise ValueError(f"schema {result.get('schema')!r}")
-        return _with_result(base, result)
+        return _with_result(base, result, folder)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         missing = isinstance(error, FileNotFoundError)
         reason = "result.json is missing" if missing else f"result.json unreadable: {error}"
         return replace(base, status="missing", reason=reason)
 
 
-def _with_result(base: Outcome, result: dict[str, Any]) -> Outcome:
+def locate(recorded: str | None, sha256: str | None, folder: Path) -> str | None:
+    """The file a result.json names (its canvas image or mask), found again when the checkout
+    moved: result.json records absolute paths, so a sweep unpacked from docs/results/ on another
+    machine or at another path names files that are not there. Then the same path's tail is
+    tried under the sweep folder and every folder above it, and a candidate counts only when
+    its bytes match the recorded sha256: a report never draws another picture than the one the
+    run verified. None when no such file is found."""
+    if recorded is None:
+        return None
+    path = Path(recorded)
+    if _holds(path, sha256):
+        return recorded
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for base in (folder.resolve(), *folder.resolve().parents):
+        for start in range(len(parts)):
+            candidate = base.joinpath(*parts[start:])
+            if _holds(candidate, sha256):
+                return str(candidate)
+    return None
+
+
+def _holds(path: Path, sha256: str | None) -> bool:
+    from mlrobust.storage import file_sha256
+
+    return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+
+
+def _with_result(base: Outcome, result: dict[str, Any], folder: Path) -> Outcome:
     problem = result["problem"]
     layers = result.get("maximality") or []
     verifiers = {
@@ -239,7 +266,7 @@ def _with_result(base: Outcome, result: dict[str, Any]) -> Outcome:
         complete=result.get("complete"),
         cuts=cuts,
         verifiers=verifiers,
-        image=problem.get("image"),
-        mask=problem.get("mask"),
+        image=locate(problem.get("image"), problem.get("image_sha256"), folder),
+        mask=locate(problem.get("mask"), problem.get("mask_sha256"), folder),
         value_range=(float(lo), float(hi)),
     )

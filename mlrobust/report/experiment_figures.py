@@ -85,7 +85,13 @@ def heatmap_grid(path: Path, rows: list[str], columns: list[tuple[str, str]], fo
     shown = None
     for r, where in enumerate(rows):
         first = next(o for key, o in found.items() if key[0] == where)
-        image, mask = _picture(first)
+        pictured = _picture(first)
+        if pictured is None:  # the canvas moved or changed since the sweep: nothing is drawn on it
+            axes[r][0].set_title(f"{where}: image not found", fontsize=7)
+            for c, (model, cutting) in enumerate(columns, start=1):
+                axes[r][c].set_title(f"{model}\n{cutting}: image not found", fontsize=7)
+            continue
+        image, mask = pictured
         picture, style = displayed(image, first.value_range)
         axes[r][0].imshow(picture, **style)
         axes[r][0].contour(mask, levels=[0.5], colors="red", linewidths=0.7)
@@ -108,10 +114,12 @@ def heatmap_grid(path: Path, rows: list[str], columns: list[tuple[str, str]], fo
     _save(figure, path)
 
 
-def _picture(outcome: Outcome) -> tuple[np.ndarray, np.ndarray]:
+def _picture(outcome: Outcome) -> tuple[np.ndarray, np.ndarray] | None:
+    """The canvas and its mask (None when the report could not find the files the run read)."""
     from mlrobust.spec.instances import read_image, read_mask
 
-    assert outcome.image is not None and outcome.mask is not None
+    if outcome.image is None or outcome.mask is None:
+        return None
     return read_image(Path(outcome.image)), read_mask(Path(outcome.mask))
 
 
