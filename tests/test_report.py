@@ -512,12 +512,13 @@ def test_a_sweep_moved_to_another_checkout_finds_its_canvases_by_their_bytes(rep
     figure = Path("results") / "heatmaps.png"
     assert (again.parent / figure).read_bytes() == (out.parent / figure).read_bytes()
     done = [o for o in load_sweeps([moved]).outcomes if o.done]
-    assert done and all(o.image and Path(o.image).is_relative_to(checkout) for o in done)
+    located = [o.picture_files[0] for o in done]
+    assert done and all(image and Path(image).is_relative_to(checkout) for image in located)
 
-    changed = checkout / Path(done[0].image).relative_to(checkout)  # type: ignore[arg-type]
+    changed = checkout / Path(located[0]).relative_to(checkout)  # type: ignore[arg-type]
     image = np.asarray(Image.open(changed)).copy()
     image[0, 0] = 255 - image[0, 0]
     Image.fromarray(image).save(changed)
-    found = {o.where: o.image for o in load_sweeps([moved]).outcomes if o.done}
+    found = {o.where: o.picture_files[0] for o in load_sweeps([moved]).outcomes if o.done}
     assert found[done[0].where] is None  # the bytes differ from the run's: not that canvas
     assert run_cli("report", str(moved), "--out", str(again)).code == 0

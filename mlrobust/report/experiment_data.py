@@ -56,10 +56,20 @@ class Outcome:
     complete: bool | None = None
     cuts: int = 0  # CEGIS cuts the search made (queries with purpose `expand (CEGIS cut n)`)
     verifiers: dict[str, VerifierUse] = field(default_factory=dict)
-    image: str | None = None
+    image: str | None = None  # as result.json records it (an absolute path on the machine that ran it)
     mask: str | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
     labels: tuple[LayerKey, ...] = ()  # per entry of eps, its (object, distance); () under union
+    image_sha256: str | None = None
+    mask_sha256: str | None = None
+    home: Path | None = None  # the sweep folder it was read from
+
+    @cached_property
+    def picture_files(self) -> tuple[str | None, str | None]:
+        """(image, mask) found on this machine (`locate`), on demand: only the heatmap grid's
+        canvases need them, so a report does not hash every instance's files."""
+        home = self.home if self.home is not None else Path.cwd()
+        return locate(self.image, self.image_sha256, home), locate(self.mask, self.mask_sha256, home)
 
     @cached_property
     def layers(self) -> tuple[LayerKey, ...]:
@@ -266,7 +276,10 @@ def _with_result(base: Outcome, result: dict[str, Any], folder: Path) -> Outcome
         complete=result.get("complete"),
         cuts=cuts,
         verifiers=verifiers,
-        image=locate(problem.get("image"), problem.get("image_sha256"), folder),
-        mask=locate(problem.get("mask"), problem.get("mask_sha256"), folder),
+        image=problem.get("image"),
+        mask=problem.get("mask"),
+        image_sha256=problem.get("image_sha256"),
+        mask_sha256=problem.get("mask_sha256"),
+        home=folder,
         value_range=(float(lo), float(hi)),
     )

@@ -118,9 +118,10 @@ def _picture(outcome: Outcome) -> tuple[np.ndarray, np.ndarray] | None:
     """The canvas and its mask (None when the report could not find the files the run read)."""
     from mlrobust.spec.instances import read_image, read_mask
 
-    if outcome.image is None or outcome.mask is None:
+    image, mask = outcome.picture_files
+    if image is None or mask is None:
         return None
-    return read_image(Path(outcome.image)), read_mask(Path(outcome.mask))
+    return read_image(Path(image)), read_mask(Path(mask))
 
 
 def explanation_maps(path: Path, per_model: dict[str, list[Cell]]) -> None:
