@@ -3,13 +3,18 @@
 Usage:
   python scripts/pgd_candidates.py train NAME [--epochs 90] [--ramp 25] [--kernel1 8 --padding1 2]
                                               [--kernel2 8 --padding2 3] [--eps 0.1] [--threads 1]
+  python scripts/pgd_candidates.py finetune NAME [--from models/double_mnist_pgd.onnx] [--epochs 30]
+                                                 [--lr 1e-3] [--clean-weight 0.6] [--threads 1]
   python scripts/pgd_candidates.py publish NAME      # NAME must have trained with the pgd recipe
   python scripts/pgd_candidates.py diagnose          # committed models on train- vs test-digit canvases
 
 `train` runs `train_classifier` with the pgd recipe's defence (Madry PGD, 5 steps of 0.3 ε) and
 the given length and kernels, saves the weights in scratch/pgd_candidates/NAME.pt, and prints the
 exact top-2 accuracy and PGD accuracy at ε 0.1 (20 steps of ε/4, 2 restarts) on the cards' 2,000
-test canvases, in torch. A candidate took about an hour at 1 thread here. `publish` writes
+test canvases, in torch. A candidate took about an hour at 1 thread here. `finetune` runs the
+pgd recipe's second stage (`train.finetune`: Madry loss mixed with clean BCE, full eps, a fresh
+one-cycle schedule) from a model's ONNX weights, by default the stage-one model that was
+committed before it (about 30 min at 1 thread), and saves and measures it the same way. `publish` writes
 models/double_mnist_pgd.onnx and its card from a saved candidate through the same export, checks
 and evaluation as `mlrobust models train` (pipeline.publish). Needs the `data` extra.
 """
@@ -28,11 +33,13 @@ import torch
 from mlrobust.data.canvas import compose
 from mlrobust.data.source import load_pools
 from mlrobust.models.architecture import Architecture, architecture_for, build_classifier
+from mlrobust.models.card import read_card
 from mlrobust.models.evaluate import exact_top_k_correct
+from mlrobust.models.export import classifier_from_onnx
 from mlrobust.models.pgd import pgd_linf, top2_set_violation
 from mlrobust.models.pipeline import EVAL_CANVASES, EVAL_SEED, publish
-from mlrobust.models.recipes import RECIPES
-from mlrobust.models.train import TrainedModel, train_classifier
+from mlrobust.models.recipes import RECIPES, FineTune, Recipe
+from mlrobust.models.train import TrainedModel, finetune, train_classifier
 
 SCRATCH = Path("scratch/pgd_candidates")
 
@@ -69,11 +76,34 @@ def train(args: argparse.Namespace) -> None:
         print(f"epoch {epoch + 1}: loss {loss:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     trained = train_classifier(recipe, arch, load_pools()["train"], seed=0, progress=progress)
+    save_candidate(args.name, trained, arch, recipe)
+
+
+def finetune_candidate(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    arch = architecture_for("pgd")
+    stage = FineTune(epochs=args.epochs, max_lr=args.lr, clean_weight=args.clean_weight)
+    recipe = replace(RECIPES["pgd"], finetune=stage)
+    model = classifier_from_onnx(Path(args.start), arch)
+    print(f"stage two from {args.start}:", stage, flush=True)
+    started = time.perf_counter()
+
+    def progress(epoch: int, loss: float) -> None:
+        print(f"epoch {epoch + 1}: loss {loss:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    trained = finetune(model, recipe, load_pools()["train"], seed=0, progress=progress)
+    stage_one = read_card(Path(args.start))["training"]["seconds"]
+    save_candidate(args.name, trained, arch, recipe, stage_one=Path(args.start).name, stage_one_seconds=stage_one)
+
+
+def save_candidate(name: str, trained: TrainedModel, arch: Architecture, recipe: Recipe, **extra: object) -> None:
+    """The weights and their facts in scratch/pgd_candidates, with the torch-measured accuracies."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    torch.save(trained.model.state_dict(), SCRATCH / f"{args.name}.pt")
+    torch.save(trained.model.state_dict(), SCRATCH / f"{name}.pt")
     clean, robust = robust_accuracy(trained.model, 0.1)
     facts = {
-        "name": args.name,
+        "name": name,
+        **extra,
         "architecture": arch.as_dict(),
         "recipe": recipe.as_dict(),
         "seconds": trained.seconds,
@@ -81,7 +111,7 @@ def train(args: argparse.Namespace) -> None:
         "exact_top2": clean,
         "pgd_0.1": robust,
     }
-    (SCRATCH / f"{args.name}.json").write_text(json.dumps(facts, indent=1))
+    (SCRATCH / f"{name}.json").write_text(json.dumps(facts, indent=1))
     print(json.dumps(facts), flush=True)
 
 
@@ -93,7 +123,8 @@ def publish_candidate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model = build_classifier(arch)
     model.load_state_dict(torch.load(SCRATCH / f"{args.name}.pt"))
-    trained = TrainedModel(model.eval(), facts["seconds"], facts["final_loss"])
+    seconds = facts["seconds"] + facts.get("stage_one_seconds", 0.0)  # a fine-tuned candidate: both stages
+    trained = TrainedModel(model.eval(), seconds, facts["final_loss"])
     card = publish(trained, "pgd", Path("models"), seed=0, threads=args.threads, reason=args.reason)
     print(json.dumps(card["evaluation"]))
 
@@ -123,13 +154,26 @@ def main() -> None:
     trainer.add_argument("--kernel2", type=int, default=8)
     trainer.add_argument("--padding2", type=int, default=3)
     trainer.add_argument("--threads", type=int, default=1)
+    tuner = commands.add_parser("finetune")
+    tuner.add_argument("name")
+    tuner.add_argument("--from", dest="start", default="models/double_mnist_pgd.onnx")
+    tuner.add_argument("--epochs", type=int, default=30)
+    tuner.add_argument("--lr", type=float, default=1e-3)
+    tuner.add_argument("--clean-weight", type=float, default=0.6)
+    tuner.add_argument("--threads", type=int, default=1)
     publisher = commands.add_parser("publish")
     publisher.add_argument("name")
     publisher.add_argument("--threads", type=int, default=2)
     publisher.add_argument("--reason", default="retrained: a better PGD candidate (scripts/pgd_candidates.py)")
     commands.add_parser("diagnose")
     args = parser.parse_args()
-    {"train": train, "publish": publish_candidate, "diagnose": diagnose}[args.command](args)
+    commands_by_name = {
+        "train": train,
+        "finetune": finetune_candidate,
+        "publish": publish_candidate,
+        "diagnose": diagnose,
+    }
+    commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,3 +123,43 @@ def test_retraining_keeps_the_replaced_model_in_the_card_history(tmp_path: Path)
     assert read_card(path)["history"] == history
     assert _history_after_replacing(tmp_path / "fresh.onnx", "x") == []
     assert not card_path(tmp_path / "fresh.onnx").exists()
+
+
+def test_clean_weight_mixes_the_clean_loss_into_madry(pools) -> None:
+    from mlrobust.models.train import pgd_training_loss
+
+    batch = compose(pools["train"], 16, np.random.default_rng(0))
+    x, y = torch.from_numpy(batch.images[:, None]), torch.from_numpy(batch.multi_hot())
+    defence = RECIPES["pgd"].pgd
+    assert defence is not None
+    torch.manual_seed(0)
+    model = build_classifier(Architecture())
+    with torch.no_grad():
+        clean = bce_loss(model(x), y).mean()
+    losses = {}
+    for weight in (0.0, 0.5, 1.0):
+        variant = dataclasses.replace(defence, clean_weight=weight)
+        losses[weight] = pgd_training_loss(model, x, y, variant, 0.1, torch.Generator().manual_seed(0)).item()
+    assert losses[1.0] == pytest.approx(clean.item(), rel=1e-6)  # all clean: the attack does not count
+    assert losses[0.0] > clean.item()  # PGD points cost more than clean ones
+    assert losses[0.5] == pytest.approx((losses[0.0] + losses[1.0]) / 2, rel=1e-5)
+
+
+def test_a_second_stage_run_later_from_saved_weights_equals_the_two_stage_recipe(pools) -> None:
+    from mlrobust.models.recipes import FineTune
+    from mlrobust.models.train import finetune
+
+    stage_one = dataclasses.replace(RECIPES["pgd"], epochs=1, canvases_per_epoch=256)
+    two_stage = dataclasses.replace(stage_one, finetune=FineTune(epochs=1, max_lr=1e-3, clean_weight=0.5))
+    epochs: list[int] = []
+    both = train_classifier(two_stage, Architecture(), pools["train"], seed=3, progress=lambda e, _: epochs.append(e))
+    assert epochs == [0, 1]  # numbered on through the second stage
+    first = train_classifier(stage_one, Architecture(), pools["train"], seed=3)
+    before = {name: value.clone() for name, value in first.model.state_dict().items()}
+    later = finetune(first.model, two_stage, pools["train"], seed=3)
+    after = later.model.state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # the stage trained
+    for name, value in both.model.state_dict().items():
+        assert torch.equal(value, after[name]), name
+    with pytest.raises(ValueError, match="no PGD fine-tuning stage"):
+        finetune(first.model, stage_one, pools["train"], seed=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from mlrobust.data.canvas import compose
 from mlrobust.data.source import DigitPool
 from mlrobust.models.architecture import Architecture, build_classifier
 from mlrobust.models.pgd import bce_loss, pgd_linf, sigmoid_kl
-from mlrobust.models.recipes import L0Defence, PgdDefence, Recipe
+from mlrobust.models.recipes import FineTune, L0Defence, PgdDefence, Recipe
 
 # Fresh canvases reuse each training digit up to this many times per epoch (20,000 canvases
 # from 4,000 digits need 10; three digits a canvas need 15, see `_train_max_uses`).
@@ -60,8 +60,9 @@ def pgd_training_loss(
 ) -> torch.Tensor:
     """One batch's loss under adversarial training at radius eps (the ramped value).
 
-    Madry (`trades_beta` None): BCE on the PGD points alone, the attack maximising BCE.
-    TRADES: BCE on the clean canvases plus beta times the sigmoid KL between the clean and
+    Madry (`trades_beta` None): BCE on the PGD points, the attack maximising BCE; with a
+    `clean_weight` w the loss is (1 - w) BCE(PGD points) + w BCE(clean batch). TRADES: BCE on
+    the clean canvases plus beta times the sigmoid KL between the clean and
     the perturbed outputs, the attack maximising that KL. The step size scales with eps so
     the attack keeps its shape while eps ramps up.
     """
@@ -70,7 +71,10 @@ def pgd_training_loss(
     if defence.trades_beta is None:
         adversarial = pgd_linf(model, x, y, bce_loss, eps, defence.steps, step, generator)
         model.train()
-        return bce_loss(model(adversarial), y).mean()
+        loss = bce_loss(model(adversarial), y).mean()
+        if defence.clean_weight == 0:
+            return loss
+        return (1 - defence.clean_weight) * loss + defence.clean_weight * bce_loss(model(x), y).mean()
     with torch.no_grad():
         reference = model(x)
 
@@ -92,20 +96,68 @@ def train_classifier(
     digits: int = 2,
 ) -> TrainedModel:
     """Train from scratch on canvases of `digits` digits; `progress(epoch, loss)` is called
-    after every epoch. `arch` must take that canvas size (`ARCHITECTURES[digits]`)."""
+    after every epoch (numbered on through a second stage). `arch` must take that canvas
+    size (`ARCHITECTURES[digits]`)."""
     torch.manual_seed(seed)
+    model = build_classifier(arch)
+    started = time.perf_counter()
+    loss = _train_epochs(model, recipe, recipe.epochs, recipe.max_lr, recipe.pgd, pool, seed, digits, progress)
+    if recipe.finetune is not None:
+        stage_two = finetune(model, recipe, pool, seed, digits, progress, first_epoch=recipe.epochs)
+        loss = stage_two.final_loss
+    return TrainedModel(model.eval(), time.perf_counter() - started, loss)
+
+
+def finetune(
+    model: nn.Sequential,
+    recipe: Recipe,
+    pool: DigitPool,
+    seed: int,
+    digits: int = 2,
+    progress: Callable[[int, float], None] | None = None,
+    first_epoch: int = 0,
+) -> TrainedModel:
+    """The recipe's second stage (`recipe.finetune`), in place on `model`: stage one's weights.
+
+    Seeded with seed + 1 on its own, so running it later from saved stage-one weights draws
+    exactly what running it right after stage one would.
+    """
+    stage: FineTune | None = recipe.finetune
+    if stage is None or recipe.pgd is None:
+        raise ValueError(f"recipe {recipe.name} has no PGD fine-tuning stage")
+    torch.manual_seed(seed + 1)
+    defence = replace(recipe.pgd, clean_weight=stage.clean_weight, ramp_epochs=0)
+    started = time.perf_counter()
+    loss = _train_epochs(
+        model, recipe, stage.epochs, stage.max_lr, defence, pool, seed + 1, digits, progress, first_epoch
+    )
+    return TrainedModel(model.eval(), time.perf_counter() - started, loss)
+
+
+def _train_epochs(
+    model: nn.Sequential,
+    recipe: Recipe,
+    epochs: int,
+    max_lr: float,
+    defence: PgdDefence | None,
+    pool: DigitPool,
+    seed: int,
+    digits: int,
+    progress: Callable[[int, float], None] | None,
+    first_epoch: int = 0,
+) -> float:
+    """`epochs` epochs of fresh canvases under one one-cycle schedule; the last batch's loss.
+
+    eps ramps linearly over `defence.ramp_epochs` (0: the full eps from the start).
+    """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_classifier(arch)
     batches_per_epoch = recipe.canvases_per_epoch // recipe.batch_size
-    optimiser = torch.optim.Adam(model.parameters(), lr=recipe.max_lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=recipe.max_lr, total_steps=recipe.epochs * batches_per_epoch
-    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=max_lr, total_steps=epochs * batches_per_epoch)
     max_uses = _train_max_uses(len(pool), recipe.canvases_per_epoch, digits)
-    started = time.perf_counter()
     loss_value = float("nan")
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         canvases = compose(pool, recipe.canvases_per_epoch, rng, max_uses=max_uses, digits=digits)
         images = canvases.images
         if recipe.l0 is not None:
@@ -114,21 +166,21 @@ def train_classifier(
         targets = torch.from_numpy(canvases.multi_hot())
         order = torch.randperm(len(inputs), generator=generator)
         eps = 0.0
-        if recipe.pgd is not None:
-            eps = recipe.pgd.eps * min(1.0, (epoch + 1) / recipe.pgd.ramp_epochs)
+        if defence is not None:
+            eps = defence.eps * min(1.0, (epoch + 1) / max(defence.ramp_epochs, 1))
+        model.train()
         for start in range(0, batches_per_epoch * recipe.batch_size, recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             x, y = inputs[batch], targets[batch]
-            if recipe.pgd is None:
+            if defence is None:
                 loss = bce_loss(model(x), y).mean()
             else:
-                loss = pgd_training_loss(model, x, y, recipe.pgd, eps, generator)
+                loss = pgd_training_loss(model, x, y, defence, eps, generator)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             loss_value = float(loss.item())
         if progress is not None:
-            progress(epoch, loss_value)
-    model.eval()
-    return TrainedModel(model, time.perf_counter() - started, loss_value)
+            progress(first_epoch + epoch, loss_value)
+    return loss_value

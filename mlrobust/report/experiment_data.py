@@ -244,7 +244,10 @@ def locate(recorded: str | None, sha256: str | None, folder: Path) -> str | None
 def _holds(path: Path, sha256: str | None) -> bool:
     from mlrobust.storage import file_sha256
 
-    return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+    try:
+        return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+    except OSError:  # unreadable (permissions, a vanished mount): not the file, keep looking
+        return False
 
 
 def _with_result(base: Outcome, result: dict[str, Any], folder: Path) -> Outcome:
