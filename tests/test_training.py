@@ -58,7 +58,10 @@ def test_pgd_stays_in_the_ball_and_the_range_and_raises_the_loss(pools) -> None:
 
 
 def test_tiny_training_run_exports_a_checked_model(pools, tmp_path: Path) -> None:
-    recipe = dataclasses.replace(RECIPES["pgd"], epochs=2, canvases_per_epoch=512)
+    from mlrobust.models.recipes import FineTune
+
+    stages = FineTune(epochs=1, max_lr=1e-3, clean_weight=0.6)  # both stages, each cut short
+    recipe = dataclasses.replace(RECIPES["pgd"], epochs=2, canvases_per_epoch=512, finetune=stages)
     trained = train_classifier(recipe, Architecture(), pools["train"], seed=1)
     images = compose(pools["test"], 32, np.random.default_rng(1)).images[:, None]
     check = export_onnx(trained.model, tmp_path / "m.onnx", images)
@@ -149,7 +152,7 @@ def test_a_second_stage_run_later_from_saved_weights_equals_the_two_stage_recipe
     from mlrobust.models.recipes import FineTune
     from mlrobust.models.train import finetune
 
-    stage_one = dataclasses.replace(RECIPES["pgd"], epochs=1, canvases_per_epoch=256)
+    stage_one = dataclasses.replace(RECIPES["pgd"], epochs=1, canvases_per_epoch=256, finetune=None)
     two_stage = dataclasses.replace(stage_one, finetune=FineTune(epochs=1, max_lr=1e-3, clean_weight=0.5))
     epochs: list[int] = []
     both = train_classifier(two_stage, Architecture(), pools["train"], seed=3, progress=lambda e, _: epochs.append(e))
