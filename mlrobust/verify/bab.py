@@ -362,8 +362,20 @@ class WarmStart:
     disjuncts: dict[tuple[int, ...], Params]  # per combined row, by its member rows: (1, 1, ...), logits (1, 1, |S|)
 
 
-def warm_memory(problem: Problem) -> dict[str, WarmStart]:
-    return problem.memo.slot("bab warm start", dict)
+@dataclass
+class WarmMemory:
+    """A problem's last tuned root: one per problem, since the search asks its boxes one after
+    another and the latest is the nearest to the next."""
+
+    last: WarmStart | None = None
+
+    def start_for(self, device: str) -> WarmStart | None:
+        """The last tuning if it was made on `device` (tensors do not move between devices)."""
+        return self.last if self.last is not None and self.last.device == device else None
+
+
+def warm_memory(problem: Problem) -> WarmMemory:
+    return problem.memo.slot("bab warm start", WarmMemory)
 
 
 def seed_params(objective: Objective, params: Params, values: torch.Tensor, known: WarmStart | None = None) -> Params:
@@ -855,8 +867,7 @@ def check(
     clock = time.perf_counter()
     root = prepare(problem, eps, where)
     memory = warm_memory(problem)
-    known = memory.get("root")
-    known = known if known is not None and known.device == device else None
+    known = memory.start_for(device)
     stats.warm_started = int(known is not None)
     first = bound_domains(root, [Domain(0.0, 0, {})], steps, margin, deadline, start=known.rows if known else None)
     stats.bound_seconds += time.perf_counter() - clock
@@ -883,7 +894,7 @@ def check(
     stats.domains_bounded += 1
     root.warm = first.params
     if short is not None and first.params is not None:
-        memory["root"] = remember(root.objective, short, first.params, device)
+        memory.last = remember(root.objective, short, first.params, device)
     root_bound = min(root_bound, float(first.margins[0]))
     if root_bound < -margin:
         stats.closed += 1
