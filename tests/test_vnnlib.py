@@ -182,6 +182,11 @@ def test_verify_json_names_the_deciding_verifier_and_its_time(instance, capsys) 
     payload = json.loads(capsys.readouterr().out)
     assert payload["result"] == "unsat" and payload["cases"][0]["verifier"] == "bounds"
     assert set(payload["seconds_per_verifier"]) == {"bounds"}
+    assert main(["verify", str(folder / "m.onnx"), str(folder / "small.vnnlib"), "--json", "--chain", "bab()"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["result"] == "unsat" and payload["cases"][0]["verifier"] == "bab"
+    (step,) = payload["cases"][0]["steps"]
+    assert step["statistics"]["domains_bounded"] >= 1 and step["statistics"]["closed"] >= 1
 
 
 def test_shapes_that_do_not_match_the_model_are_a_user_error(instance, tmp_path: Path) -> None:

@@ -116,6 +116,9 @@ def _steps(result: ChainResult) -> tuple[dict[str, Any], ...]:
             "seconds": round(v.seconds, 4),
             "margin_bound": v.margin_bound,
             "best_margin": v.best_margin,
+            # what the verifier did (bab: domains bounded and closed, depth, queue, seconds per
+            # phase): an open case says how far the search got, not only that it ran out of time
+            "statistics": dict(v.tallies),
         }
         for v in result.steps
     )
