@@ -119,13 +119,13 @@ def finetune(
 ) -> TrainedModel:
     """The recipe's second stage (`recipe.finetune`), in place on `model`: stage one's weights.
 
-    Seeded with seed + 1 on its own, so running it later from saved stage-one weights draws
-    exactly what running it right after stage one would.
+    Its canvases, batch order and attack starts are drawn from seed + 1 alone (no global torch
+    state), so running it later from saved stage-one weights draws exactly what running it
+    right after stage one would.
     """
     stage: FineTune | None = recipe.finetune
     if stage is None or recipe.pgd is None:
         raise ValueError(f"recipe {recipe.name} has no PGD fine-tuning stage")
-    torch.manual_seed(seed + 1)
     defence = replace(recipe.pgd, clean_weight=stage.clean_weight, ramp_epochs=0)
     started = time.perf_counter()
     loss = _train_epochs(
