@@ -64,6 +64,10 @@ def check_maximality_evidence(result, folder: Path, problem) -> int:  # type: ig
         assert info.status in ("proved_maximal", "not_expandable", "at_range_limit")
         if info.status == "at_range_limit":
             continue
+        if info.probe is None:  # grown past its probe by the whole chain, not probed from there (and said so)
+            assert info.status == "not_expandable" and info.chain == "full" and info.grown > 0, info
+            assert info.reason is not None and ("grown together" in info.reason or "grown alone" in info.reason)
+            continue
         one_step_out = eps.copy()
         one_step_out[layer] += resolution
         probe = np.array(info.probe)
@@ -72,7 +76,7 @@ def check_maximality_evidence(result, folder: Path, problem) -> int:  # type: ig
         assert answers and all(a.status is not Status.ROBUST for a in answers)
         if info.status == "not_expandable":  # the reason names the verifier that answered the probe
             assert info.reason is not None and f"last {answers[-1].verifier}" in info.reason, info
-            if "δ-probes in a row UNKNOWN" in info.reason:  # patience: that many complete UNKNOWNs were asked
+            if "probes UNKNOWN without settling one" in info.reason:  # patience: that many complete UNKNOWNs were asked
                 needed = int(info.reason.split("they left ")[1].split(" ")[0])
                 full = [q for q in result.queries if not q.cached and q.status is Status.UNKNOWN
                         and q.purpose.startswith("maximality") and q.verifier in ("milp", "bab")]  # fmt: skip

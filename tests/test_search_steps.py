@@ -17,6 +17,7 @@ from mlrobust.search import loop
 from mlrobust.search.oracle import Oracle
 from mlrobust.spec.check import check_spec
 from mlrobust.verify.bounds import SAFETY_MARGIN, margin_bound
+from mlrobust.verify.registry import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 from .helpers import REPO
@@ -184,3 +185,55 @@ def test_journal_answers_count_against_the_query_budget_of_a_resumed_run(problem
     answers = resumed.ask_many(boxes, [str(i) for i in range(5)])
     assert (resumed.replayed, resumed.new_queries, resumed.spent) == (2, 2, 4)
     assert [a.verifier for a in answers][4:] == ["budget"] and resumed.exhausted() is not None
+
+
+def test_the_joint_gallop_grows_the_open_layers_along_w_squared_to_a_box_bab_proves(problem, tmp_path: Path) -> None:
+    """From CROWN's uniform edge the full chain (bab) grows all open layers in one direction:
+    the box it returns is one bab proved (and a fresh bab proves again), every probe lies on
+    the ray ε + t·δ·w²/max w², its failures are capped and counted by the patience, and a later
+    gallop never asks a box holding one the full chain already left UNKNOWN."""
+    chain = (step("attack", restarts=2, steps=10), step("bounds"), step("bab", time_limit=1.0))
+    oracle = Oracle(problem, chain, tmp_path, "joint")
+    limit = loop.range_limit(oracle)
+    weights = 0.8 ** np.arange(problem.num_layers)
+    start = np.full(problem.num_layers, loop.uniform_bisection(oracle, 0.002, float(limit.max())))
+    layers = list(range(problem.num_layers))
+    patience = loop.Patience()
+    grown = loop._joint_complete_gallop(oracle, start, weights, layers, 0.002, limit, patience)
+    joint = [q for q in oracle.history if q.purpose == "maximality (complete verifiers, layers together)"]
+    assert joint and np.all(grown >= start)
+    direction = weights**2 / (weights**2).max() * 0.002
+    for query in joint:  # on the ray, t steps of δ·w²/max w² (clipped at the range limit)
+        t = (np.array(query.eps)[0] - start[0]) / direction[0]
+        assert t > 0 and np.allclose(query.eps, np.minimum(start + t * direction, limit), atol=1e-12)
+    failed = [q for q in joint if q.status is not Status.ROBUST]
+    assert len(failed) <= loop.JOINT_FAILURES
+    expected = loop.Patience()
+    for query in joint:
+        expected.record(query.status)
+    assert patience.unknowns == expected.unknowns and patience.unknowns <= len(failed)
+    if np.any(grown > start):
+        assert any(q.status is Status.ROBUST and np.array_equal(q.eps, grown) for q in joint)
+        again = VERIFIERS["bab"].check(problem, grown, time_limit=30.0)
+        assert again.status is Status.ROBUST
+        assert float(weights @ grown) > float(weights @ start)
+    # asked again from where it ended: nothing that holds a box left UNKNOWN goes to bab again
+    unknown = [np.array(q.eps) for q in failed if q.status is Status.UNKNOWN]
+    before = len(oracle.history)
+    loop._joint_complete_gallop(oracle, grown, weights, layers, 0.002, limit, patience)
+    for query in oracle.history[before:]:
+        assert not any(np.all(box <= np.array(query.eps)) for box in unknown), query
+
+
+def test_the_patience_counts_timeouts_until_a_probe_is_settled() -> None:
+    """A proof between two timeouts does not start the count over (bab proves near CROWN's edge
+    and times out a step further, layer after layer); a settled probe (NOT_ROBUST) does."""
+    patience = loop.Patience()
+    answers = [Status.UNKNOWN, Status.ROBUST] * (loop.COMPLETE_PROBE_PATIENCE - 1) + [Status.UNKNOWN]
+    for answer in answers[:-1]:
+        patience.record(answer)
+        assert not patience.spent
+    patience.record(answers[-1])
+    assert patience.spent and patience.unknowns == loop.COMPLETE_PROBE_PATIENCE
+    patience.record(Status.NOT_ROBUST)
+    assert patience.unknowns == 0 and not patience.spent

@@ -24,11 +24,13 @@ through the verifier chain.
    beyond, all in one batch with the fast chain (the chain without its complete verifiers).
    A layer's first probe is one δ beyond where its gallop stopped, which lies inside
    ε* + δ e_d. ROBUST: take it and probe again (at ε + δ e_d); NOT_ROBUST: proved maximal (the
-   counterexample is one step out); UNKNOWN: the full chain gallops that layer (most valuable
-   first; step ×2 after ROBUST, ÷2 after a failure, settled by a failure at exactly δ), until
-   the full chain has left COMPLETE_PROBE_PATIENCE δ-probes in a row UNKNOWN; a layer still
-   UNKNOWN is not expandable by this chain. A pass that grew a layer with the complete
-   verifiers makes the box larger, so another pass follows (at most MAX_ROUNDS).
+   counterexample is one step out); UNKNOWN: in the first pass the full chain grows all such
+   layers together (one proof along w_d², galloped then bisected); then it gallops each alone
+   (most valuable first; step ×2 after ROBUST, ÷2 after a failure, settled by a failure at
+   exactly δ), until the full chain has left COMPLETE_PROBE_PATIENCE probes UNKNOWN without
+   settling one (counted across passes); a layer still UNKNOWN is not expandable by this chain. A pass that
+   grew a layer with the complete verifiers makes the box larger, so another pass follows (at
+   most MAX_ROUNDS): it probes every layer one δ out again and gallops alone the open ones.
 4. Every query checks the query budget first: a batch is cut to fit, and what it leaves
    unasked is no answer (its layer is not checked, and says so).
 
@@ -48,11 +50,17 @@ from mlrobust.search.oracle import NOT_ASKED, Oracle, OutOfTime, box_key
 from mlrobust.verify.bounds import SAFETY_MARGIN
 from mlrobust.verify.verdict import Status
 
-# after this many probes in a row that the full chain (its complete verifiers: the MILP) leaves
-# UNKNOWN (their time limit), the other layers are probed with the fast chain only: on big
-# boxes the MILP rarely finishes, and each try costs its whole time limit (on the bundled PGD
-# model, 3 tries cost 6 of 19 s per canvas and none of them ever answered)
+# after this many probes that the full chain (its complete verifiers: the MILP, bab) leaves
+# UNKNOWN (their time limit) without settling one between them, the other layers are probed
+# with the fast chain only: on big boxes the MILP rarely finishes, and each try costs its
+# whole time limit (on the bundled PGD model, 3 tries cost 6 of 19 s per canvas and none of
+# them ever answered); see `Patience`
 COMPLETE_PROBE_PATIENCE = 2
+GROWN_TOGETHER = (
+    "grown together with the other open layers by the whole chain, to their joint edge; "
+    "not probed one δ out alone from there"
+)
+JOINT_FAILURES = 3  # failed full-chain probes that end the layers' joint gallop (each costs a whole time limit)
 MAX_CUTS = 3  # CEGIS cuts per failed step before giving up on that direction (near-1 weights cut slowly)
 LINE_SEARCH_STEPS = 8  # the line search's smallest first step: 2^-8 of the ray's length
 LINE_SEARCH_PRECISION = 6  # the line search stops when its bracket is 2^-6 of the bracket's far end
@@ -322,8 +330,37 @@ def expand(
                 return robust, "converged"
 
 
+@dataclass
+class Patience:
+    """The full chain's maximality probes left UNKNOWN since it last settled one (NOT_ROBUST),
+    across maximality passes: after COMPLETE_PROBE_PATIENCE of them its complete verifiers are
+    not asked again (a later pass starts from a larger box, where they would fail again).
+
+    A ROBUST does not start the count over: near CROWN's edge bab proves boxes in a fraction
+    of a second and times out a step further, so proofs between timeouts would let it spend a
+    whole time limit per step, layer after layer, without ever settling one."""
+
+    unknowns: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.unknowns >= COMPLETE_PROBE_PATIENCE
+
+    def record(self, status: Status) -> None:
+        """Count one answer of the full chain (one a verifier gave, not the cache)."""
+        if status is Status.UNKNOWN:
+            self.unknowns += 1
+        elif status is Status.NOT_ROBUST:
+            self.unknowns = 0
+
+
 def maximality(
-    oracle: Oracle, eps: np.ndarray, weights: np.ndarray, resolution: float
+    oracle: Oracle,
+    eps: np.ndarray,
+    weights: np.ndarray,
+    resolution: float,
+    first_pass: bool = True,
+    patience: Patience | None = None,
 ) -> tuple[np.ndarray, tuple[LayerMaximality, ...]]:
     """Grow every layer as far as CROWN proves, then probe every layer one δ beyond.
 
@@ -332,13 +369,25 @@ def maximality(
     stopped, at a box inside ε* + δ e_d: that box is the layer's probe, and the whole batch
     of probes goes through the chain at once (one batched attack). A probe that comes back
     ROBUST grows its layer, and that layer is probed again, one δ beyond ε, in the next round.
+
+    The layers the fast chain leaves UNKNOWN go to the full chain: in the first pass all of
+    them together (`_joint_complete_gallop`), then each alone (`_full_chain_gallops`), while
+    the `patience` lasts (carried from pass to pass). A later pass (`first_pass` False: the
+    one before grew the box with the complete verifiers) starts from a box grown past CROWN's
+    edge, where CROWN's own gallops (a bigger box, a looser bound) cannot prove anything: it
+    only probes every layer again one δ out (a counterexample is now nearer) and gallops alone
+    the layers the fast chain leaves open; a layer's δ-probe holding its own earlier one that
+    the full chain left UNKNOWN is not asked again (`Oracle.unproved_inside`).
     """
+    patience = Patience() if patience is None else patience
     eps = eps.copy()
     limit = range_limit(oracle)
     order = [int(d) for d in np.argsort(-weights, kind="stable")]  # the most valuable layers first
     results: dict[int, LayerMaximality] = {d: LayerMaximality(d, "zero_weight") for d in order if weights[d] <= 0}
     valued = [d for d in order if weights[d] > 0]
-    eps, beyond = _jumps(oracle, eps, valued, resolution, limit)
+    beyond: dict[int, np.ndarray] = {}
+    if first_pass:
+        eps, beyond = _jumps(oracle, eps, valued, resolution, limit)
     unknown: list[int] = []  # layers whose probe the fast chain left UNKNOWN, for the full chain
     asked = "fast" if oracle.fast_chain != oracle.chain else "full"
     pending = valued
@@ -379,12 +428,79 @@ def maximality(
                 unknown.append(layer)
     start = eps.copy()  # where the fast chain left every layer
     if asked == "fast":
-        eps = _full_chain_gallops(oracle, eps, sorted(unknown, key=order.index), resolution, limit, results)
+        unknown = sorted(unknown, key=order.index)
+        if first_pass:
+            eps = _joint_complete_gallop(oracle, eps, weights, unknown, resolution, limit, patience)
+            for d in unknown:
+                if eps[d] > start[d]:
+                    # its fast probe now lies inside the proved box: no evidence about the new edge
+                    results[d] = LayerMaximality(d, "not_expandable", None, None, "full", GROWN_TOGETHER)
+        # then each alone (the joint edge is not the layer's own), as far as the patience lasts
+        eps = _full_chain_gallops(oracle, eps, unknown, resolution, limit, results, patience)
     final = {
         d: replace(result, grown=float(eps[d] - start[d])) if eps[d] > start[d] else result
         for d, result in results.items()
     }
     return eps, tuple(final[d] for d in range(len(eps)))
+
+
+def _joint_complete_gallop(
+    oracle: Oracle,
+    eps: np.ndarray,
+    weights: np.ndarray,
+    layers: list[int],
+    resolution: float,
+    limit: np.ndarray,
+    patience: Patience,
+) -> np.ndarray:
+    """Grow together, with the full chain, the layers whose δ-probe the fast chain left UNKNOWN.
+
+    Past CROWN's edge every proof costs a complete verifier's run, and grown one layer at a
+    time that is several runs per layer, each failure its whole time limit (bench/search.py
+    with bab: 18 runs, 30 s per canvas, to grow the two heaviest layers). One proof along a
+    joint direction grows them all. The direction is w_d² over those layers (the heaviest take
+    most of each step), scaled so its largest component is δ: on 4 PGD canvases it grew w·ε
+    more than w itself or the guide's size-per-margin direction (which CROWN's gradient bends
+    toward layers the bound barely feels, not the ones bab proves most on). t = 1, 2, 4, …
+    steps while ROBUST, then bisection between the last proof and the nearest failure; a box
+    holding one the full chain already left UNKNOWN counts as a failure without asking
+    (`Oracle.unproved_inside`). Ends when the two are one step apart or after JOINT_FAILURES
+    failures.
+
+    Its UNKNOWNs count toward the `patience`, which the layers' gallops alone then continue.
+    """
+    chosen = [d for d in layers if limit[d] > eps[d] + 1e-12]
+    if not chosen or oracle.exhausted():
+        return eps
+    mask = np.zeros(len(eps), dtype=bool)
+    mask[chosen] = True
+    direction = np.where(mask, weights**2, 0.0)
+    if direction.max() <= 0:
+        return eps
+    direction = direction * (resolution / direction.max())
+    low, high, step, failures = 0.0, np.inf, 1.0, 0
+    while failures < JOINT_FAILURES and not oracle.exhausted():
+        t = low + step
+        if t >= high:
+            if step <= 1.0:
+                break
+            step /= 2
+            continue
+        probe = np.minimum(eps + t * direction, limit)
+        if oracle.unproved_inside(probe):
+            high = t
+            continue
+        query = oracle.ask(probe, "maximality (complete verifiers, layers together)", full=True)
+        if not query.cached:
+            patience.record(query.status)
+        if query.status is Status.ROBUST:
+            low, step = t, step * 2
+        else:
+            high, failures = t, failures + 1
+            if step <= 1.0:
+                break
+            step /= 2
+    return np.minimum(eps + low * direction, limit) if low > 0 else eps
 
 
 def _full_chain_gallops(
@@ -394,27 +510,23 @@ def _full_chain_gallops(
     resolution: float,
     limit: np.ndarray,
     results: dict[int, LayerMaximality],
+    patience: Patience,
 ) -> np.ndarray:
     """Layers the fast chain could not grow, most valuable first: grow each with the full chain.
 
     The MILP proves boxes past CROWN's edge (bench/relaxations.py: 24 of 36 boxes 5–20% past
     it), but one δ at a time that is a MILP per δ. So each layer gallops: after a ROBUST the
     step doubles, after a failure it halves, and the layer is settled only by a failure at
-    exactly δ beyond ε (its evidence, as in the fast rounds). After COMPLETE_PROBE_PATIENCE such
-    δ-probes in a row that the full chain leaves UNKNOWN, the remaining layers keep their
-    fast-chain answers: on big boxes the MILP rarely finishes, and each try costs its whole
-    time limit.
+    exactly δ beyond ε (its evidence, as in the fast rounds). Every UNKNOWN of the full chain
+    counts toward the `Patience`, whatever the step: once it is spent no probe goes to it any
+    more, even mid-gallop, and the remaining layers keep their fast-chain answers: on big
+    boxes the MILP rarely finishes, and each try costs its whole time limit.
     """
-    complete_unknowns = 0  # consecutive δ-probes the full chain (its complete verifiers) left UNKNOWN
     for layer in layers:
-        if complete_unknowns >= COMPLETE_PROBE_PATIENCE or oracle.exhausted():
-            why = (
-                oracle.exhausted()
-                or f"the complete verifiers were not asked: they left {complete_unknowns} δ-probes in a row UNKNOWN"
-            )
-            results[layer] = replace(results[layer], reason=f"{results[layer].reason}; {why}")
+        if patience.spent or oracle.exhausted():
+            results[layer] = replace(results[layer], reason=f"{results[layer].reason}; {_not_asked(oracle, patience)}")
             continue
-        step = resolution
+        step, grew = resolution, False
         while True:
             if eps[layer] >= limit[layer]:
                 results[layer] = LayerMaximality(layer, "at_range_limit")
@@ -422,17 +534,36 @@ def _full_chain_gallops(
             if oracle.exhausted():
                 results[layer] = LayerMaximality(layer, "not_checked", reason=oracle.exhausted())
                 break
+            if patience.spent:
+                why = _not_asked(oracle, patience)
+                if grew:  # its probe lies inside the proved box now: no evidence about the new edge
+                    reason = f"grown alone by the whole chain; its gallop stopped before a failure one δ out: {why}"
+                    results[layer] = LayerMaximality(layer, "not_expandable", None, None, "full", reason)
+                else:
+                    results[layer] = replace(results[layer], reason=f"{results[layer].reason}; {why}")
+                break
             probe = eps.copy()
             probe[layer] = min(eps[layer] + step, limit[layer])
+            inside = oracle.unproved_inside(probe)
+            if inside and step > resolution * (1 + 1e-9):
+                step = max(step / 2, resolution)  # a failure without asking
+                continue
+            # the layer's own δ-probe from a smaller box, left UNKNOWN: the same evidence, already paid for
+            earlier = [q for q in inside if q.eps[layer] == probe[layer]]
+            if earlier:
+                last = earlier[-1].verifier
+                reason = f"UNKNOWN one δ out (the whole chain, last {last}; not asked again from a larger box)"
+                results[layer] = LayerMaximality(layer, "not_expandable", None, earlier[-1].eps, "full", reason)
+                break
             query = oracle.ask(probe, f"maximality layer {layer}", full=True)
+            if not query.cached:
+                patience.record(query.status)
             if query.status is Status.ROBUST:
-                eps, step = probe, step * 2
+                eps, step, grew = probe, step * 2, True
                 continue
             if step > resolution * (1 + 1e-9):
                 step = max(step / 2, resolution)  # δ·2^n halves back to δ exactly
                 continue
-            if not query.cached:
-                complete_unknowns = complete_unknowns + 1 if query.status is Status.UNKNOWN else 0
             if query.status is Status.NOT_ROBUST:
                 results[layer] = LayerMaximality(layer, "proved_maximal", query.counterexample, query.eps, "full")
             else:
@@ -440,6 +571,14 @@ def _full_chain_gallops(
                 results[layer] = LayerMaximality(layer, "not_expandable", None, query.eps, "full", reason)
             break
     return eps
+
+
+def _not_asked(oracle: Oracle, patience: Patience) -> str:
+    """Why the full chain was not asked (further) about a layer: a budget, or its patience."""
+    exhausted = oracle.exhausted()
+    if exhausted:
+        return exhausted
+    return f"the complete verifiers were not asked: they left {patience.unknowns} probes UNKNOWN without settling one"
 
 
 BRACKET_SHARE = 0.9  # the brackets cover the heaviest layers holding this share of the weight
@@ -598,11 +737,12 @@ def oracle_guided(
         rounds, grew = 0, True
         layers_result: tuple[LayerMaximality, ...] = ()
         grown = np.zeros(layers)  # per layer, what the complete verifiers grew over all rounds
+        patience = Patience()
         while grew and oracle.exhausted() is None and rounds < MAX_ROUNDS:
             # a layer the complete verifiers grew makes the box larger: the other layers' answers
             # were about a smaller box, so they are asked again until a round changes nothing
             before = eps.copy()
-            eps, layers_result = maximality(oracle, eps, weights, resolution)
+            eps, layers_result = maximality(oracle, eps, weights, resolution, rounds == 0, patience)
             rounds += 1
             grown += [r.grown for r in layers_result]
             grew = bool(np.any(eps > before)) and any(r.grown > 0 for r in layers_result)
