@@ -32,6 +32,7 @@ import torch
 
 from mlrobust.data.canvas import compose
 from mlrobust.data.source import load_pools
+from mlrobust.errors import UserError
 from mlrobust.models.architecture import Architecture, architecture_for, build_classifier
 from mlrobust.models.card import read_card
 from mlrobust.models.evaluate import exact_top_k_correct
@@ -84,6 +85,9 @@ def finetune_candidate(args: argparse.Namespace) -> None:
     arch = architecture_for("pgd")
     stage = FineTune(epochs=args.epochs, max_lr=args.lr, clean_weight=args.clean_weight)
     recipe = replace(RECIPES["pgd"], finetune=stage)
+    # the first stage's card (its training seconds go into the candidate's facts), read before
+    # the 30 epochs: a file without one is refused now, not after the training
+    stage_one = read_card(Path(args.start))["training"]["seconds"]
     model = classifier_from_onnx(Path(args.start), arch)
     print(f"stage two from {args.start}:", stage, flush=True)
     started = time.perf_counter()
@@ -92,7 +96,6 @@ def finetune_candidate(args: argparse.Namespace) -> None:
         print(f"epoch {epoch + 1}: loss {loss:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     trained = finetune(model, recipe, load_pools()["train"], seed=0, progress=progress)
-    stage_one = read_card(Path(args.start))["training"]["seconds"]
     save_candidate(args.name, trained, arch, recipe, stage_one=Path(args.start).name, stage_one_seconds=stage_one)
 
 
@@ -173,7 +176,10 @@ def main() -> None:
         "publish": publish_candidate,
         "diagnose": diagnose,
     }
-    commands_by_name[args.command](args)
+    try:
+        commands_by_name[args.command](args)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -166,3 +166,13 @@ def test_a_second_stage_run_later_from_saved_weights_equals_the_two_stage_recipe
         assert torch.equal(value, after[name]), name
     with pytest.raises(ValueError, match="no PGD fine-tuning stage"):
         finetune(first.model, stage_one, pools["train"], seed=3)
+
+
+def test_a_clean_weight_that_would_be_ignored_or_is_no_share_is_refused() -> None:
+    from mlrobust.models.recipes import PgdDefence
+
+    with pytest.raises(ValueError, match="TRADES"):
+        PgdDefence(trades_beta=3.0, clean_weight=0.5)  # TRADES's loss never reads it
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        PgdDefence(clean_weight=1.5)
+    assert PgdDefence(trades_beta=3.0).clean_weight == 0.0 and PgdDefence(clean_weight=0.6).clean_weight == 0.6

@@ -49,6 +49,15 @@ class PgdDefence:
     trades_beta: float | None = None
     clean_weight: float = 0.0  # Madry only: this share of the loss is BCE on the clean batch
 
+    def __post_init__(self) -> None:
+        # TRADES has its own clean term: a clean_weight there would be silently ignored
+        if self.trades_beta is not None and self.clean_weight:
+            raise ValueError(
+                "PgdDefence: clean_weight is Madry's clean share; TRADES weighs its clean term by trades_beta"
+            )
+        if not 0.0 <= self.clean_weight <= 1.0:
+            raise ValueError(f"PgdDefence: clean_weight is a share of the loss in [0, 1], got {self.clean_weight}")
+
 
 @dataclass(frozen=True)
 class FineTune:

@@ -28,9 +28,10 @@ through the verifier chain.
    layers together (one proof along w_d², galloped then bisected); then it gallops each alone
    (most valuable first; step ×2 after ROBUST, ÷2 after a failure, settled by a failure at
    exactly δ), until the full chain has left COMPLETE_PROBE_PATIENCE probes UNKNOWN without
-   settling one (counted across passes); a layer still UNKNOWN is not expandable by this chain. A pass that
-   grew a layer with the complete verifiers makes the box larger, so another pass follows (at
-   most MAX_ROUNDS): it probes every layer one δ out again and gallops alone the open ones.
+   settling one (counted across passes); a layer still UNKNOWN is not expandable by this
+   chain. A pass that grew a layer with the complete verifiers makes the box larger, so
+   another pass follows (at most MAX_ROUNDS): it probes every layer one δ out again and
+   gallops alone the open ones.
 4. Every query checks the query budget first: a batch is cut to fit, and what it leaves
    unasked is no answer (its layer is not checked, and says so).
 
