@@ -101,7 +101,7 @@ def train_classifier(
     torch.manual_seed(seed)
     model = build_classifier(arch)
     started = time.perf_counter()
-    loss = _train_epochs(model, recipe, recipe.epochs, recipe.max_lr, recipe.pgd, pool, seed, digits, progress)
+    loss = _train_epochs(model, recipe, _Stage(recipe.epochs, recipe.max_lr, recipe.pgd, seed), pool, digits, progress)
     if recipe.finetune is not None:
         stage_two = finetune(model, recipe, pool, seed, digits, progress, first_epoch=recipe.epochs)
         loss = stage_two.final_loss
@@ -128,28 +128,36 @@ def finetune(
         raise ValueError(f"recipe {recipe.name} has no PGD fine-tuning stage")
     defence = replace(recipe.pgd, clean_weight=stage.clean_weight, ramp_epochs=0)
     started = time.perf_counter()
-    loss = _train_epochs(
-        model, recipe, stage.epochs, stage.max_lr, defence, pool, seed + 1, digits, progress, first_epoch
-    )
+    second = _Stage(stage.epochs, stage.max_lr, defence, seed + 1, first_epoch)
+    loss = _train_epochs(model, recipe, second, pool, digits, progress)
     return TrainedModel(model.eval(), time.perf_counter() - started, loss)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One training stage: its own schedule, defence and draws (a second stage draws from
+    seed + 1 alone, so it can run later from saved weights and draw the same)."""
+
+    epochs: int
+    max_lr: float
+    defence: PgdDefence | None
+    seed: int
+    first_epoch: int = 0  # the stage's epochs are numbered on from here in `progress`
 
 
 def _train_epochs(
     model: nn.Sequential,
     recipe: Recipe,
-    epochs: int,
-    max_lr: float,
-    defence: PgdDefence | None,
+    stage: _Stage,
     pool: DigitPool,
-    seed: int,
     digits: int,
     progress: Callable[[int, float], None] | None,
-    first_epoch: int = 0,
 ) -> float:
-    """`epochs` epochs of fresh canvases under one one-cycle schedule; the last batch's loss.
+    """The stage's epochs of fresh canvases under one one-cycle schedule; the last batch's loss.
 
     eps ramps linearly over `defence.ramp_epochs` (0: the full eps from the start).
     """
+    epochs, max_lr, defence, seed = stage.epochs, stage.max_lr, stage.defence, stage.seed
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     batches_per_epoch = recipe.canvases_per_epoch // recipe.batch_size
@@ -182,5 +190,5 @@ def _train_epochs(
             schedule.step()
             loss_value = float(loss.item())
         if progress is not None:
-            progress(first_epoch + epoch, loss_value)
+            progress(stage.first_epoch + epoch, loss_value)
     return loss_value
