@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 def root_margin(problem: Problem, box: B.Interval, intermediate: list, alpha_steps: int) -> float:
     ops = problem.network.ops
     rows = torch.as_tensor(problem.output.rows, dtype=torch.float64)
-    alphas = B._optimise_alphas(ops, rows, intermediate, box, alpha_steps)
+    alphas = B.optimise_alphas(ops, rows, intermediate, box, alpha_steps)
     values = B.backsubstitute(ops, len(ops), rows, intermediate, box, alphas)
     values = values + torch.as_tensor(problem.output.offsets, dtype=torch.float64)
     return float(problem.output.margin_tensor(values[None])[0])

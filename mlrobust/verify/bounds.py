@@ -566,7 +566,7 @@ def _margin_bound(problem: Problem, eps: np.ndarray, method: str, alpha_steps: i
         else:
             per_class = ibp_rows
     else:
-        alphas = _optimise_alphas(ops, spec, intermediate, frozen, alpha_steps) if method == "alpha_crown" else None
+        alphas = optimise_alphas(ops, spec, intermediate, frozen, alpha_steps) if method == "alpha_crown" else None
         per_class = backsubstitute(ops, len(ops), spec, intermediate, box, alphas)
         per_class = torch.minimum(per_class, ibp_rows)
     per_class = per_class + offsets
@@ -593,7 +593,7 @@ def _ibp_rows_with_grad(ops: tuple[o.Op, ...], box: Interval, spec: torch.Tensor
     return (spec.clamp(min=0) * logits.upper).sum(1) + (spec.clamp(max=0) * logits.lower).sum(1)
 
 
-def _optimise_alphas(
+def optimise_alphas(
     ops: tuple[o.Op, ...], spec: torch.Tensor, bounds: list[Interval | None], box: Interval, steps: int
 ) -> dict[int, torch.Tensor]:
     """alpha-CROWN: lower ReLU slopes in [0, 1], one set per spec row, tuned to lower the bound.
