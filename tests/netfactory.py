@@ -12,18 +12,26 @@ from mlrobust.nn.network import Network
 from mlrobust.problem.problem import Problem
 
 
-def dense_net(seed: int, sizes: tuple[int, ...] = (2, 4, 4, 4), scale: float = 1.0) -> Network:
+def activation(shape: tuple[int, ...], leak: float) -> o.Op:
+    """ReLU, or LeakyReLU max(x, leak x) when leak > 0."""
+    return o.LeakyRelu(leak, shape, shape) if leak > 0 else o.Relu(shape, shape)
+
+
+def dense_net(seed: int, sizes: tuple[int, ...] = (2, 4, 4, 4), scale: float = 1.0, leak: float = 0.0) -> Network:
     rng = np.random.default_rng(seed)
     layers: list[o.Op] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(o.Linear(rng.normal(0, scale, (b, a)), rng.normal(0, 0.5, b), (a,), (b,)))
         if i < len(sizes) - 2:
-            layers.append(o.Relu((b,), (b,)))
+            layers.append(activation((b,), leak))
     return Network(tuple(layers), (sizes[0],), sizes[-1], Path("<in-memory>"), 17)
 
 
-def conv_net(seed: int, channels: int = 2, size: int = 6, classes: int = 5, stride: int = 1) -> Network:
-    """Conv -> ReLU -> Conv -> ReLU -> MaxPool 2x2 -> Flatten -> Linear (the bundled models' shape)."""
+def conv_net(
+    seed: int, channels: int = 2, size: int = 6, classes: int = 5, stride: int = 1, leak: float = 0.0
+) -> Network:
+    """Conv -> ReLU -> Conv -> ReLU -> MaxPool 2x2 -> Flatten -> Linear (the bundled models'
+    shape); LeakyReLUs of slope `leak` in place of the ReLUs when leak > 0."""
     rng = np.random.default_rng(seed)
     c1, c2 = 3, 4
     conv1 = o.Conv(
@@ -50,9 +58,9 @@ def conv_net(seed: int, channels: int = 2, size: int = 6, classes: int = 5, stri
     flat = int(np.prod(pooled))
     layers: tuple[o.Op, ...] = (
         conv1,
-        o.Relu(conv1.out_shape, conv1.out_shape),
+        activation(conv1.out_shape, leak),
         conv2,
-        o.Relu(conv2.out_shape, conv2.out_shape),
+        activation(conv2.out_shape, leak),
         pool,
         o.Reshape(pooled, (flat,)),
         o.Linear(rng.normal(0, 0.5, (classes, flat)), rng.normal(0, 0.3, classes), (flat,), (classes,)),

@@ -24,16 +24,21 @@ from mlrobust.verify.verdict import Status
 from .netfactory import sample_box
 
 
-def onnx_net(seed: int, folder: Path, conv: bool):  # type: ignore[no-untyped-def]
+def onnx_net(seed: int, folder: Path, conv: bool, leak: float = 0.0):  # type: ignore[no-untyped-def]
     """A random ReLU net exported to ONNX (so counterexamples are re-checked for real): the
-    bundled models' shape in small (conv, ReLU, conv, ReLU, max-pool, linear), or an MLP."""
+    bundled models' shape in small (conv, ReLU, conv, ReLU, max-pool, linear), or an MLP;
+    LeakyReLUs of slope `leak` in place of the ReLUs when leak > 0."""
     torch.manual_seed(seed)
+
+    def act() -> torch.nn.Module:
+        return torch.nn.LeakyReLU(leak) if leak > 0 else torch.nn.ReLU()
+
     if conv:
         model = torch.nn.Sequential(
             torch.nn.Conv2d(1, 3, 3, padding=1),
-            torch.nn.ReLU(),
+            act(),
             torch.nn.Conv2d(3, 4, 3, padding=1),
-            torch.nn.ReLU(),
+            act(),
             torch.nn.MaxPool2d(2),
             torch.nn.Flatten(),
             torch.nn.Linear(64, 5),
@@ -41,11 +46,11 @@ def onnx_net(seed: int, folder: Path, conv: bool):  # type: ignore[no-untyped-de
         shape = (1, 1, 8, 8)
     else:
         model = torch.nn.Sequential(
-            torch.nn.Flatten(), torch.nn.Linear(12, 10), torch.nn.ReLU(), torch.nn.Linear(10, 8), torch.nn.ReLU(),
+            torch.nn.Flatten(), torch.nn.Linear(12, 10), act(), torch.nn.Linear(10, 8), act(),
             torch.nn.Linear(8, 4),
         )  # fmt: skip
         shape = (1, 1, 3, 4)
-    path = folder / f"net-{seed}-{conv}.onnx"
+    path = folder / f"net-{seed}-{conv}-{leak}.onnx"
     torch.onnx.export(model, (torch.zeros(shape),), path, dynamo=False, opset_version=17,
                       input_names=["x"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
     network, _ = load_network(path)
@@ -76,6 +81,13 @@ def nets():  # type: ignore[no-untyped-def]
     return {(seed, conv): onnx_net(seed, folder, conv) for seed in range(6) for conv in (True, False)}
 
 
+@pytest.fixture(scope="module")
+def leaky_nets():  # type: ignore[no-untyped-def]
+    """The same shapes with LeakyReLU (slope 0.3): bab splits them as it splits ReLUs."""
+    folder = Path(tempfile.mkdtemp(prefix="mlrobust-bab-leaky-"))
+    return {(seed, conv): onnx_net(seed, folder, conv, leak=0.3) for seed in range(6) for conv in (True, False)}
+
+
 QUERIES = (st.integers(0, 5), st.booleans(), st.floats(0.01, 0.6), st.integers(1, 2))
 
 
@@ -90,6 +102,59 @@ def test_bab_is_sound_and_agrees_with_the_exact_milp(nets, seed: int, conv: bool
 @given(*QUERIES)
 def test_bab_is_sound_and_agrees_with_the_exact_milp_on_many_queries(nets, seed, conv, radius, k) -> None:  # type: ignore[no-untyped-def]
     sound_and_complete(nets, seed, conv, radius, k)
+
+
+@settings(max_examples=4, deadline=None)
+@given(*QUERIES)
+def test_bab_on_leaky_relu_nets_is_sound_and_agrees_with_the_exact_milp(leaky_nets, seed, conv, radius, k) -> None:  # type: ignore[no-untyped-def]
+    sound_and_complete(leaky_nets, seed, conv, radius, k)
+
+
+@pytest.mark.parametrize("leaky", [False, True])
+def test_an_unsplit_untuned_domain_is_bounded_as_crown_bounds_the_box(nets, leaky_nets, leaky: bool) -> None:  # type: ignore[no-untyped-def]
+    """bab's rules with no split, α at CROWN's adaptive choice and no β are CROWN's own rules
+    (bounds.py, tested by sampling): the root domain's rows get CROWN's bounds, to rounding.
+    A ReLU or LeakyReLU rule of bab's that relaxed any piece differently would show here.
+    (The MLPs only: a max-pool's tuned plane starts from a softmax of CROWN's, equal only
+    to within ~1e-5.)"""
+    for (seed, conv), network in (leaky_nets if leaky else nets).items():
+        if conv:
+            continue
+        problem = problem_on(network, seed, 2)
+        eps = np.full(problem.num_layers, 0.15)
+        root = bab.prepare(problem, eps, torch.device("cpu"))
+        domain = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
+        spec = torch.as_tensor(problem.output.rows)
+        crown = B.backsubstitute(problem.network.ops, len(problem.network.ops), spec, root.bounds, root.box)
+        expected = crown.numpy() + problem.output.offsets
+        assert np.allclose(domain.rows[0].numpy(), expected, rtol=1e-9, atol=1e-9), (seed, conv)
+
+
+def test_bab_splits_leaky_relus_and_closes_what_crown_leaves_open(leaky_nets) -> None:  # type: ignore[no-untyped-def]
+    """The LeakyReLUs are split (not left to the leaves' MILP): on boxes CROWN cannot prove,
+    bab closes domains by splitting, and decides what the exact MILP decides."""
+    split_queries = 0
+    for (seed, conv), network in leaky_nets.items():
+        problem = problem_on(network, seed, 1)
+        root = bab.prepare(problem, np.full(problem.num_layers, 0.1), torch.device("cpu"))
+        leaky = [i for i, op in enumerate(network.ops) if type(op).__name__ == "LeakyRelu"]
+        assert set(root.relus) <= set(leaky) and root.relus, (seed, conv)
+        low, high = 0.0, 0.6  # CROWN's edge, then a box a little past it
+        for _ in range(12):
+            middle = (low + high) / 2
+            if B.margin_bound(problem, np.full(problem.num_layers, middle)).bound < -B.SAFETY_MARGIN:
+                low = middle
+            else:
+                high = middle
+        eps = np.full(problem.num_layers, high * 1.05)
+        verdict = VERIFIERS["bab"].check(problem, eps, time_limit=20.0, batch=16)
+        exact = VERIFIERS["milp"].check(problem, eps, time_limit=30.0)
+        if exact.definite:
+            assert verdict.status is exact.status, (seed, conv, verdict.stats)
+        if verdict.status is Status.ROBUST and verdict.stats.get("domains_bounded", 0) > 1:
+            split_queries += 1
+            assert verdict.stats.get("leaves_by_lp", 0) < verdict.stats["domains_bounded"]
+    assert split_queries >= 3
 
 
 def sound_and_complete(nets, seed: int, conv: bool, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
@@ -109,16 +174,17 @@ def sound_and_complete(nets, seed: int, conv: bool, radius: float, k: int) -> No
         assert verdict.status is exact.status, (verdict.stats, exact.stats)
 
 
-@settings(max_examples=12, deadline=None)
-@given(st.integers(0, 5), st.booleans(), st.floats(0.05, 0.5))
+@settings(max_examples=16, deadline=None)
+@given(st.integers(0, 5), st.booleans(), st.floats(0.05, 0.5), st.booleans())
 def test_a_split_only_tightens_and_its_bound_holds_on_the_split_region(  # type: ignore[no-untyped-def]
-    nets, seed: int, conv: bool, radius: float
+    nets, leaky_nets, seed: int, conv: bool, radius: float, leaky: bool
 ) -> None:
     """Both halves of a split are bounded at most as high as their parent (what the search
     keeps: `inherit`), and sampled points of each half (points whose split neuron has the
     half's sign) never exceed the half's own row bounds: the β terms and the split neuron's
-    exact relaxation keep the bound sound on the half, tuned or not."""
-    problem = problem_on(nets[(seed, conv)], seed, 1)
+    exact relaxation keep the bound sound on the half, tuned or not (a LeakyReLU's inactive
+    half is its slope-a piece, not zero)."""
+    problem = problem_on((leaky_nets if leaky else nets)[(seed, conv)], seed, 1)
     eps = np.full(problem.num_layers, radius)
     root = bab.prepare(problem, eps, torch.device("cpu"))
     if not root.relus:

@@ -57,6 +57,31 @@ def test_conv_maxpool_bounds_contain_every_sampled_margin(seed: int, radius: flo
 
 
 @settings(max_examples=30, deadline=None)
+@given(seeds, radii, st.floats(0.01, 0.9), st.booleans())
+def test_leaky_relu_bounds_contain_every_sampled_margin(seed: int, radius: float, leak: float, conv: bool) -> None:
+    """LeakyReLU's relaxation (chord above, a line through 0 of slope in [leak, 1] below,
+    tuned by α-CROWN) holds on dense and conv nets."""
+    network = conv_net(seed, leak=leak) if conv else dense_net(seed, (3, 6, 5, 5), leak=leak)
+    problem = problem_for(network, seed)
+    eps = np.random.default_rng(seed).uniform(0, radius, problem.num_layers)
+    _check_sound(problem, eps, seed)
+
+
+def test_alpha_crown_tunes_leaky_relu_slopes() -> None:
+    """On LeakyReLU nets whose bound CROWN leaves loose, α-CROWN's tuned lower slopes lower
+    the rows' bounds (CROWN's adaptive slopes, 1 or a, are its starting point)."""
+    tightened = 0
+    for seed in range(8):
+        problem = problem_for(dense_net(seed, (3, 8, 8, 5), leak=0.2), seed, k=1)
+        eps = np.full(problem.num_layers, 0.3)
+        crown = B.margin_bound(problem, eps, "crown")
+        alpha = B.margin_bound(problem, eps, "alpha_crown", alpha_steps=30)
+        assert alpha.per_class.sum() <= crown.per_class.sum() + 1e-9
+        tightened += int(alpha.per_class.sum() < crown.per_class.sum() - 1e-6)
+    assert tightened >= 4
+
+
+@settings(max_examples=30, deadline=None)
 @given(seeds, radii)
 def test_intermediate_bounds_contain_sampled_activations(seed: int, radius: float) -> None:
     network = conv_net(seed)

@@ -1,7 +1,8 @@
 """`bab`: branch and bound on ReLU splits over the bound engine (β-CROWN style), complete given time.
 
 A *domain* is the query's box with some unstable ReLUs fixed: z_i >= 0 (active) or z_i <= 0
-(inactive). Its bound is CROWN's back-substitution with
+(inactive). A LeakyReLU max(z, a z) splits the same way (its inactive piece is a z, not 0), so
+"ReLU" below means either. Its bound is CROWN's back-substitution with
 - the split neurons relaxed exactly (identity or zero), from their root bounds clipped at 0;
 - the split constraints themselves in the linear bound by Lagrange multipliers β >= 0 (as in
   β-CROWN, Wang et al. 2021): max λ·F over {x in box : s_i z_i(x) >= 0} is at most
@@ -84,25 +85,27 @@ def domain_bounds(bounds: B.Interval, split: torch.Tensor) -> tuple[torch.Tensor
     )
 
 
-def _split_relu_backward(op: o.Relu, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
-    """The ReLU rule for a batch of domains: each with its own split neurons, α and β."""
+def _split_relu_backward(op: o.Relu | o.LeakyRelu, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
+    """The ReLU rule for a batch of domains: each with its own split neurons, α and β. A
+    LeakyReLU max(x, a x) is the same with a in place of 0: slope a where inactive (split
+    z <= 0 included), the chord from (l, a l) to (u, u) above, a + (1 - a) α below."""
     domains = context.domains
     split = context.splits.get(index)
     if split is None:  # no neuron of this layer is unstable at the root: nothing to split
         split = torch.zeros_like(bounds[index].lower)
+    a = op.slope if isinstance(op, o.LeakyRelu) else 0.0
     lower, upper = context.relu_bounds(index, bounds)
     active, inactive = lower >= 0, upper <= 0
     unstable = ~active & ~inactive
     width = torch.where(unstable, upper - lower, torch.ones_like(upper))
-    up_slope = torch.where(
-        active, torch.ones_like(upper), torch.where(unstable, upper / width, torch.zeros_like(upper))
-    )
-    up_offset = torch.where(unstable, -up_slope * lower, torch.zeros_like(upper))
+    chord = (upper - a * lower) / width
+    up_slope = torch.where(active, 1.0, torch.where(unstable, chord, a))
+    up_offset = torch.where(unstable, (a - chord) * lower, torch.zeros_like(upper))
     view = rows.view(domains, -1, *rows.shape[1:])  # (D, R, *shape)
     context.recorded[index] = view
     alpha = context.alphas.get(index)
     chosen = (upper > -lower).to(upper.dtype)[:, None] if alpha is None else alpha
-    low_slope = torch.where(active[:, None], 1.0, torch.where(unstable[:, None], chosen, 0.0))
+    low_slope = torch.where(active[:, None], 1.0, torch.where(unstable[:, None], a + (1 - a) * chosen, a))
     positive, negative = view.clamp(min=0), view.clamp(max=0)
     constant = constant + (positive * up_offset[:, None]).flatten(2).sum(2).flatten()
     new = positive * up_slope[:, None] + negative * low_slope
@@ -179,7 +182,12 @@ def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, c
     return inputs.reshape(domains * count, *op.in_shape), constant
 
 
-RULES = {**B.BACKWARD_RULES, o.Relu: _split_relu_backward, o.MaxPool: _split_maxpool_backward}
+RULES = {
+    **B.BACKWARD_RULES,
+    o.Relu: _split_relu_backward,
+    o.LeakyRelu: _split_relu_backward,
+    o.MaxPool: _split_maxpool_backward,
+}
 
 
 @dataclass
@@ -189,7 +197,7 @@ class Root:
     problem: Problem
     box: B.Interval
     bounds: list[B.Interval | None]  # the root's intermediate bounds (the input of each ReLU / max-pool)
-    relus: list[int]  # op indices of the ReLUs with unstable neurons
+    relus: list[int]  # op indices of the ReLUs and LeakyReLUs with unstable neurons
     unstable: dict[int, torch.Tensor]  # op index -> (*shape) bool: unstable at the root
     rows: torch.Tensor  # (R, n) the property's rows
     offsets: torch.Tensor  # (R,)
@@ -297,7 +305,8 @@ def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
         bounds = B.crown_intermediate(ops, box, ibp_bounds=plain, remembered=remembered)
     unstable = {}
     for index, op in enumerate(ops):
-        if isinstance(op, o.Relu) and bounds[index] is not None:
+        linear = isinstance(op, o.LeakyRelu) and op.slope >= 1  # max(x, x): nothing to split
+        if isinstance(op, (o.Relu, o.LeakyRelu)) and not linear and bounds[index] is not None:
             found = (bounds[index].lower[0] < 0) & (bounds[index].upper[0] > 0)  # type: ignore[union-attr]
             if bool(found.any()):
                 unstable[index] = found
@@ -646,9 +655,10 @@ def bound_domains(
 
 def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tuple[int, int] | None]:
     """BaBSR's intercept score per domain: for each free unstable neuron, how much its upper
-    relaxation's offset -l u / (u - l) adds to the bounds of the rows that keep the domain
-    open (`weights`, through their positive coefficients at the ReLU's output); the best
-    neuron, or None when every unstable neuron is split (or made stable by refined bounds)."""
+    relaxation's offset -l u / (u - l) (a LeakyReLU's: (1 - a) times that) adds to the
+    bounds of the rows that keep the domain open (`weights`, through their positive
+    coefficients at the ReLU's output); the best neuron, or None when every unstable neuron
+    is split (or made stable by refined bounds)."""
     count = weights.shape[0]
     best_score = torch.full((count,), -1.0, dtype=torch.float64)
     best_choice: list[tuple[int, int] | None] = [None] * count
@@ -657,7 +667,10 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
         free = (lower < 0) & (upper > 0) & (context.splits[index] == 0)
         if not bool(free.any()):
             continue
-        intercept = torch.where(free, -lower * upper / (upper - lower).clamp(min=1e-12), torch.zeros_like(upper))
+        # a LeakyReLU's chord offset is (1 - a) times a ReLU's
+        op = root.problem.network.ops[index]
+        leak = 1.0 - op.slope if isinstance(op, o.LeakyRelu) else 1.0
+        intercept = torch.where(free, -leak * lower * upper / (upper - lower).clamp(min=1e-12), torch.zeros_like(upper))
         coefficients = context.recorded[index].clamp(min=0)  # (D, rows, *shape)
         weight = weights.view(count, -1, *([1] * (coefficients.dim() - 2)))
         score = (coefficients * weight).sum(1) * intercept

@@ -15,7 +15,8 @@ One walker, one rule per op kind and domain:
 - A branching network (a DAG: `ops.inputs_of`) changes only the walks: IBP flows over the
   values, and back-substitution sums the rows that a value's readers send back (a residual
   fork) before passing them on; Add and Concat pass rows exactly (they are linear).
-  LeakyReLU max(x, a x) takes the chord above and a line through 0 of slope 1 or a below.
+  LeakyReLU max(x, a x) takes the chord above and a line through 0 of slope in [a, 1] below
+  (1 or a, the adaptive choice, or optimised as a + (1 - a) α: alpha_crown).
 
 The margin m = k-th largest of F_j - F_t: each row e_j - e_t gets an upper bound U_j, and the
 k-th largest U_j bounds the k-th largest difference (the k-th largest is monotone in each
@@ -189,8 +190,8 @@ def _relu_backward(op: o.Relu, index: int, rows, constant, bounds, alphas):  # t
 
 def _leaky_relu_backward(op: o.LeakyRelu, index: int, rows, constant, bounds, alphas):  # type: ignore[no-untyped-def]
     """y = max(x, a x) is convex: below the chord from (l, a l) to (u, u) above, and above any
-    line through 0 with slope in [a, 1] below (the adaptive choice: 1 when u > -l, else a).
-    Its slopes are not tuned by α-CROWN (only ReLU's are)."""
+    line through 0 with slope in [a, 1] below: a + (1 - a) α for α in [0, 1], tuned by
+    α-CROWN like ReLU's (a = 0) slope, else the adaptive choice (1 when u > -l, else a)."""
     lower, upper = bounds[index].lower[0], bounds[index].upper[0]
     slope = torch.full_like(upper, op.slope)
     active, unstable = lower >= 0, (lower < 0) & (upper > 0)
@@ -198,8 +199,12 @@ def _leaky_relu_backward(op: o.LeakyRelu, index: int, rows, constant, bounds, al
     chord = (upper - slope * lower) / width
     up_slope = torch.where(active, torch.ones_like(upper), torch.where(unstable, chord, slope))
     up_offset = torch.where(unstable, (slope - chord) * lower, torch.zeros_like(upper))
-    adaptive = torch.where(upper > -lower, torch.ones_like(upper), slope)
-    low_slope = torch.where(active, torch.ones_like(upper), torch.where(unstable, adaptive, slope))
+    alpha = alphas.get(index) if alphas else None
+    if alpha is None:
+        chosen = torch.where(upper > -lower, torch.ones_like(upper), slope)
+    else:
+        chosen = op.slope + (1 - op.slope) * alpha
+    low_slope = torch.where(active, torch.ones_like(upper), torch.where(unstable, chosen, slope))
     positive, negative = rows.clamp(min=0), rows.clamp(max=0)
     constant = constant + (positive * up_offset).flatten(1).sum(dim=1)
     return positive * up_slope + negative * low_slope, constant
@@ -596,13 +601,14 @@ def _ibp_rows_with_grad(ops: tuple[o.Op, ...], box: Interval, spec: torch.Tensor
 def optimise_alphas(
     ops: tuple[o.Op, ...], spec: torch.Tensor, bounds: list[Interval | None], box: Interval, steps: int
 ) -> dict[int, torch.Tensor]:
-    """alpha-CROWN: lower ReLU slopes in [0, 1], one set per spec row, tuned to lower the bound.
+    """alpha-CROWN: lower ReLU and LeakyReLU slopes (α in [0, 1]; a LeakyReLU's slope is
+    a + (1 - a) α), one set per spec row, tuned to lower the bound.
 
     Every α in [0, 1] gives a sound bound, so optimisation can only help tightness.
     """
     alphas = {}
     for index, op in enumerate(ops):
-        if isinstance(op, o.Relu) and bounds[index] is not None:
+        if isinstance(op, (o.Relu, o.LeakyRelu)) and bounds[index] is not None:
             b = bounds[index]
             start = (b.upper[0] > -b.lower[0]).to(spec.dtype)  # type: ignore[union-attr]
             alphas[index] = start.expand(spec.shape[0], *start.shape).clone().requires_grad_(True)
