@@ -29,11 +29,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
-
 EPS_HELP = (
     "one ε for every layer (0.05), one per layer (0.1,0.05,…), or under `layers = per_object` "
     "one part per object separated by / (0.1,0.05/0.02)"
 )
+
 
 def non_negative_int(text: str) -> int:
     try:
@@ -185,11 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="the experiment's Markdown report and figures from a sweep's folder (docs/results.md)"
     )
     report.add_argument(
-        "sweep_dirs", nargs="+", metavar="SWEEP_DIR",
+        "sweep_dirs",
+        nargs="+",
+        metavar="SWEEP_DIR",
         help="the folder `mlrobust sweep` wrote (it holds sweep.json); several are reported together",
     )
     report.add_argument(
-        "--out", default=None,
+        "--out",
+        default=None,
         help="the Markdown file (default: report.md in the first SWEEP_DIR); figures go in a folder of its name",
     )
     report.set_defaults(handler="mlrobust.commands.report:report")
@@ -212,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="output folder (default: data/double_mnist, or data/triple_mnist with --digits 3)"
     )
     build.add_argument(
-        "--digits", type=int, choices=(2, 3), default=2,
+        "--digits",
+        type=int,
+        choices=(2, 3),
+        default=2,
         help="digits per canvas: 2 (Double-MNIST, 64x64) or 3 (Triple-MNIST, 84x84) (default: 2)",
     )
     build.add_argument("--seed", type=non_negative_int, default=0, help="canvas seed (default: 0)")

@@ -419,7 +419,7 @@ def test_the_bundled_specs_still_lint_clean() -> None:
         '{"format": "mlrobust-double-mnist/1", "seed": 0, "mask_threshold": 0.1, "canvases": [{"id": "test/0000"}]}',
         '{"format": "mlrobust-double-mnist/1", "seed": 0, "mask_threshold": 0.1, "canvases":'
         ' [{"id": 7, "split": "test", "image": "a.png", "labels": ["3", 5], "objects": []}]}',
-        '[1, 2]',
+        "[1, 2]",
         '"\\u0000"',
     ],
 )

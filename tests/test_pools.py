@@ -36,7 +36,12 @@ from .test_nn_ops import compare, make_model
 )
 def test_average_pool_matches_onnxruntime(tmp_path: Path, kernel, stride, pads, include_pad) -> None:
     node = helper.make_node(
-        "AveragePool", ["x"], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=pads,
+        "AveragePool",
+        ["x"],
+        ["y"],
+        kernel_shape=[kernel] * 2,
+        strides=[stride] * 2,
+        pads=pads,
         count_include_pad=include_pad,
     )
     path = make_model(tmp_path, [node], (3, 7, 8), None)
@@ -64,8 +69,15 @@ def pooled_net(tmp_path: Path, seed: int, include_pad: int) -> Path:
     nodes = [
         helper.make_node("Conv", ["x", "W1", "B1"], ["a"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a"], ["b"]),
-        helper.make_node("AveragePool", ["b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-                         count_include_pad=include_pad),
+        helper.make_node(
+            "AveragePool",
+            ["b"],
+            ["c"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            count_include_pad=include_pad,
+        ),
         helper.make_node("Conv", ["c", "W2", "B2"], ["d"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["d"], ["e"]),
         helper.make_node("GlobalAveragePool", ["e"], ["f"]),
@@ -73,12 +85,16 @@ def pooled_net(tmp_path: Path, seed: int, include_pad: int) -> Path:
         helper.make_node("Gemm", ["g", "W3", "B3"], ["y"], transB=1),
     ]
     weights = {
-        "W1": rng.normal(0, 0.7, (3, 1, 3, 3)), "B1": rng.normal(0, 0.2, 3),
-        "W2": rng.normal(0, 0.7, (4, 3, 3, 3)), "B2": rng.normal(0, 0.2, 4),
-        "W3": rng.normal(0, 1.0, (5, 4)), "B3": rng.normal(0, 0.2, 5),
+        "W1": rng.normal(0, 0.7, (3, 1, 3, 3)),
+        "B1": rng.normal(0, 0.2, 3),
+        "W2": rng.normal(0, 0.7, (4, 3, 3, 3)),
+        "B2": rng.normal(0, 0.2, 4),
+        "W3": rng.normal(0, 1.0, (5, 4)),
+        "B3": rng.normal(0, 0.2, 5),
     }
     graph = helper.make_graph(
-        nodes, "pooled",
+        nodes,
+        "pooled",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],

@@ -301,10 +301,20 @@ def test_the_cost_table_is_recomputed(reported, truth) -> None:
 # --- the statistics on outcomes made by hand: the cases a small real sweep may not reach ---
 
 
-def outcome(where: str, size: float, eps: tuple[float, ...], refuted: tuple[float | None, ...] = (), **fields) \
-        -> Outcome:
-    base = {"index": 0, "sweep": "s", "model": "m", "method": "search", "cutting": "fixed", "status": "done",
-            "reason": None, "target": 3, "perturbed_label": 5}
+def outcome(
+    where: str, size: float, eps: tuple[float, ...], refuted: tuple[float | None, ...] = (), **fields
+) -> Outcome:
+    base = {
+        "index": 0,
+        "sweep": "s",
+        "model": "m",
+        "method": "search",
+        "cutting": "fixed",
+        "status": "done",
+        "reason": None,
+        "target": 3,
+        "perturbed_label": 5,
+    }
     return Outcome(where=where, size=size, eps=eps, refuted=refuted, **{**base, **fields})
 
 

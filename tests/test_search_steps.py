@@ -170,7 +170,6 @@ def test_the_query_budget_is_a_hard_cap_and_a_batch_is_cut_to_fit(problem, tmp_p
     assert oracle.ask(np.full(layers, 0.5)).verifier == "budget" and oracle.new_queries == 3
 
 
-
 def test_journal_answers_count_against_the_query_budget_of_a_resumed_run(problem, tmp_path: Path) -> None:
     """A killed run resumed from its journal stops where an unbroken one would: its earlier
     answers are part of the budget, not a fresh budget on top of them."""

@@ -151,9 +151,7 @@ def paste_digits(digits: np.ndarray, positions: np.ndarray, size: int = CANVAS_S
     return layers
 
 
-def compose(
-    pool: DigitPool, count: int, rng: np.random.Generator, max_uses: int = 4, digits: int = 2
-) -> CanvasBatch:
+def compose(pool: DigitPool, count: int, rng: np.random.Generator, max_uses: int = 4, digits: int = 2) -> CanvasBatch:
     """Draw `count` canvases of `digits` digits from `pool`; deterministic for the generator's
     state (two digits: the same draws, and so the same bytes, as before three existed)."""
     if digits not in CANVAS_SIZES:

@@ -220,8 +220,11 @@ def _robustness(lines: list[str], data: SweepData, figure) -> None:  # type: ign
                     f"| {method} | {cutting} | {c.a} | {c.b} | {c.n} | {num(c.median_difference)} | {c.a_larger} |"
                     f" {c.b_larger} | {c.equal} | {pval(c.p_value)} |"
                 )
-            verdicts.append(_verdict(method, cutting, [g for g in groups if (g.method, g.cutting) == (method, cutting)],
-                                     comparisons))
+            verdicts.append(
+                _verdict(
+                    method, cutting, [g for g in groups if (g.method, g.cutting) == (method, cutting)], comparisons
+                )
+            )
     lines += ["", *[v for v in verdicts if v], ""]
 
 
@@ -278,8 +281,10 @@ def _cutting(lines: list[str], data: SweepData) -> None:
             )
         else:
             differing = sum(c.n - c.identical for c in mine)
-            line = (f"- **{method}:** the strategies differ on {differing} of {sum(c.n for c in mine)} paired"
-                    f" canvases; the method cut {cuts} times")
+            line = (
+                f"- **{method}:** the strategies differ on {differing} of {sum(c.n for c in mine)} paired"
+                f" canvases; the method cut {cuts} times"
+            )
             if cuts == 0:
                 line += (
                     ", so the cutting weights were never used and these differences are not the strategies':"

@@ -142,8 +142,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise UserError(f"no {what} at {path}", hint="give the folder `mlrobust sweep` wrote (it holds sweep.json)") \
-            from error
+        raise UserError(
+            f"no {what} at {path}", hint="give the folder `mlrobust sweep` wrote (it holds sweep.json)"
+        ) from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"cannot read {what} {path}: {error}") from error
     if not isinstance(raw, dict):

@@ -23,8 +23,9 @@ from mlrobust.report.plots import _save, displayed
 def sizes_box(path: Path, data: SweepData, method: str) -> None:
     """Per model and cutting: the box of w·ε* and, beside it, the uniform baseline's box."""
     models, cuttings = data.models(), data.cuttings()
-    figure, axes = plt.subplots(1, len(cuttings), figsize=(max(5.0, 2.2 * len(models) + 1.5) * len(cuttings), 4.2),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(cuttings), figsize=(max(5.0, 2.2 * len(models) + 1.5) * len(cuttings), 4.2), squeeze=False
+    )
     rng = np.random.default_rng(0)
     for axis, cutting in zip(axes[0], cuttings, strict=True):
         ticks, labels = [], []
@@ -36,8 +37,9 @@ def sizes_box(path: Path, data: SweepData, method: str) -> None:
                 if not values:
                     continue
                 position = i + 1 + offset
-                axis.boxplot([values], positions=[position], widths=0.3, showfliers=False,
-                             medianprops={"color": colour})
+                axis.boxplot(
+                    [values], positions=[position], widths=0.3, showfliers=False, medianprops={"color": colour}
+                )
                 axis.scatter(position + rng.uniform(-0.06, 0.06, len(values)), values, s=8, alpha=0.5, color=colour)
             ticks.append(i + 1)
             labels.append(model)
@@ -80,8 +82,9 @@ def heatmap_grid(path: Path, rows: list[str], columns: list[tuple[str, str]], fo
     """ε* per pixel for the same canvases (rows) under every model and cutting (columns), the
     perturbed digit outlined: the thesis's Figures 3–4 side by side. One colour scale for all."""
     top = max((max(o.eps) for o in found.values() if o.eps), default=0.0) or 1.0
-    figure, axes = plt.subplots(len(rows), len(columns) + 1, figsize=(2.3 * (len(columns) + 1), 2.4 * len(rows)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(rows), len(columns) + 1, figsize=(2.3 * (len(columns) + 1), 2.4 * len(rows)), squeeze=False
+    )
     shown = None
     for r, where in enumerate(rows):
         first = next(o for key, o in found.items() if key[0] == where)

@@ -63,7 +63,9 @@ def group_sizes(data: SweepData) -> list[GroupSizes]:
                 ratios = [o.size / o.uniform_size for o in done if o.uniform_size and o.size is not None]
                 groups.append(
                     GroupSizes(
-                        model, method, cutting,
+                        model,
+                        method,
+                        cutting,
                         spread([o.size for o in done if o.size is not None]),
                         spread(uniform),
                         median(ratios),
@@ -98,7 +100,9 @@ def paired(a: str, b: str, left: list[Outcome], right: list[Outcome]) -> Paired:
     nonzero = differences[np.abs(differences) > SAME]
     p_value = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) else None
     return Paired(
-        a, b, len(pairs),
+        a,
+        b,
+        len(pairs),
         median(list(differences)),
         int((differences > SAME).sum()),
         int((differences < -SAME).sum()),
@@ -144,7 +148,11 @@ def cutting_comparisons(data: SweepData) -> list[CuttingComparison]:
                 ratios = [y / x for x, y in pairs if x > 0]
                 found.append(
                     CuttingComparison(
-                        model, method, a, b, len(pairs),
+                        model,
+                        method,
+                        a,
+                        b,
+                        len(pairs),
                         sum(1 for x, y in pairs if abs(x - y) <= SAME),
                         spread(ratios),
                         min(ratios) if ratios else None,
@@ -235,7 +243,9 @@ def explanation_cells(done: list[Outcome]) -> list[Cell]:
             cells.setdefault((o.perturbed_label, o.target), []).append(o)
     return [
         Cell(
-            p, t, len(group),
+            p,
+            t,
+            len(group),
             float(np.median([o.size for o in group])),
             float(np.median([object_eps(o) for o in group])),
             float(np.median([near_eps(o) for o in group])),
@@ -274,7 +284,8 @@ def gaps(done: list[Outcome], distances: int) -> list[LayerGap]:
         ratios = [refuted[id(o)] / proved[id(o)] for o in bracketed if proved[id(o)] > 0]
         rows.append(
             LayerGap(
-                key[1], len(having),
+                key[1],
+                len(having),
                 float(np.median(list(proved.values()))),
                 len(bracketed),
                 median([refuted[id(o)] for o in bracketed]),
