@@ -295,9 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print_human(errors, diagnostics)
             return int(error.exit_code)
-        errors.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
-        if error.hint:
-            errors.print(f"[bold]hint:[/] {escape(error.hint)}", soft_wrap=True)
+        print_error(errors, error)
         return int(error.exit_code)
     except KeyboardInterrupt:
         errors.print("interrupted")
@@ -312,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USER_ERROR)
     except Exception as error:  # the boundary: anything unexpected is our bug
         return _internal(errors, error, debug)
+
+
+def print_error(console: Console, error: MlrobustError) -> None:
+    """`error: …` and `hint: …`, as every command prints a user's error (the project's scripts
+    too, so a developer sees one format)."""
+    console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+    if error.hint:
+        console.print(f"[bold]hint:[/] {escape(error.hint)}", soft_wrap=True)
 
 
 def _print_error_json(error: MlrobustError, diagnostics: list | None) -> None:

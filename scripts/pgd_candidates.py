@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 
+from mlrobust.cli import print_error
 from mlrobust.data.canvas import compose
 from mlrobust.data.source import load_pools
 from mlrobust.errors import UserError
@@ -179,7 +181,8 @@ def main() -> None:
     try:
         commands_by_name[args.command](args)
     except UserError as error:
-        raise SystemExit(f"error: {error}") from None
+        print_error(Console(stderr=True, highlight=False), error)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

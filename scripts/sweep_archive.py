@@ -19,6 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
+from mlrobust.cli import print_error
 from mlrobust.errors import UserError
 from mlrobust.sweep_archive import pack, unpack
 
@@ -49,7 +52,7 @@ def main() -> int:
             for path in unpacked.kept:
                 print(f"kept (differs from the archive, newer answers are not overwritten): {path}")
     except UserError as error:
-        print(f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else ""), file=sys.stderr)
+        print_error(Console(stderr=True, highlight=False), error)
         return 1
     return 0
 
