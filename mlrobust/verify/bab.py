@@ -154,11 +154,17 @@ def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, c
     if tuned is None:
         return B.BACKWARD_RULES[o.MaxPool](op, index, rows, constant, bounds, None)
     previous = o.input_of(context.ops, index) - 1 if context.ops else index - 1  # the op computing the input
-    if previous >= 0 and isinstance(context.ops[previous], o.Relu):
+    if previous >= 0 and isinstance(context.ops[previous], (o.Relu, o.LeakyRelu)):
         # the input is a ReLU's output: its bounds in each domain follow from the domain's
-        # pre-activation bounds (split or refined), tighter than the root's
+        # pre-activation bounds (split or refined), tighter than the root's; max(z, a z) is
+        # monotone, so it maps bounds to bounds (a = 0: a ReLU)
+        activation = context.ops[previous]
+        a = activation.slope if isinstance(activation, o.LeakyRelu) else 0.0
         lower, upper = context.relu_bounds(previous, bounds)
-        lower, upper = lower.clamp(min=0), upper.clamp(min=0)
+        if a == 0:
+            lower, upper = lower.clamp(min=0), upper.clamp(min=0)
+        else:
+            lower, upper = torch.maximum(lower, a * lower), torch.maximum(upper, a * upper)
     else:
         lower, upper = bounds[index].lower, bounds[index].upper
     members, valid, low, up = _window_bounds(op, lower, upper)
