@@ -28,17 +28,6 @@ from mlrobust.verify.registry import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 
-def crown_edge(problem: Problem, steps: int = 24) -> float:
-    low, high = 0.0, 1.0
-    for _ in range(steps):
-        middle = (low + high) / 2
-        if B.margin_bound(problem, np.full(problem.num_layers, middle)).bound < -B.SAFETY_MARGIN:
-            low = middle
-        else:
-            high = middle
-    return low
-
-
 def timed(name: str, problem: Problem, eps: np.ndarray, limit: float) -> tuple[Status, float, dict]:
     B.forget(problem)  # cold: no bound remembered from the other verifier
     started = time.perf_counter()
@@ -61,7 +50,7 @@ def main() -> None:
         if problem is None:
             print(f"skip {canvas}: the target is not in the top 2 at ε = 0", flush=True)
             continue
-        edge = crown_edge(problem)
+        edge, _ = B.crown_edge(problem)
         eps = np.full(problem.num_layers, edge * args.factor)
         answers: dict[tuple[str, float], tuple[Status, float]] = {}
         line = []

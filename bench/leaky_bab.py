@@ -56,17 +56,6 @@ def problem_for(network, seed: int) -> Problem:  # type: ignore[no-untyped-def]
     return Problem(network, image, layers, target, 1, (0.0, 1.0))
 
 
-def crown_edge(problem: Problem, steps: int = 20) -> float:
-    low, high = 0.0, 1.0
-    for _ in range(steps):
-        middle = (low + high) / 2
-        if B.margin_bound(problem, np.full(problem.num_layers, middle)).bound < -B.SAFETY_MARGIN:
-            low = middle
-        else:
-            high = middle
-    return low
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", type=int, default=8)
@@ -81,7 +70,7 @@ def main() -> None:
     disagreements = 0
     for seed in range(args.nets):
         problem = problem_for(leaky_mlp(seed, args.slope, folder), seed)
-        edge = crown_edge(problem)
+        edge, _ = B.crown_edge(problem, steps=20)
         for factor in args.factors:
             eps = np.full(problem.num_layers, edge * factor)
             line = []

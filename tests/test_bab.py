@@ -139,13 +139,7 @@ def test_bab_splits_leaky_relus_and_closes_what_crown_leaves_open(leaky_nets) ->
         root = bab.prepare(problem, np.full(problem.num_layers, 0.1), torch.device("cpu"))
         leaky = [i for i, op in enumerate(network.ops) if type(op).__name__ == "LeakyRelu"]
         assert set(root.relus) <= set(leaky) and root.relus, (seed, conv)
-        low, high = 0.0, 0.6  # CROWN's edge, then a box a little past it
-        for _ in range(12):
-            middle = (low + high) / 2
-            if B.margin_bound(problem, np.full(problem.num_layers, middle)).bound < -B.SAFETY_MARGIN:
-                low = middle
-            else:
-                high = middle
+        _, high = B.crown_edge(problem, 0.6, 12)  # a box a little past CROWN's edge
         eps = np.full(problem.num_layers, high * 1.05)
         verdict = VERIFIERS["bab"].check(problem, eps, time_limit=20.0, batch=16)
         exact = VERIFIERS["milp"].check(problem, eps, time_limit=30.0)
@@ -223,13 +217,7 @@ def test_bab_proves_a_box_past_crowns_edge_on_the_bundled_pgd_model() -> None:
     checked = check_spec(REPO / "specs" / "double_mnist_pgd.mlr")
     spec = checked.spec
     problem = compile_problem(spec, checked.instances[0])
-    low, high = 0.0, 0.5
-    for _ in range(16):
-        middle = (low + high) / 2
-        if B.margin_bound(problem, np.full(problem.num_layers, middle)).bound < -B.SAFETY_MARGIN:
-            low = middle
-        else:
-            high = middle
+    low, _ = B.crown_edge(problem, 0.5, 16)
     eps = np.full(problem.num_layers, low * 1.02)
     assert VERIFIERS["bounds"].check(problem, eps).status is Status.UNKNOWN
     verdict = VERIFIERS["bab"].check(problem, eps, time_limit=60.0)

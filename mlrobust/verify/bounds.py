@@ -632,6 +632,20 @@ def optimise_alphas(
     return best_alphas
 
 
+def crown_edge(problem: Problem, high: float = 1.0, steps: int = 24) -> tuple[float, float]:
+    """CROWN's uniform edge, bracketed by bisection on [0, high]: (the largest uniform ε it
+    proves, the smallest it was seen to fail), to high / 2^steps. Benches and tests put boxes
+    just past it, where a complete verifier has work to do."""
+    low = 0.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if margin_bound(problem, np.full(problem.num_layers, middle)).bound < -SAFETY_MARGIN:
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
 def check(problem: Problem, eps: np.ndarray, budget: QueryBudget, *, method: str, alpha_steps: int) -> Verdict:
     """The verifier (options declared in contract/verifiers.py, filled in by the registry)."""
     result = margin_bound(problem, eps, method, alpha_steps)
