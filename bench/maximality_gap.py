@@ -9,7 +9,7 @@ canvas of the PGD model, whether either half holds. It runs the search with the 
 `bench/search.py`'s "ours + bab" (attack -> bounds -> bab(2 s), weights 0.8^d, δ = 0.002), then,
 for the heaviest layers holding --share of the weight, on the probe box ε* + δ e_d:
 
-- bab's verdict and margin bound after --bab-seconds (a sound upper bound on the largest top-k margin m
+- bab's verdict, its seconds and its margin bound after --bab-seconds (a sound upper bound on the largest top-k margin m
   over the box; ROBUST when < 0) and a strong attack's best margin (PGD, 200 steps × 20
   restarts; a concrete point, so a lower bound on the true largest m; NOT_ROBUST when > 0).
   The true largest margin lies between the two: a counterexample one δ out needs it > 0.
@@ -99,9 +99,10 @@ def main() -> None:
     network = bundled_model(args.model)
     # per layer: weight share, bab's bound, the attack's margin, edge / ε*_d, ε*_d, bab proved the probe
     rows: list[tuple[float, float, float, float | None, float, bool]] = []
+    proof_seconds: list[float] = []  # bab's time on the probes it proved
     done = 0  # canvases measured (each one's weight shares add up to 1)
     print(
-        f"{'canvas':<11}{'layer':>6}{'weight':>8}{'ε*_d':>9}{'bab':>11}{'bab bound':>11}"
+        f"{'canvas':<11}{'layer':>6}{'weight':>8}{'ε*_d':>9}{'bab':>11}{'bab s':>7}{'bab bound':>11}"
         f"{'attack':>9}{'edge':>9}{'edge/ε*':>9}"
     )
     for canvas, problem in problems(network, args.canvases):
@@ -120,7 +121,9 @@ def main() -> None:
             probe = eps.copy()
             probe[layer] = min(eps[layer] + RESOLUTION, limit[layer])
             B.forget(problem)
+            started = time.perf_counter()
             bab = VERIFIERS["bab"].check(problem, probe, time_limit=args.bab_seconds)
+            bab_seconds = time.perf_counter() - started
             bound = float(bab.margin_bound) if bab.margin_bound is not None else float("nan")
             if bab.status is Status.NOT_ROBUST:
                 bound = float("nan")  # bab found the counterexample itself: no bound to report
@@ -131,15 +134,16 @@ def main() -> None:
             ratio = edge / eps[layer] if edge is not None and eps[layer] > 0 else None
             proved = bab.status is Status.ROBUST
             rows.append((float(share[layer]), bound, attacked, ratio, float(eps[layer]), proved))
+            proof_seconds.extend([bab_seconds] if proved else [])
             print(
-                f"{canvas:<11}{layer:>6}{share[layer]:>8.3f}{eps[layer]:>9.4f}{bab.status.value:>11}{bound:>11.3f}{attacked:>9.3f}"
+                f"{canvas:<11}{layer:>6}{share[layer]:>8.3f}{eps[layer]:>9.4f}{bab.status.value:>11}{bab_seconds:>7.1f}{bound:>11.3f}{attacked:>9.3f}"
                 f"{(f'{edge:.4f}' if edge is not None else 'none'):>9}{(f'{ratio:.1f}' if ratio else '-'):>9}",
                 flush=True,
             )
     if not rows:
         return
-    refuted = sum(row[0] for row in rows if row[2] > 0) / done
-    proved = sum(row[0] for row in rows if row[5]) / done
+    refuted_share = sum(row[0] for row in rows if row[2] > 0) / done
+    proved_share = sum(row[0] for row in rows if row[5]) / done
     gaps = [bound - attacked for _, bound, attacked, *_ in rows if np.isfinite(bound)]
     ratios = [row[3] for row in rows if row[3] is not None]
     no_edge = sum(row[0] for row in rows if row[3] is None) / done
@@ -148,7 +152,15 @@ def main() -> None:
         f"δ = {RESOLUTION}, bab {args.bab_seconds:g} s per probe, attack {ATTACK['steps']} steps × "
         f"{ATTACK['restarts']} restarts"
     )
-    print(f"weight share (of all) whose δ-probe the attack refutes: {refuted:.1%}; that bab proves: {proved:.1%}")
+    print(
+        f"weight share (of all) whose δ-probe the attack refutes: {refuted_share:.1%}; "
+        f"that bab proves: {proved_share:.1%}"
+    )
+    if proof_seconds:
+        print(
+            f"bab's time on the probes it proves: median {statistics.median(proof_seconds):.1f} s "
+            f"(max {max(proof_seconds):.1f} s, {len(proof_seconds)} probes)"
+        )
     if gaps:
         print(f"bab bound − attack margin at the δ-probe: median {statistics.median(gaps):.2f} (min {min(gaps):.2f})")
     if ratios:

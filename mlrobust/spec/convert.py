@@ -273,16 +273,7 @@ class Converter:
                 int(args["width"]),
                 value.span,
             )  # type: ignore[call-overload]
-        name = head(value)
-        if name is not None:
-            self.report(
-                "unknown-generator",
-                f"unknown mask `{name}`",
-                value.span,
-                'write a mask file ("mask.png"), other_digit, or rect(top=, left=, height=, width=)',
-            )
-        else:
-            self.wrong_type("mask", 'a file ("mask.png"), other_digit or rect(...)', value)
+        self.unknown_region(value, "mask", "mask", "mask.png", "other_digit")
         return None
 
     def mask_union(self, value: s.ListValue) -> ir.MaskUnion | None:
@@ -309,17 +300,22 @@ class Converter:
             return ir.TargetDigitMask(value.span)
         if isinstance(value, s.String) or (isinstance(value, s.Call) and value.name == "rect"):
             return self.mask(value, "freeze")  # type: ignore[return-value]
+        self.unknown_region(value, "freeze", "freeze region", "frozen.png", "target_digit")
+        return None
+
+    def unknown_region(self, value: s.Value, key: str, what: str, example: str, named: str) -> None:
+        """`mask` and `freeze` take the same forms (a file, a named region, rect(…)): a value
+        that is none of them is an unknown generator when it has a name, else the wrong type."""
         name = head(value)
         if name is not None:
             self.report(
                 "unknown-generator",
-                f"unknown freeze region `{name}`",
+                f"unknown {what} `{name}`",
                 value.span,
-                'write a mask file ("frozen.png"), target_digit, or rect(top=, left=, height=, width=)',
+                f'write a mask file ("{example}"), {named}, or rect(top=, left=, height=, width=)',
             )
         else:
-            self.wrong_type("freeze", 'a file ("frozen.png"), target_digit or rect(...)', value)
-        return None
+            self.wrong_type(key, f'a file ("{example}"), {named} or rect(...)', value)
 
     def sigmoid_threshold(self, value: s.Value, what: str) -> float | None:
         """A sigmoid score threshold: a number strictly between 0 and 1 (its logit is finite)."""
