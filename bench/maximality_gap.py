@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +48,18 @@ from mlrobust.verify.verdict import Status
 RESOLUTION = 0.002  # δ, as in bench/search.py
 ATTACK = {"steps": 200, "restarts": 20}
 EDGE_PRECISION = 0.05  # the attack's edge is bisected until its bracket is this fraction of its upper end
+
+
+class Probe(NamedTuple):
+    """One layer's δ-probe ε* + δ e_d and the attack's edge along e_d."""
+
+    share: float  # the layer's share of the weight
+    status: Status  # bab's verdict on the probe
+    seconds: float  # bab's time on it
+    bound: float  # bab's margin bound (nan where bab found a counterexample)
+    attack: float  # the strong attack's best margin there
+    edge: float | None  # the smallest ε_d where the attack refutes (None: none up to the range limit)
+    ratio: float | None  # edge / ε*_d
 
 
 def searched_box(problem: Problem, weights: np.ndarray, bab_seconds: float) -> tuple[np.ndarray, float]:
@@ -97,9 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     network = bundled_model(args.model)
-    # per layer: weight share, bab's bound, the attack's margin, edge / ε*_d, ε*_d, bab proved the probe
-    rows: list[tuple[float, float, float, float | None, float, bool]] = []
-    proof_seconds: list[float] = []  # bab's time on the probes it proved
+    rows: list[Probe] = []
     done = 0  # canvases measured (each one's weight shares add up to 1)
     print(
         f"{'canvas':<11}{'layer':>6}{'weight':>8}{'ε*_d':>9}{'bab':>11}{'bab s':>7}{'bab bound':>11}"
@@ -132,9 +143,7 @@ def main() -> None:
                 attacked = max(attacked, float(bab.best_margin or 0.0))
             edge = attack_edge(problem, eps, layer, float(limit[layer]))
             ratio = edge / eps[layer] if edge is not None and eps[layer] > 0 else None
-            proved = bab.status is Status.ROBUST
-            rows.append((float(share[layer]), bound, attacked, ratio, float(eps[layer]), proved))
-            proof_seconds.extend([bab_seconds] if proved else [])
+            rows.append(Probe(float(share[layer]), bab.status, bab_seconds, bound, attacked, edge, ratio))
             print(
                 f"{canvas:<11}{layer:>6}{share[layer]:>8.3f}{eps[layer]:>9.4f}{bab.status.value:>11}{bab_seconds:>7.1f}{bound:>11.3f}{attacked:>9.3f}"
                 f"{(f'{edge:.4f}' if edge is not None else 'none'):>9}{(f'{ratio:.1f}' if ratio else '-'):>9}",
@@ -142,11 +151,13 @@ def main() -> None:
             )
     if not rows:
         return
-    refuted_share = sum(row[0] for row in rows if row[2] > 0) / done
-    proved_share = sum(row[0] for row in rows if row[5]) / done
-    gaps = [bound - attacked for _, bound, attacked, *_ in rows if np.isfinite(bound)]
-    ratios = [row[3] for row in rows if row[3] is not None]
-    no_edge = sum(row[0] for row in rows if row[3] is None) / done
+    refuted_share = sum(row.share for row in rows if row.attack > 0) / done
+    proved = [row for row in rows if row.status is Status.ROBUST]
+    proved_share = sum(row.share for row in proved) / done
+    proof_seconds = [row.seconds for row in proved]
+    gaps = [row.bound - row.attack for row in rows if np.isfinite(row.bound)]
+    ratios = [row.ratio for row in rows if row.ratio is not None]
+    no_edge = sum(row.share for row in rows if row.edge is None) / done
     print(
         f"\n{done} canvases, {len(rows)} layers (the heaviest holding {args.share:.0%} of the weight), "
         f"δ = {RESOLUTION}, bab {args.bab_seconds:g} s per probe, attack {ATTACK['steps']} steps × "

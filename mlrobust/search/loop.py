@@ -470,15 +470,12 @@ def _joint_complete_gallop(
 
     Its UNKNOWNs count toward the `patience`, which the layers' gallops alone then continue.
     """
-    chosen = [d for d in layers if limit[d] > eps[d] + 1e-12]
+    chosen = [d for d in layers if limit[d] > eps[d] + 1e-12]  # the layers have weight > 0
     if not chosen or oracle.exhausted():
         return eps
-    mask = np.zeros(len(eps), dtype=bool)
-    mask[chosen] = True
-    direction = np.where(mask, weights**2, 0.0)
-    if direction.max() <= 0:
-        return eps
-    direction = direction * (resolution / direction.max())
+    direction = np.zeros(len(eps))
+    direction[chosen] = weights[chosen] ** 2
+    direction *= resolution / direction.max()
     low, high, step, failures = 0.0, np.inf, 1.0, 0
     while failures < JOINT_FAILURES and not oracle.exhausted():
         t = low + step

@@ -119,7 +119,8 @@ class Oracle:
     work: dict[str, VerifierWork] = field(default_factory=dict)  # verifier name -> what it did
     journal_warnings: list[str] = field(default_factory=list)  # what load_journal repaired, for the user
     repeats: int = 0  # answers to a box already in the history, from the cache (not recorded again)
-    _full_unknowns: list[Query] = field(default_factory=list, repr=False)  # see `unproved_inside`
+    # the full chain's UNKNOWN answers by box, in the order first reached: see `unproved_inside`
+    _full_unknowns: dict[tuple[float, ...], Query] = field(default_factory=dict, repr=False)
     _recorded: set[tuple[Any, ...]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
@@ -257,7 +258,7 @@ class Oracle:
         answers this run has reached count (a resumed run replays them in the same order), so
         a resumed search takes the path of the run before it."""
         box = np.asarray(eps, dtype=np.float64)
-        return [query for query in self._full_unknowns if np.all(np.asarray(query.eps) <= box)]
+        return [query for query in self._full_unknowns.values() if np.all(np.asarray(query.eps) <= box)]
 
     def ask(self, eps: np.ndarray, purpose: str = "", full: bool = False) -> Query:
         """ROBUST and NOT_ROBUST are facts whichever chain found them; UNKNOWN only for that chain."""
@@ -280,9 +281,10 @@ class Oracle:
             outcomes = run_chain_many(self.problem, [boxes[i] for i in asked], chain, QueryBudget(seconds))
             for i, outcome in zip(asked, outcomes, strict=True):
                 answers[i] = self._answered(boxes[i], outcome, purposes[i], full)
-        if full:
-            unknown = [a for a in answers if a is not None and a.status is Status.UNKNOWN]
-            self._full_unknowns += [a for a in unknown if a.verifier != NOT_ASKED]
+        if full:  # a box asked again (from the cache) keeps its first place
+            for answer in answers:
+                if answer is not None and answer.status is Status.UNKNOWN and answer.verifier != NOT_ASKED:
+                    self._full_unknowns.setdefault(box_key(answer.eps), answer)
         return [self._record(answer) for answer in answers if answer is not None]
 
     def _within_budget(self, boxes: list[np.ndarray], purposes: list[str], answers: list[Query | None]) -> list[int]:
