@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlrobust.nn import ops as o
 from mlrobust.nn.network import load_network
 from mlrobust.problem.problem import Problem
 from mlrobust.verify import bab
@@ -168,6 +169,33 @@ def sound_and_complete(nets, seed: int, conv: bool, radius: float, k: int) -> No
         assert verdict.status is exact.status, (verdict.stats, exact.stats)
 
 
+def activation_before(problem: Problem, points: np.ndarray, index: int) -> np.ndarray:
+    """(N, size) the flat input of op `index` (these nets are chains)."""
+    with torch.no_grad():
+        activation = torch.as_tensor(points)
+        for op in problem.network.ops[:index]:
+            activation = op.forward(activation)
+    return activation.flatten(1).numpy()
+
+
+def is_window_max(pool_input: np.ndarray, op, window: int, member: int, without: tuple[int, ...] = ()) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """(N,) bool: is the window's member the largest of its members (ties count), leaving
+    out the positions `without` (the members an earlier split said are not the maximum)?"""
+    positions = [int(m) for i, m in enumerate(op.windows[window]) if m >= 0 and i not in without]
+    own = pool_input[:, op.windows[window][member]]
+    return np.all(own[:, None] >= pool_input[:, positions], axis=1)
+
+
+def rows_of(problem: Problem, points: np.ndarray) -> np.ndarray:
+    return problem.network.logits(points) @ problem.output.rows.T + problem.output.offsets
+
+
+def halves_hold(problem: Problem, halves: bab.Bounded, rows: np.ndarray, regions: list[np.ndarray]) -> None:
+    for half, inside in enumerate(regions):
+        if inside.any():
+            assert np.all(rows[inside] <= halves.rows[half].numpy()[None] + 1e-7)
+
+
 @settings(max_examples=16, deadline=None)
 @given(st.integers(0, 5), st.booleans(), st.floats(0.05, 0.5), st.booleans())
 def test_a_split_only_tightens_and_its_bound_holds_on_the_split_region(  # type: ignore[no-untyped-def]
@@ -175,35 +203,73 @@ def test_a_split_only_tightens_and_its_bound_holds_on_the_split_region(  # type:
 ) -> None:
     """Both halves of a split are bounded at most as high as their parent (what the search
     keeps: `inherit`), and sampled points of each half (points whose split neuron has the
-    half's sign) never exceed the half's own row bounds: the β terms and the split neuron's
-    exact relaxation keep the bound sound on the half, tuned or not (a LeakyReLU's inactive
-    half is its slope-a piece, not zero)."""
+    half's sign; for a max-pool window, points whose split member is the window's maximum or
+    not) never exceed the half's own row bounds: the β terms and the split's exact pieces keep
+    the bound sound on the half, tuned or not (a LeakyReLU's inactive half is its slope-a
+    piece, not zero)."""
     problem = problem_on((leaky_nets if leaky else nets)[(seed, conv)], seed, 1)
     eps = np.full(problem.num_layers, radius)
     root = bab.prepare(problem, eps, torch.device("cpu"))
-    if not root.relus:
+    if not root.splittable:
         return
     parent = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
     choice = parent.choices[0]
     assert choice is not None
     children = bab._children(root, bab.Domain(0.0, 0, {}, values=parent.rows[0]), choice, 1)
+    points = sample_box(problem, eps, 3000, seed)
+    index, neuron = choice
+    before = activation_before(problem, points, index)
+    op = problem.network.ops[index]
+    if isinstance(op, o.MaxPool):
+        first = is_window_max(before, op, *divmod(neuron, op.windows.shape[1]))
+        regions = [first, ~first]
+    else:
+        regions = [before[:, neuron] >= 0, before[:, neuron] <= 0]
     for steps in (0, 10):
         halves = bab.bound_domains(root, children, steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
         kept = bab.inherit(root, bab.Bounded(halves.rows.clone(), halves.margins, [], halves.corners), children)
         assert torch.all(kept.rows <= parent.rows) and torch.all(kept.margins <= parent.margins)
-        index, neuron = choice
-        points = sample_box(problem, eps, 3000, seed)
-        with torch.no_grad():
-            activation = torch.as_tensor(points)
-            for op in problem.network.ops[:index]:
-                activation = op.forward(activation)
-        pre = activation.flatten(1)[:, neuron].numpy()
-        outputs = problem.network.logits(points)
-        rows = outputs @ problem.output.rows.T + problem.output.offsets
-        for half, sign in zip(range(2), (1, -1), strict=True):
-            inside = pre * sign >= 0
-            if inside.any():
-                assert np.all(rows[inside] <= halves.rows[half].numpy()[None] + 1e-7)
+        halves_hold(problem, halves, rows_of(problem, points), regions)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 5), st.floats(0.1, 0.6), st.booleans())
+def test_window_splits_hold_on_their_regions_two_levels_deep(  # type: ignore[no-untyped-def]
+    nets, leaky_nets, seed: int, radius: float, leaky: bool
+) -> None:
+    """A max-pool window split on its top member j1, and the "not j1" half split again on the
+    runner-up j2: each of the four pieces (j1 the maximum; j1 not; j2 the maximum of the rest;
+    neither) bounds its sampled points, with and without tuning (β on "x_j >= x_i" included).
+    A rule that dropped the excluded member from the lower side's reasoning, or forgot a
+    member in the plane, fails here."""
+    problem = problem_on((leaky_nets if leaky else nets)[(seed, True)], seed, 1)
+    eps = np.full(problem.num_layers, radius)
+    root = bab.prepare(problem, eps, torch.device("cpu"))
+    if not root.pools:
+        return
+    index = root.pools[0]
+    op = problem.network.ops[index]
+    width = op.windows.shape[1]
+    box = root.bounds[index]
+    assert box is not None
+    windows = torch.nonzero(root.unstable[index].any(dim=1)).flatten().tolist()
+    points = sample_box(problem, eps, 4000, seed)
+    before = activation_before(problem, points, index)
+    rows = rows_of(problem, points)
+    parent = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
+    for window in windows[:3]:
+        upper = box.upper.flatten()[torch.as_tensor(op.windows[window])].numpy()
+        j1, j2 = (int(j) for j in np.argsort(-upper)[:2])
+        top = bab.Domain(0.0, 0, {}, values=parent.rows[0])
+        first, rest = bab._children(root, top, (index, window * width + j1), 1)
+        inner = bab._children(root, rest, (index, window * width + j2), 3)
+        one = is_window_max(before, op, window, j1)
+        two = ~one & is_window_max(before, op, window, j2, without=(j1,))
+        for steps in (0, 10):
+            outer = bab.bound_domains(root, [first, rest], steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
+            halves_hold(problem, outer, rows, [one, ~one])
+            deeper = bab.bound_domains(root, inner, steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
+            halves_hold(problem, deeper, rows, [two, ~one & ~two])
 
 
 def test_bab_proves_a_box_past_crowns_edge_on_the_bundled_pgd_model() -> None:

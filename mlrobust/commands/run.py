@@ -170,6 +170,7 @@ def summary(console: Console, result: Result) -> None:
         t = bab.totals
         console.print(
             f"[dim]bab: {int(t.get('domains_bounded', 0))} domains bounded, {int(t.get('closed', 0))} closed, "
+            f"{int(t.get('window_splits', 0))} split on a max-pool window; "
             f"deepest split {int(t.get('max_depth', 0))}, largest queue {int(t.get('max_queue', 0))}; "
             f"{t.get('bound_seconds', 0.0):.1f} s bounding, {t.get('branch_seconds', 0.0):.1f} s branching; "
             f"{int(t.get('warm_started', 0))} of {bab.runs} queries started from the last tuned root[/]",

@@ -1,8 +1,12 @@
-"""`bab`: branch and bound on ReLU splits over the bound engine (β-CROWN style), complete given time.
+"""`bab`: branch and bound on ReLU and max-pool splits over the bound engine (β-CROWN style),
+complete given time.
 
 A *domain* is the query's box with some unstable ReLUs fixed: z_i >= 0 (active) or z_i <= 0
 (inactive). A LeakyReLU max(z, a z) splits the same way (its inactive piece is a z, not 0), so
-"ReLU" below means either. Its bound is CROWN's back-substitution with
+"ReLU" below means either. A max-pool window whose maximum is undecided splits on a member j:
+x_j is the maximum (y = x_j, and x_j >= x_i enters the bound by β) or it is not (y is the
+maximum of the others); see `_split_maxpool_backward`. A domain's bound is CROWN's
+back-substitution with
 - the split neurons relaxed exactly (identity or zero), from their root bounds clipped at 0;
 - the split constraints themselves in the linear bound by Lagrange multipliers β >= 0 (as in
   β-CROWN, Wang et al. 2021): max λ·F over {x in box : s_i z_i(x) >= 0} is at most
@@ -17,10 +21,12 @@ Domains go through the engine in batches: one back-substitution of (domains × r
 A domain is closed when the margin's bound (the property's margin of its rows' bounds: the
 k-th largest for top-k, max-min for a disjunction) is below -SAFETY_MARGIN. Open domains are
 split on the neuron with the best BaBSR intercept score (Bunel et al. 2020: the amount the
-upper relaxation's offset adds to the live rows' bounds), hardest domain first; a domain with
-every unstable ReLU split is linear, and is settled by an exact LP (HiGHS) over the box and
-its split constraints. Candidate counterexamples: the input corner that maximises each open
-domain's bound, and PGD from those corners; each goes through the onnxruntime re-check.
+upper relaxation's offset adds to the live rows' bounds; a window's is that of the ReLU in
+max(x_j1, x_j2) = x_j1 + relu(x_j2 - x_j1) of its top two members), hardest domain first; a
+domain with every unstable ReLU split and every window decided is settled by the exact MILP
+of the box with those ReLUs' gates fixed (the max-pools keep their binaries, so it is exact
+on the domain's superset). Candidate counterexamples: the input corner that maximises each
+open domain's bound, and PGD from those corners; each goes through the onnxruntime re-check.
 """
 
 from __future__ import annotations
@@ -127,6 +133,26 @@ def _window_bounds(op: o.MaxPool, lower: torch.Tensor, upper: torch.Tensor) -> t
     return members, valid, low, up
 
 
+def _top_two(live: torch.Tensor, low: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per window, the live member with the highest upper bound (j1) and the runner-up (j2):
+    (j1, u1, l1, u2, l2), each (B, out); u2 = l2 = -inf where one member is live."""
+    up = torch.where(live, up, torch.full_like(up, -torch.inf))
+    low = torch.where(live, low, torch.full_like(up, -torch.inf))
+    top = up.topk(2, dim=-1)
+    j1, j2 = top.indices[..., 0], top.indices[..., 1]
+    l1 = low.gather(-1, j1[..., None])[..., 0]
+    l2 = low.gather(-1, j2[..., None])[..., 0]
+    return j1, top.values[..., 0], l1, top.values[..., 1], l2
+
+
+def _undecided(live: torch.Tensor, low: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(B, out, W) bool: the members that may be the maximum of a window whose maximum is
+    undecided (the runner-up's upper bound above the top member's lower bound)."""
+    live = live.expand_as(up)
+    _, _, l1, u2, _ = _top_two(live, low.expand_as(up), up)
+    return live & (up > l1[..., None]) & (u2 > l1)[..., None]
+
+
 def pool_start(op: o.MaxPool, bounds: B.Interval) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits whose relaxation is CROWN's own choice: (out, W) for the upper plane's slopes
     (sigmoid: the chord weights), and (out, W + 1) for the lower combination (softmax over the
@@ -141,48 +167,80 @@ def pool_start(op: o.MaxPool, bounds: B.Interval) -> tuple[torch.Tensor, torch.T
     return upper, lower
 
 
-def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
-    """The max-pool rule with tuned relaxations. Above: any plane y <= Σ c_i x_i + d with every
-    c_i in [0, 1] and d = max_j (u_j - c_j (u_j - l_j)) - Σ c_i l_i, the least valid constant
-    (y - c·x is convex, so largest at a vertex; where x_j is the maximum its coefficient 1 - c_j
-    >= 0 sends it to u_j and the others' -c_i <= 0 send them to l_i, which keeps j the maximum):
-    the chord weights, and the constant y <= max u (c = 0), are two points of it. Below: any
-    convex combination of the inputs and of the window's largest lower bound (each is below y).
-    CROWN's own choices are one point of each family; the tuned ones reach toward (and, having
-    every window's whole family, sometimes past) the LP relaxation of the exact encoding."""
-    tuned = context.pools.get(index)
-    if tuned is None:
-        return B.BACKWARD_RULES[o.MaxPool](op, index, rows, constant, bounds, None)
+def _pool_input_bounds(op: o.MaxPool, index: int, bounds, context: SplitContext) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    """(B, *in_shape) bounds of a max-pool's input: per domain where the input is a ReLU's
+    output (its bounds follow from the domain's pre-activation bounds, split or refined, and
+    max(z, a z) is monotone, so it maps bounds to bounds), else the root's (B = 1)."""
     previous = o.input_of(context.ops, index) - 1 if context.ops else index - 1  # the op computing the input
     if previous >= 0 and isinstance(context.ops[previous], (o.Relu, o.LeakyRelu)):
-        # the input is a ReLU's output: its bounds in each domain follow from the domain's
-        # pre-activation bounds (split or refined), tighter than the root's; max(z, a z) is
-        # monotone, so it maps bounds to bounds (a = 0: a ReLU)
         activation = context.ops[previous]
         a = activation.slope if isinstance(activation, o.LeakyRelu) else 0.0
         lower, upper = context.relu_bounds(previous, bounds)
         if a == 0:
-            lower, upper = lower.clamp(min=0), upper.clamp(min=0)
-        else:
-            lower, upper = torch.maximum(lower, a * lower), torch.maximum(upper, a * upper)
-    else:
-        lower, upper = bounds[index].lower, bounds[index].upper
+            return lower.clamp(min=0), upper.clamp(min=0)
+        return torch.maximum(lower, a * lower), torch.maximum(upper, a * upper)
+    return bounds[index].lower, bounds[index].upper
+
+
+def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, context: SplitContext):  # type: ignore[no-untyped-def]
+    """The max-pool rule with tuned relaxations and window splits. Above: any plane
+    y <= Σ c_i x_i + d with every c_i in [0, 1] and d = max_j (u_j - c_j (u_j - l_j)) - Σ c_i l_i,
+    the least valid constant (y - c·x is convex, so largest at a vertex; where x_j is the maximum
+    its coefficient 1 - c_j >= 0 sends it to u_j and the others' -c_i <= 0 send them to l_i,
+    which keeps j the maximum): the chord weights, and the constant y <= max u (c = 0), are two
+    points of it. Below: any convex combination of the inputs and of the window's largest lower
+    bound (each is below y). CROWN's own choices are one point of each family; the tuned ones
+    reach toward (and, having every window's whole family, sometimes past) the LP relaxation of
+    the exact encoding.
+
+    A window split on member j (`SplitContext.splits`, (D, out, W)) has two halves. +1: x_j is
+    the window's maximum, so y = x_j exactly, and x_j - x_i >= 0 for every other member still
+    in the window enters the bound with a multiplier β >= 0 (as a ReLU split's constraint does).
+    -1: x_j is not the maximum, so y is the maximum of the other members: the plane is taken
+    over them alone (the lower combination may still use x_j: y >= x_j holds everywhere). A
+    window left with one member is exact too. Each half's bound is that of the network whose
+    pool is replaced by its piece, and the piece equals the pool on the half."""
+    tuned = context.pools.get(index)
+    split = context.splits.get(index)
+    if tuned is None and (split is None or not bool((split != 0).any())):
+        return B.BACKWARD_RULES[o.MaxPool](op, index, rows, constant, bounds, None)
+    lower, upper = _pool_input_bounds(op, index, bounds, context)
     members, valid, low, up = _window_bounds(op, lower, upper)
-    low, up = low[:, None], up[:, None]  # (B, 1, out, W): the same for every row of a domain
-    up_logits, low_logits = tuned
     domains = context.domains
     view = rows.reshape(domains, -1, members.shape[0])  # (D, R, out)
     count = view.shape[1]
-    c = torch.where(valid, torch.sigmoid(up_logits), torch.zeros_like(up_logits))  # (D, R, out, W)
+    context.recorded[index] = view
+    if tuned is None:  # CROWN's own relaxation (the root's) for every domain and row
+        start_up, start_low = pool_start(op, bounds[index])
+        tuned = (start_up.to(rows.dtype).expand(domains, count, *start_up.shape),
+                 start_low.to(rows.dtype).expand(domains, count, *start_low.shape))  # fmt: skip
+    up_logits, low_logits = tuned
+    if split is None:
+        split = torch.zeros_like(low[:1])
+    live = valid & (split >= 0)  # (D or 1, out, W): the members that may be the window's maximum
+    chosen = split > 0
+    exact = chosen | (live & (live.sum(dim=-1, keepdim=True) == 1))  # one member per exact window
+    fixed = exact.any(dim=-1)  # (D or 1, out)
+    low, up = low[:, None], up[:, None]  # (B, 1, out, W): the same for every row of a domain
+    live4 = live[:, None]
+    c = torch.where(live4, torch.sigmoid(up_logits), torch.zeros_like(up_logits))  # (D, R, out, W)
     weights = torch.softmax(low_logits, dim=-1)  # (D, R, out, W + 1)
     mu, floor_weight = weights[..., :-1], weights[..., -1]
-    finite_low = torch.where(valid, low, torch.zeros_like(low))
-    reach = torch.where(valid, up - c * (up - finite_low), torch.full_like(c, -torch.inf)).max(dim=-1).values
+    finite_low = torch.where(live4, low, torch.zeros_like(low))
+    reach = torch.where(live4, up - c * (up - finite_low), torch.full_like(c, -torch.inf)).max(dim=-1).values
     offset = reach - (c * finite_low).sum(dim=-1)  # (D, R, out)
     floor = low.max(dim=-1).values  # (B, 1, out): the window's largest lower bound
     positive, negative = view.clamp(min=0), view.clamp(max=0)
-    constant = constant + (positive * offset + negative * floor_weight * floor).sum(dim=-1).flatten()
+    relaxed = positive * offset + negative * floor_weight * floor
+    fixed4 = fixed[:, None]  # (D or 1, 1, out)
+    constant = constant + torch.where(fixed4, torch.zeros_like(relaxed), relaxed).sum(dim=-1).flatten()
     spread = positive[..., None] * c + negative[..., None] * mu  # (D, R, out, W)
+    spread = torch.where(fixed4[..., None], view[..., None] * exact[:, None].to(view.dtype), spread)
+    beta = context.betas.get(index)
+    if beta is not None:  # + Σ β_i (x_j - x_i): >= 0 on the half where x_j is the maximum
+        holds = chosen.any(dim=-1, keepdim=True) & live & ~chosen
+        beta = torch.where(holds[:, None], beta, torch.zeros_like(beta))
+        spread = spread - beta + chosen[:, None].to(beta.dtype) * beta.sum(dim=-1, keepdim=True)
     inputs = rows.new_zeros((domains * count, int(np.prod(op.in_shape))))
     inputs.index_add_(1, members.flatten(), spread.reshape(domains * count, -1))
     return inputs.reshape(domains * count, *op.in_shape), constant
@@ -204,13 +262,18 @@ class Root:
     box: B.Interval
     bounds: list[B.Interval | None]  # the root's intermediate bounds (the input of each ReLU / max-pool)
     relus: list[int]  # op indices of the ReLUs and LeakyReLUs with unstable neurons
-    unstable: dict[int, torch.Tensor]  # op index -> (*shape) bool: unstable at the root
+    unstable: dict[int, torch.Tensor]  # op index -> (*shape) bool: unstable at the root (a pool's: (out, W))
     rows: torch.Tensor  # (R, n) the property's rows
     offsets: torch.Tensor  # (R,)
     box32: B.Interval | None = None  # float32 copies, for the optimisation steps
     bounds32: list[B.Interval | None] = field(default_factory=list)
     objective: Objective | None = None  # set after the root bound
     warm: Params | None = None  # the root's tuned parameters (on the objective's rows)
+    pools: list[int] = field(default_factory=list)  # op indices of the max-pools with an undecided window
+
+    @property
+    def splittable(self) -> list[int]:
+        return sorted(self.relus + self.pools)
 
 
 MAX_COMBINED = 64  # disjuncts bounded as one combined row each; beyond this, rows alone
@@ -283,6 +346,7 @@ class Stats:
     leaves_by_lp: int = 0
     max_queue: int = 0
     max_depth: int = 0
+    window_splits: int = 0  # splits on a max-pool window's maximum (the rest are on ReLUs)
     batches: int = 0
     bound_seconds: float = 0.0
     branch_seconds: float = 0.0
@@ -316,17 +380,28 @@ def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
             found = (bounds[index].lower[0] < 0) & (bounds[index].upper[0] > 0)  # type: ignore[union-attr]
             if bool(found.any()):
                 unstable[index] = found
+    pools = []
+    for index, op in enumerate(ops):
+        if isinstance(op, o.MaxPool) and op.windows.shape[1] > 1 and bounds[index] is not None:
+            interval = bounds[index]
+            assert interval is not None
+            _, valid, low, up = _window_bounds(op, interval.lower, interval.upper)
+            candidates = _undecided(valid, low, up)[0]  # (out, W)
+            if bool(candidates.any()):
+                unstable[index] = candidates
+                pools.append(index)
     output = problem.output
     return Root(
         problem,
         box,
         bounds,
-        sorted(unstable),
+        sorted(set(unstable) - set(pools)),
         unstable,
         torch.as_tensor(output.rows, dtype=torch.float64, device=device),
         torch.as_tensor(output.offsets, dtype=torch.float64, device=device),
         box32=_single(box),
         bounds32=[_single(b) for b in bounds],
+        pools=pools,
     )
 
 
@@ -484,7 +559,7 @@ def _full_splits(root: Root, domains: list[Domain]) -> dict[int, torch.Tensor]:
     """Each ReLU layer's splits of a batch, dense: (D, *shape) in {-1, 0, +1}."""
     device = root.box.lower.device
     dense = {}
-    for index in root.relus:
+    for index in root.splittable:
         shape = root.unstable[index].shape
         layer = torch.zeros((len(domains), *shape), dtype=torch.float64, device=device)
         flat = layer.view(len(domains), -1)
@@ -579,6 +654,10 @@ def bound_domains(
         alphas[index] = initial.clone().requires_grad_(True)
         if bool((splits64[index] != 0).any()):
             betas[index] = torch.zeros_like(alphas[index]).requires_grad_(True)
+    for index in root.pools:  # the multipliers of "x_j is the window's maximum"
+        if bool((splits64[index] > 0).any()):
+            betas[index] = torch.zeros((count, rows_per, *root.unstable[index].shape), device=root.rows.device)
+            betas[index].requires_grad_(True)
     pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for index, op in enumerate(root.problem.network.ops):
         if isinstance(op, o.MaxPool) and root.bounds[index] is not None:
@@ -688,6 +767,31 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
             if value[d] > best_score[d]:
                 best_score[d] = value[d]
                 best_choice[d] = (index, int(neuron[d]))
+    for index in root.pools:
+        # the window's maximum as max(x_j1, x_j2) = x_j1 + relu(x_j2 - x_j1) of its top two
+        # members: the ReLU intercept of x_j2 - x_j1 in [l2 - u1, u2 - l1]; the split is on
+        # j1 (its halves: x_j1 is the maximum, or it is not)
+        op = root.problem.network.ops[index]
+        assert isinstance(op, o.MaxPool)
+        lower, upper = _pool_input_bounds(op, index, root.bounds, context)
+        _, valid, low, up = _window_bounds(op, lower, upper)
+        split = context.splits[index]  # (D, out, W)
+        live = (valid & (split >= 0)).expand(count, *valid.shape)
+        low, up = low.expand_as(live), up.expand_as(live)
+        j1, u1, l1, u2, l2 = _top_two(live, low, up)
+        free = ~(split > 0).any(dim=-1) & (u2 > l1)  # (D, out)
+        below, above = torch.where(free, l2 - u1, -1.0), torch.where(free, u2 - l1, 1.0)
+        intercept = torch.where(free, -below * above / (above - below).clamp(min=1e-12), 0.0)
+        coefficients = context.recorded[index].clamp(min=0)  # (D, rows, out)
+        score = (coefficients * weights[:, :, None]).sum(1) * intercept
+        score = score + 1e-9 * torch.where(free, u1 - l1, 0.0)
+        score = torch.where(free, score, -1.0).cpu()
+        value, window = score.max(dim=1)
+        member = j1.cpu()
+        for d in range(count):
+            if value[d] > best_score[d]:
+                best_score[d] = value[d]
+                best_choice[d] = (index, int(window[d]) * valid.shape[1] + int(member[d, window[d]]))
     return best_choice
 
 
@@ -705,7 +809,7 @@ def refine_domains(
     device = root.rows.device
     refined: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     infeasible = torch.zeros(count, dtype=torch.bool, device=device)
-    split_layers = [i for i in root.relus if bool((splits[i] != 0).any())]
+    split_layers = [i for i in root.splittable if bool((splits[i] != 0).any())]
     if not split_layers:
         return refined, infeasible
     context = SplitContext(count, splits, ops, refined=refined)
@@ -942,9 +1046,10 @@ def check(
         fits = int((deadline - time.perf_counter()) / max(pace, 1e-6) / 2)
         parents = [heapq.heappop(queue) for _ in range(max(1, min(batch // 2, len(queue), fits)))]
         children: list[Domain] = []
-        for domain, choice in parents:
-            children.extend(_children(root, domain, choice, serial))
+        for domain, split_on in parents:
+            children.extend(_children(root, domain, split_on, serial))
             serial += 2
+            stats.window_splits += int(split_on[0] in root.pools)
         stats.branch_seconds += time.perf_counter() - clock
         clock = time.perf_counter()
         bounded = inherit(root, bound_domains(root, children, steps, margin, deadline), children)
