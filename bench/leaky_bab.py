@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from random_nets import exported, problem_for
 
-from mlrobust.nn.network import load_network
-from mlrobust.problem.problem import Problem
 from mlrobust.verify import bounds as B
 from mlrobust.verify.registry import VERIFIERS
 from mlrobust.verify.verdict import Status
@@ -38,22 +37,7 @@ def leaky_mlp(seed: int, slope: float, folder: Path):  # type: ignore[no-untyped
         torch.nn.LeakyReLU(slope),
         torch.nn.Linear(40, 6),
     )
-    path = folder / f"leaky-{seed}.onnx"
-    torch.onnx.export(
-        model, (torch.zeros(1, 1, 8, 8),), path, dynamo=False, opset_version=17,
-        input_names=["x"], dynamic_axes={"x": {0: "n"}},
-    )  # fmt: skip
-    network, _ = load_network(path)
-    return network
-
-
-def problem_for(network, seed: int) -> Problem:  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(seed)
-    image = rng.uniform(0, 1, network.input_shape).astype(np.float32).astype(np.float64)
-    layers = rng.integers(0, 3, size=network.input_shape[1:])
-    layers.flat[:3] = np.arange(3)
-    target = int(np.argmax(network.logits(image[None])[0]))
-    return Problem(network, image, layers, target, 1, (0.0, 1.0))
+    return exported(model, (1, 1, 8, 8), folder / f"leaky-{seed}.onnx")
 
 
 def main() -> None:

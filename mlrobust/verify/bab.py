@@ -49,6 +49,7 @@ PLATEAU_STEPS, PLATEAU_GAIN = 10, 1e-3  # a long tuning stops once 10 steps gain
 ROOT_SCHEDULE = (0.5, 0.95)  # the root's long tuning: large steps first (the combined rows' λ move far), then fine
 ROOT_STEPS = 100  # α/β/c optimisation steps at the root (one domain: cheap, and it warm-starts all)
 MAX_DOMAINS = 20_000  # open domains kept at once (each holds its splits: a few bytes per unstable ReLU)
+SPLIT_WINDOWS = True  # split max-pool windows too (bench/pool_bab.py turns it off to measure what they add)
 
 
 @dataclass
@@ -382,7 +383,7 @@ def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
                 unstable[index] = found
     pools = []
     for index, op in enumerate(ops):
-        if isinstance(op, o.MaxPool) and op.windows.shape[1] > 1 and bounds[index] is not None:
+        if SPLIT_WINDOWS and isinstance(op, o.MaxPool) and op.windows.shape[1] > 1 and bounds[index] is not None:
             interval = bounds[index]
             assert interval is not None
             _, valid, low, up = _window_bounds(op, interval.lower, interval.upper)
@@ -546,7 +547,8 @@ def remember(objective: Objective, short: Params, tuned: Params, device: str) ->
 @dataclass
 class Bounded:
     """A batch of domains after bounding: per domain its rows' bounds, its margin bound, its
-    branching choice (None: every unstable ReLU is split) and its candidate counterexample."""
+    branching choice (None: every unstable ReLU split, every window decided) and its candidate
+    counterexample."""
 
     rows: torch.Tensor  # (D, R) upper bounds of the property's rows
     margins: torch.Tensor  # (D,)
@@ -900,8 +902,9 @@ def _children(root: Root, domain: Domain, choice: tuple[int, int], serial: int) 
 
 @dataclass
 class LeafSolver:
-    """The exact LP of a domain whose every unstable ReLU is split (the network is linear
-    there): the MILP encoding of the box with those ReLUs' gates fixed (max-pools keep theirs)."""
+    """The exact problem of a domain whose every unstable ReLU is split and every window decided:
+    the MILP encoding of the box with those ReLUs' gates fixed (max-pools keep their binaries,
+    so it is exact on a superset of the domain: its "closed" is sound, its point is re-checked)."""
 
     problem: Problem
     eps: np.ndarray
@@ -1076,7 +1079,7 @@ def check(
             child.priority = -child.bound
             child.values = bounded.rows[i]
             stats.max_depth = max(stats.max_depth, child.depth)
-            if choice is None:  # every unstable ReLU is split: the domain is linear
+            if choice is None:  # every unstable ReLU split, every window decided: the leaf MILP
                 clock = time.perf_counter()
                 outcome, point, value = leaves.solve(child, max(deadline - time.perf_counter(), 0.0))
                 stats.lp_seconds += time.perf_counter() - clock
