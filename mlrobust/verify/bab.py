@@ -558,7 +558,7 @@ class Bounded:
 
 
 def _full_splits(root: Root, domains: list[Domain]) -> dict[int, torch.Tensor]:
-    """Each ReLU layer's splits of a batch, dense: (D, *shape) in {-1, 0, +1}."""
+    """Each ReLU layer's and max-pool's splits of a batch, dense: (D, *shape) in {-1, 0, +1}."""
     device = root.box.lower.device
     dense = {}
     for index in root.splittable:
