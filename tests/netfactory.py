@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mlrobust.nn import ops as o
 from mlrobust.nn.network import Network
 from mlrobust.problem.problem import Problem
+from mlrobust.verify import bab
+from mlrobust.verify import bounds as B
 
 
 def activation(shape: tuple[int, ...], leak: float) -> o.Op:
@@ -124,3 +128,78 @@ def onnx_dense_net(seed: int, folder: Path, sizes: tuple[int, ...] = (4, 6, 6, 4
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     network, _ = load_network(path)
     return network
+
+
+def value_before(problem: Problem, points: np.ndarray, index: int) -> np.ndarray:
+    """(N, size) the flat value op `index` reads (chains and graphs alike)."""
+    with torch.no_grad():
+        values = o.forward_values(problem.network.ops, torch.as_tensor(points))
+    return values[o.input_of(problem.network.ops, index)].flatten(1).numpy()
+
+
+def is_window_max(
+    pool_input: np.ndarray, op: o.MaxPool, window: int, member: int, without: tuple[int, ...] = ()
+) -> np.ndarray:
+    """(N,) bool: is the window's member the largest of its members (ties count), leaving
+    out the positions `without` (the members an earlier split said are not the maximum)?"""
+    positions = [int(m) for i, m in enumerate(op.windows[window]) if m >= 0 and i not in without]
+    own = pool_input[:, op.windows[window][member]]
+    return np.all(own[:, None] >= pool_input[:, positions], axis=1)
+
+
+def rows_of(problem: Problem, points: np.ndarray) -> np.ndarray:
+    return problem.network.logits(points) @ problem.output.rows.T + problem.output.offsets
+
+
+def pool_probe(problem: Problem, index: int, window: int) -> Problem:
+    """The problem's network cut after the max-pool at `index`, its outputs the pool's outputs,
+    and the property "output `window` is not the largest": its row for `window` reads that
+    window's output with coefficient +1, so a bound of it is a bound of the window's maximum
+    with no head layer's slack on top, and an error in one window's rule shows."""
+    ops = problem.network.ops[: index + 1]
+    pool = ops[index]
+    assert isinstance(pool, o.MaxPool)
+    size = int(np.prod(pool.out_shape))
+    head = (o.Reshape(pool.out_shape, (size,)), o.Linear(np.eye(size), np.zeros(size), (size,), (size,)))
+    network = Network(ops + head, problem.network.input_shape, size, Path("<in-memory>"), 17)
+    target = (window + 1) % size
+    return Problem(network, problem.image, problem.layer_map, target, 1, problem.value_range)
+
+
+def window_pieces_hold(problem: Problem, eps: np.ndarray, seed: int, windows: int = 3) -> None:
+    """On the first max-pool's first undecided windows: split on the top member j1, then the
+    "not j1" half on the runner-up j2. Each of the four pieces (j1 the maximum; j1 not; j2 the
+    maximum of the rest; neither) must bound its sampled points, with and without tuning (β on
+    "x_j >= x_i" included), on the network cut after the pool (`pool_probe`). A rule that
+    treated one half as the other, flipped β's sign, or left a member out of the plane fails."""
+    first_root = bab.prepare(problem, eps, torch.device("cpu"))
+    if not first_root.pools:
+        return
+    index = first_root.pools[0]
+    op = problem.network.ops[index]
+    assert isinstance(op, o.MaxPool)
+    width = op.windows.shape[1]
+    box = first_root.bounds[index]
+    assert box is not None
+    undecided = torch.nonzero(first_root.unstable[index].any(dim=1)).flatten().tolist()
+    points = sample_box(problem, eps, 4000, seed)
+    before = value_before(problem, points, index)
+    for window in undecided[:windows]:
+        probe = pool_probe(problem, index, window)
+        root = bab.prepare(probe, eps, torch.device("cpu"))
+        rows = rows_of(probe, points)
+        parent = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
+        upper = box.upper.flatten()[torch.as_tensor(op.windows[window])].numpy()
+        j1, j2 = (int(j) for j in np.argsort(-upper)[:2])
+        top = bab.Domain(0.0, 0, {}, values=parent.rows[0])
+        first, rest = bab._children(root, top, (index, window * width + j1), 1)
+        inner = bab._children(root, rest, (index, window * width + j2), 3)
+        one = is_window_max(before, op, window, j1)
+        two = ~one & is_window_max(before, op, window, j2, without=(j1,))
+        for steps in (0, 10):
+            outer = bab.bound_domains(root, [first, rest], steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
+            deeper = bab.bound_domains(root, inner, steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
+            for bounded, regions in ((outer, (one, ~one)), (deeper, (two, ~one & ~two))):
+                for half, inside in enumerate(regions):
+                    if inside.any():
+                        assert np.all(rows[inside] <= bounded.rows[half].numpy()[None] + 1e-7)

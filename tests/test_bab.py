@@ -22,7 +22,7 @@ from mlrobust.verify import bounds as B
 from mlrobust.verify.registry import VERIFIERS
 from mlrobust.verify.verdict import Status
 
-from .netfactory import sample_box
+from .netfactory import is_window_max, rows_of, sample_box, value_before, window_pieces_hold
 
 
 def onnx_net(seed: int, folder: Path, conv: bool, leak: float = 0.0):  # type: ignore[no-untyped-def]
@@ -169,33 +169,6 @@ def sound_and_complete(nets, seed: int, conv: bool, radius: float, k: int) -> No
         assert verdict.status is exact.status, (verdict.stats, exact.stats)
 
 
-def activation_before(problem: Problem, points: np.ndarray, index: int) -> np.ndarray:
-    """(N, size) the flat input of op `index` (these nets are chains)."""
-    with torch.no_grad():
-        activation = torch.as_tensor(points)
-        for op in problem.network.ops[:index]:
-            activation = op.forward(activation)
-    return activation.flatten(1).numpy()
-
-
-def is_window_max(pool_input: np.ndarray, op, window: int, member: int, without: tuple[int, ...] = ()) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """(N,) bool: is the window's member the largest of its members (ties count), leaving
-    out the positions `without` (the members an earlier split said are not the maximum)?"""
-    positions = [int(m) for i, m in enumerate(op.windows[window]) if m >= 0 and i not in without]
-    own = pool_input[:, op.windows[window][member]]
-    return np.all(own[:, None] >= pool_input[:, positions], axis=1)
-
-
-def rows_of(problem: Problem, points: np.ndarray) -> np.ndarray:
-    return problem.network.logits(points) @ problem.output.rows.T + problem.output.offsets
-
-
-def halves_hold(problem: Problem, halves: bab.Bounded, rows: np.ndarray, regions: list[np.ndarray]) -> None:
-    for half, inside in enumerate(regions):
-        if inside.any():
-            assert np.all(rows[inside] <= halves.rows[half].numpy()[None] + 1e-7)
-
-
 @settings(max_examples=16, deadline=None)
 @given(st.integers(0, 5), st.booleans(), st.floats(0.05, 0.5), st.booleans())
 def test_a_split_only_tightens_and_its_bound_holds_on_the_split_region(  # type: ignore[no-untyped-def]
@@ -218,18 +191,21 @@ def test_a_split_only_tightens_and_its_bound_holds_on_the_split_region(  # type:
     children = bab._children(root, bab.Domain(0.0, 0, {}, values=parent.rows[0]), choice, 1)
     points = sample_box(problem, eps, 3000, seed)
     index, neuron = choice
-    before = activation_before(problem, points, index)
+    before = value_before(problem, points, index)
     op = problem.network.ops[index]
     if isinstance(op, o.MaxPool):
         first = is_window_max(before, op, *divmod(neuron, op.windows.shape[1]))
         regions = [first, ~first]
     else:
         regions = [before[:, neuron] >= 0, before[:, neuron] <= 0]
+    rows = rows_of(problem, points)
     for steps in (0, 10):
         halves = bab.bound_domains(root, children, steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
         kept = bab.inherit(root, bab.Bounded(halves.rows.clone(), halves.margins, [], halves.corners), children)
         assert torch.all(kept.rows <= parent.rows) and torch.all(kept.margins <= parent.margins)
-        halves_hold(problem, halves, rows_of(problem, points), regions)
+        for half, inside in enumerate(regions):
+            if inside.any():
+                assert np.all(rows[inside] <= halves.rows[half].numpy()[None] + 1e-7)
 
 
 @settings(max_examples=10, deadline=None)
@@ -238,38 +214,10 @@ def test_window_splits_hold_on_their_regions_two_levels_deep(  # type: ignore[no
     nets, leaky_nets, seed: int, radius: float, leaky: bool
 ) -> None:
     """A max-pool window split on its top member j1, and the "not j1" half split again on the
-    runner-up j2: each of the four pieces (j1 the maximum; j1 not; j2 the maximum of the rest;
-    neither) bounds its sampled points, with and without tuning (β on "x_j >= x_i" included).
-    A rule that dropped the excluded member from the lower side's reasoning, or forgot a
-    member in the plane, fails here."""
+    runner-up j2: each of the four pieces bounds its sampled points, tuned or not (a pool after
+    a ReLU or a LeakyReLU here; after a Concat in tests/test_graph_networks.py)."""
     problem = problem_on((leaky_nets if leaky else nets)[(seed, True)], seed, 1)
-    eps = np.full(problem.num_layers, radius)
-    root = bab.prepare(problem, eps, torch.device("cpu"))
-    if not root.pools:
-        return
-    index = root.pools[0]
-    op = problem.network.ops[index]
-    width = op.windows.shape[1]
-    box = root.bounds[index]
-    assert box is not None
-    windows = torch.nonzero(root.unstable[index].any(dim=1)).flatten().tolist()
-    points = sample_box(problem, eps, 4000, seed)
-    before = activation_before(problem, points, index)
-    rows = rows_of(problem, points)
-    parent = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
-    for window in windows[:3]:
-        upper = box.upper.flatten()[torch.as_tensor(op.windows[window])].numpy()
-        j1, j2 = (int(j) for j in np.argsort(-upper)[:2])
-        top = bab.Domain(0.0, 0, {}, values=parent.rows[0])
-        first, rest = bab._children(root, top, (index, window * width + j1), 1)
-        inner = bab._children(root, rest, (index, window * width + j2), 3)
-        one = is_window_max(before, op, window, j1)
-        two = ~one & is_window_max(before, op, window, j2, without=(j1,))
-        for steps in (0, 10):
-            outer = bab.bound_domains(root, [first, rest], steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
-            halves_hold(problem, outer, rows, [one, ~one])
-            deeper = bab.bound_domains(root, inner, steps, B.SAFETY_MARGIN, time.perf_counter() + 60)
-            halves_hold(problem, deeper, rows, [two, ~one & ~two])
+    window_pieces_hold(problem, np.full(problem.num_layers, radius), seed)
 
 
 def test_bab_proves_a_box_past_crowns_edge_on_the_bundled_pgd_model() -> None:

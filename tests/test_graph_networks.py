@@ -34,7 +34,7 @@ from mlrobust.verify.registry import VERIFIERS
 from mlrobust.verify.verdict import Status
 
 from .exported import QUICK_CHAIN, SIZE, write_problem
-from .netfactory import sample_box
+from .netfactory import sample_box, window_pieces_hold
 
 
 def one_node_model(folder: Path, nodes: list, inputs: dict[str, tuple], output: str, weights=None) -> Path:  # type: ignore[no-untyped-def]
@@ -235,6 +235,15 @@ def test_the_milp_sits_between_the_attack_and_crown(nets, seed: int, radius: flo
 @given(st.integers(0, 3), st.floats(0.01, 0.4), st.integers(1, 2))
 def test_bab_is_sound_and_agrees_with_the_milp(nets, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
     bab_against_the_milp(nets, seed, radius, k)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 3), st.floats(0.02, 0.3))
+def test_window_splits_after_a_concat_hold_on_their_regions(nets, seed: int, radius: float) -> None:  # type: ignore[no-untyped-def]
+    """The branchy nets' max-pool reads a Concat (its bounds are the root's, not a ReLU's in
+    the domain): window split pieces, one and two deep, still bound their sampled points."""
+    problem = problem_on(nets[seed], seed, k=2)
+    window_pieces_hold(problem, np.full(problem.num_layers, radius), seed)
 
 
 def test_bab_closes_by_window_splits_what_the_pool_relaxation_holds_open(nets) -> None:  # type: ignore[no-untyped-def]
