@@ -247,7 +247,7 @@ def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, c
     return inputs.reshape(domains * count, *op.in_shape), constant
 
 
-RULES = {
+RULES: dict[type, B.BackwardRule] = {
     **B.BACKWARD_RULES,
     o.Relu: _split_relu_backward,
     o.LeakyRelu: _split_relu_backward,
@@ -885,9 +885,10 @@ def _pgd_from(problem: Problem, root: Root, starts: torch.Tensor, steps: int) ->
 
 
 def _children(root: Root, domain: Domain, choice: tuple[int, int], serial: int) -> list[Domain]:
-    """The two halves of a domain: the chosen neuron active, and inactive."""
+    """The two halves of a domain: the chosen neuron active and inactive (a window: the chosen
+    member its maximum, and not)."""
     index, neuron = choice
-    children = []
+    children: list[Domain] = []
     for sign in (1, -1):
         splits = dict(domain.splits)
         layer = splits.get(index)
