@@ -72,8 +72,10 @@ def ask(column: str, problem, eps: np.ndarray, limit: float) -> tuple[Status, fl
     B.forget(problem)  # cold: nothing remembered from the other columns
     bab.SPLIT_WINDOWS = column != "bab, ReLU splits only"
     started = time.perf_counter()
-    verdict = VERIFIERS["milp" if column == "milp" else "bab"].check(problem, eps, time_limit=limit)
-    bab.SPLIT_WINDOWS = True
+    try:
+        verdict = VERIFIERS["milp" if column == "milp" else "bab"].check(problem, eps, time_limit=limit)
+    finally:
+        bab.SPLIT_WINDOWS = True
     return verdict.status, time.perf_counter() - started, verdict.stats
 
 

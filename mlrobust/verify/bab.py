@@ -61,7 +61,10 @@ class SplitContext:
     ops: tuple = ()  # the network's ops (a rule looks at its neighbours)
     alphas: dict[int, torch.Tensor] = field(default_factory=dict)  # (D, R, *shape) lower slopes
     betas: dict[int, torch.Tensor] = field(default_factory=dict)  # (D, R, *shape) multipliers >= 0
-    recorded: dict[int, torch.Tensor] = field(default_factory=dict)  # rows at each ReLU's output
+    recorded: dict[int, torch.Tensor] = field(default_factory=dict)  # rows at each ReLU's / max-pool's output
+    # max-pool op index -> (valid (out, W), lower, upper (B, out, W)): the windows' input bounds
+    # the pool's rule used, kept for the branching score
+    windows: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     # max-pool op index -> (upper-plane logits, lower logits), each (D, R, out, window): the
     # plane's slopes c and the lower combination μ, both on each window's simplex (softmax)
     pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -211,6 +214,7 @@ def _split_maxpool_backward(op: o.MaxPool, index: int, rows, constant, bounds, c
     view = rows.reshape(domains, -1, members.shape[0])  # (D, R, out)
     count = view.shape[1]
     context.recorded[index] = view
+    context.windows[index] = (valid, low, up)
     if tuned is None:  # CROWN's own relaxation (the root's) for every domain and row
         start_up, start_low = pool_start(op, bounds[index])
         tuned = (start_up.to(rows.dtype).expand(domains, count, *start_up.shape),
@@ -381,6 +385,7 @@ def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
             found = (bounds[index].lower[0] < 0) & (bounds[index].upper[0] > 0)  # type: ignore[union-attr]
             if bool(found.any()):
                 unstable[index] = found
+    relus = sorted(unstable)
     pools = []
     for index, op in enumerate(ops):
         if SPLIT_WINDOWS and isinstance(op, o.MaxPool) and op.windows.shape[1] > 1 and bounds[index] is not None:
@@ -396,7 +401,7 @@ def prepare(problem: Problem, eps: np.ndarray, device: torch.device) -> Root:
         problem,
         box,
         bounds,
-        sorted(set(unstable) - set(pools)),
+        relus,
         unstable,
         torch.as_tensor(output.rows, dtype=torch.float64, device=device),
         torch.as_tensor(output.offsets, dtype=torch.float64, device=device),
@@ -658,8 +663,8 @@ def bound_domains(
             betas[index] = torch.zeros_like(alphas[index]).requires_grad_(True)
     for index in root.pools:  # the multipliers of "x_j is the window's maximum"
         if bool((splits64[index] > 0).any()):
-            betas[index] = torch.zeros((count, rows_per, *root.unstable[index].shape), device=root.rows.device)
-            betas[index].requires_grad_(True)
+            shape = (count, rows_per, *root.unstable[index].shape)
+            betas[index] = torch.zeros(shape, device=root.rows.device, requires_grad=True)
     pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for index, op in enumerate(root.problem.network.ops):
         if isinstance(op, o.MaxPool) and root.bounds[index] is not None:
@@ -773,10 +778,7 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
         # the window's maximum as max(x_j1, x_j2) = x_j1 + relu(x_j2 - x_j1) of its top two
         # members: the ReLU intercept of x_j2 - x_j1 in [l2 - u1, u2 - l1]; the split is on
         # j1 (its halves: x_j1 is the maximum, or it is not)
-        op = root.problem.network.ops[index]
-        assert isinstance(op, o.MaxPool)
-        lower, upper = _pool_input_bounds(op, index, root.bounds, context)
-        _, valid, low, up = _window_bounds(op, lower, upper)
+        valid, low, up = context.windows[index]
         split = context.splits[index]  # (D, out, W)
         live = (valid & (split >= 0)).expand(count, *valid.shape)
         low, up = low.expand_as(live), up.expand_as(live)
