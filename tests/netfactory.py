@@ -166,13 +166,13 @@ def pool_probe(problem: Problem, index: int, window: int) -> Problem:
     return Problem(network, problem.image, problem.layer_map, target, 1, problem.value_range)
 
 
-def window_pieces_hold(problem: Problem, eps: np.ndarray, seed: int, windows: int = 3) -> None:
+def window_pieces_hold(problem: Problem, eps: np.ndarray, seed: int, device: str = "cpu", windows: int = 3) -> None:
     """On the first max-pool's first undecided windows: split on the top member j1, then the
     "not j1" half on the runner-up j2. Each of the four pieces (j1 the maximum; j1 not; j2 the
     maximum of the rest; neither) must bound its sampled points, with and without tuning (β on
     "x_j >= x_i" included), on the network cut after the pool (`pool_probe`). A rule that
     treated one half as the other, flipped β's sign, or left a member out of the plane fails."""
-    first_root = bab.prepare(problem, eps, torch.device("cpu"))
+    first_root = bab.prepare(problem, eps, torch.device(device))
     if not first_root.pools:
         return
     index = first_root.pools[0]
@@ -186,10 +186,10 @@ def window_pieces_hold(problem: Problem, eps: np.ndarray, seed: int, windows: in
     before = value_before(problem, points, index)
     for window in undecided[:windows]:
         probe = pool_probe(problem, index, window)
-        root = bab.prepare(probe, eps, torch.device("cpu"))
+        root = bab.prepare(probe, eps, torch.device(device))
         rows = rows_of(probe, points)
         parent = bab.bound_domains(root, [bab.Domain(0.0, 0, {})], 0, B.SAFETY_MARGIN, time.perf_counter() + 60)
-        upper = box.upper.flatten()[torch.as_tensor(op.windows[window])].numpy()
+        upper = box.upper.flatten().cpu()[torch.as_tensor(op.windows[window])].numpy()
         j1, j2 = (int(j) for j in np.argsort(-upper)[:2])
         top = bab.Domain(0.0, 0, {}, values=parent.rows[0])
         first, rest = bab._children(root, top, (index, window * width + j1), 1)
@@ -202,4 +202,4 @@ def window_pieces_hold(problem: Problem, eps: np.ndarray, seed: int, windows: in
             for bounded, regions in ((outer, (one, ~one)), (deeper, (two, ~one & ~two))):
                 for half, inside in enumerate(regions):
                     if inside.any():
-                        assert np.all(rows[inside] <= bounded.rows[half].numpy()[None] + 1e-7)
+                        assert np.all(rows[inside] <= bounded.rows[half].cpu().numpy()[None] + 1e-7)

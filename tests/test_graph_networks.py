@@ -233,20 +233,20 @@ def test_the_milp_sits_between_the_attack_and_crown(nets, seed: int, radius: flo
 
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 3), st.floats(0.01, 0.4), st.integers(1, 2))
-def test_bab_is_sound_and_agrees_with_the_milp(nets, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
-    bab_against_the_milp(nets, seed, radius, k)
+def test_bab_is_sound_and_agrees_with_the_milp(nets, device, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
+    bab_against_the_milp(nets, seed, radius, k, device)
 
 
 @settings(max_examples=6, deadline=None)
 @given(st.integers(0, 3), st.floats(0.02, 0.3))
-def test_window_splits_after_a_concat_hold_on_their_regions(nets, seed: int, radius: float) -> None:  # type: ignore[no-untyped-def]
+def test_window_splits_after_a_concat_hold_on_their_regions(nets, device, seed: int, radius: float) -> None:  # type: ignore[no-untyped-def]
     """The branchy nets' max-pool reads a Concat (its bounds are the root's, not a ReLU's in
     the domain): window split pieces, one and two deep, still bound their sampled points."""
     problem = problem_on(nets[seed], seed, k=2)
-    window_pieces_hold(problem, np.full(problem.num_layers, radius), seed)
+    window_pieces_hold(problem, np.full(problem.num_layers, radius), seed, device)
 
 
-def test_bab_closes_by_window_splits_what_the_pool_relaxation_holds_open(nets) -> None:  # type: ignore[no-untyped-def]
+def test_bab_closes_by_window_splits_what_the_pool_relaxation_holds_open(nets, device) -> None:  # type: ignore[no-untyped-def]
     """Branchy net 2 at ε = 0.078, top-2 (87 max-pool binaries in the MILP, whose optimum is
     -0.0014): the tuned pool planes leave bab's bound at +0.005 whatever ReLUs it splits (before
     window splits it stayed UNKNOWN after 180 s and 22,864 domains). Splitting on each
@@ -254,7 +254,7 @@ def test_bab_closes_by_window_splits_what_the_pool_relaxation_holds_open(nets) -
     sampled point violating, and the exact MILP agreeing."""
     problem = problem_on(nets[2], 2, k=2)
     eps = np.full(problem.num_layers, 0.078125)
-    verdict = VERIFIERS["bab"].check(problem, eps, time_limit=30.0, batch=16)
+    verdict = VERIFIERS["bab"].check(problem, eps, time_limit=30.0, batch=16, device=device)
     assert verdict.status is Status.ROBUST, verdict.stats
     assert verdict.stats["window_splits"] > 0
     points = sample_box(problem, eps, 2000, 2)
@@ -265,14 +265,15 @@ def test_bab_closes_by_window_splits_what_the_pool_relaxation_holds_open(nets) -
 @pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 3), st.floats(0.01, 0.4), st.integers(1, 2))
-def test_bab_is_sound_and_agrees_with_the_milp_on_many_queries(nets, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
-    bab_against_the_milp(nets, seed, radius, k)
+def test_bab_is_sound_and_agrees_with_the_milp_on_many_queries(nets, device, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
+    bab_against_the_milp(nets, seed, radius, k, device)
 
 
-def bab_against_the_milp(nets, seed: int, radius: float, k: int) -> None:  # type: ignore[no-untyped-def]
+def bab_against_the_milp(nets, seed: int, radius: float, k: int, device: str) -> None:  # type: ignore[no-untyped-def]
     problem = problem_on(nets[seed], seed, k)
     eps = np.full(problem.num_layers, radius)
-    verdict = VERIFIERS["bab"].check(problem, eps, time_limit=20.0, batch=16)
+    verdict = VERIFIERS["bab"].check(problem, eps, time_limit=20.0, batch=16, device=device)
+    assert verdict.stats["device"] == device
     if verdict.status is Status.ROBUST:
         points = sample_box(problem, eps, 400, seed)
         assert not problem.violated(problem.network.logits(points)).any()
