@@ -802,13 +802,48 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
 REFINE_LIMIT = 30_000_000  # elements of one refinement pass (domains × rows × the widest layer); beyond: skipped
 
 
+def _reach(op: o.Op, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """One op's step of `_touched`: (D, *out) > 0 where an output reads a marked input through
+    a nonzero weight (any path: the marks only grow, never cancel)."""
+    if isinstance(op, (o.Conv, o.Linear, o.Affine, o.Reshape)):
+        return op.abs_linear(inputs[0])
+    if isinstance(op, (o.Relu, o.LeakyRelu)):
+        return inputs[0]
+    if isinstance(op, o.MaxPool):
+        return op.forward(inputs[0])  # a window's output reads every member
+    if isinstance(op, o.Add):
+        return inputs[0] + inputs[1]
+    if isinstance(op, o.Concat):
+        return op.forward(*inputs)
+    return torch.ones((inputs[0].shape[0], *op.out_shape), dtype=inputs[0].dtype, device=inputs[0].device)
+
+
+def _touched(ops: tuple[o.Op, ...], end: int, marks: dict[int, torch.Tensor], count: int, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """(D, *shape of value `end`) bool: per domain, the neurons of that value whose linear bound
+    can differ from the root's, because a nonlinear op whose relaxation differs in the domain
+    (`marks`: op index -> (D, *out) bool, a split neuron or window, or refined bounds) lies in
+    their back-substitution's reach. Every other neuron's CROWN bound in the domain is the
+    root's own, so recomputing it buys nothing (keeping the root's is sound either way)."""
+    values = [torch.zeros((count, *ops[0].in_shape), dtype=torch.float32, device=device)]
+    for index, op in enumerate(ops[:end]):
+        value = _reach(op, [values[v] for v in o.inputs_of(ops, index)])
+        if index in marks:
+            value = value + marks[index].view(count, *op.out_shape).to(value.dtype)
+        values.append(value.clamp(max=1.0))
+    return values[end] > 0
+
+
 def refine_domains(
     root: Root, splits: dict[int, torch.Tensor], count: int, deadline: float
 ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Each domain's pre-activation bounds of the unstable neurons of every ReLU layer after its
     first split, by CROWN with the domain's split neurons relaxed exactly (valid on the domain:
     its points satisfy its splits), intersected with the root's. Also (D,) bool: domains whose
-    bounds cross (lower > upper): their split constraints hold nowhere, so they are closed."""
+    bounds cross (lower > upper): their split constraints hold nowhere, so they are closed.
+
+    Only the neurons a split (or an earlier refined bound) can reach are bounded again, each
+    domain its own (`_touched`; rows padded to the batch's largest count): on the PGD model a
+    first-layer split reaches 4 of the second layer's 64 positions."""
     ops = root.problem.network.ops
     device = root.rows.device
     refined: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -816,6 +851,7 @@ def refine_domains(
     split_layers = [i for i in root.splittable if bool((splits[i] != 0).any())]
     if not split_layers:
         return refined, infeasible
+    marks = {i: (splits[i] != 0) if i in root.relus else (splits[i] != 0).any(dim=-1) for i in split_layers}
     context = SplitContext(count, splits, ops, refined=refined)
     for index in root.relus:
         if index <= split_layers[0]:
@@ -823,28 +859,34 @@ def refine_domains(
         interval = root.bounds[index]
         assert interval is not None
         shape = interval.lower.shape[1:]
-        neurons = torch.nonzero(root.unstable[index].flatten()).flatten().to(device)
-        n = neurons.numel()
-        widest = max(int(np.prod(op.in_shape)) for op in ops[:index])
-        if 2 * n * widest * count > REFINE_LIMIT or time.perf_counter() >= deadline:
-            # too costly for this batch (thousands of unstable neurons over a large input) or no
-            # time left: the root's bounds stay, which hold in every domain
-            continue
-        lower = interval.lower.expand(count, *shape).clone().flatten(1)
-        upper = interval.upper.expand(count, *shape).clone().flatten(1)
-        rows = torch.zeros((count, 2 * n, lower.shape[1]), dtype=torch.float64, device=device)
-        positions = torch.arange(n, device=device)
-        rows[:, positions, neurons] = 1.0
-        rows[:, n + positions, neurons] = -1.0
         end = o.input_of(ops, index)
+        candidates = _touched(ops, end, marks, count, device).flatten(1) & root.unstable[index].flatten().to(device)
+        per_domain = candidates.sum(dim=1)
+        n = int(per_domain.max())
+        widest = max(int(np.prod(op.in_shape)) for op in ops[:index])
+        if n == 0 or 2 * n * widest * count > REFINE_LIMIT or time.perf_counter() >= deadline:
+            # nothing reached, too costly for this batch (thousands of unstable neurons over a
+            # large input) or no time left: the root's bounds stay, which hold in every domain
+            continue
+        # per domain its own neurons first (stable sort), padded with others the rows ignore
+        chosen = torch.argsort((~candidates).to(torch.int8), dim=1, stable=True)[:, :n]
+        valid = torch.arange(n, device=device)[None] < per_domain[:, None]  # (D, n)
+        rows = torch.zeros((count, 2 * n, candidates.shape[1]), dtype=torch.float64, device=device)
+        rows[:, :n].scatter_(2, chosen[:, :, None], valid[:, :, None].double())
+        rows[:, n:].scatter_(2, chosen[:, :, None], -valid[:, :, None].double())
         inputs, constant = B.backward(ops, end, rows.view(count * 2 * n, *shape), root.bounds, context, RULES)
         values = B.concretize(inputs, constant, root.box).view(count, 2 * n)
-        lower[:, neurons] = torch.maximum(lower[:, neurons], -values[:, n:])
-        upper[:, neurons] = torch.minimum(upper[:, neurons], values[:, :n])
+        lower = interval.lower.expand(count, *shape).flatten(1).clone()
+        upper = interval.upper.expand(count, *shape).flatten(1).clone()
+        inf = torch.full_like(values[:, :n], torch.inf)
+        upper.scatter_reduce_(1, chosen, torch.where(valid, values[:, :n], inf), "amin")
+        lower.scatter_reduce_(1, chosen, torch.where(valid, -values[:, n:], -inf), "amax")
         crossed = (lower > upper + 1e-9 * (1 + lower.abs())).any(dim=1)
         infeasible |= crossed
         # keep lower <= upper where they cross (those domains are closed anyway)
         lower = torch.minimum(lower, upper)
+        changed = (lower != interval.lower.flatten(1)) | (upper != interval.upper.flatten(1))
+        marks[index] = changed | (splits[index] != 0).flatten(1)
         refined[index] = (lower.view(count, *shape), upper.view(count, *shape))
         context.refined = refined
     return refined, infeasible
