@@ -306,7 +306,7 @@ def test_refining_only_the_neurons_a_split_reaches_loses_nothing(  # type: ignor
     (`_touched`): the others' CROWN bound is the root's own. Against recomputing every
     unstable neuron (the reference: `_touched` marking all), on random batches of domains
     with up to three first-layer splits: the same closed domains and the same rows' bounds to
-    float rounding (the root leaves a max-pool's outclassed members at IBP, which the
+    rounding (the root leaves a max-pool's outclassed members at IBP, which the
     reference tightens, to no effect on the rows), and sampled points that satisfy a domain's
     splits inside its intermediate bounds. On the conv nets a split must leave neurons out,
     or the test proves nothing."""
@@ -344,7 +344,9 @@ def test_refining_only_the_neurons_a_split_reaches_loses_nothing(  # type: ignor
     assert torch.equal(infeasible, infeasible_everywhere)
     finite = torch.isfinite(rows_everywhere)
     assert torch.equal(finite, torch.isfinite(rows))
-    assert torch.allclose(rows[finite], rows_everywhere[finite], rtol=1e-6, atol=1e-6)
+    # to the rounding slack of the root's float32 patch path (~1e-6), which the float64 reference
+    # tightens on the neurons it re-bounds
+    assert torch.allclose(rows[finite], rows_everywhere[finite], rtol=0, atol=1e-5)
     points = sample_box(problem, eps, 1000, seed)
     split_values = value_before(problem, points, first)
     for index in everywhere:
