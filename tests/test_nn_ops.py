@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from mlrobust.nn.network import onnxruntime_logits, onnxruntime_outputs
@@ -196,3 +198,43 @@ def test_bundled_models_match_onnxruntime_closely() -> None:
         network, difference = load_network(MODELS / f"{name}.onnx")
         assert difference < 1e-4
         assert network.relu_count() == 5120 and network.num_classes == 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 5),
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    st.tuples(st.integers(1, 4), st.integers(1, 4)).filter(lambda s: s != (1, 1)),
+    st.tuples(*[st.integers(0, 3)] * 4),
+    st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    st.integers(0, 2**16),
+)
+def test_a_strided_convolutions_float32_transpose_by_phases_is_its_transpose(  # type: ignore[no-untyped-def]
+    inputs: int, outputs: int, kernel, stride, padding, size, seed: int
+) -> None:
+    """A strided conv of few input channels transposes by output phase in float32 (what bab's
+    tuning passes use): for any kernel, stride, padding and size (the stride's remainder rows
+    included) it is the float64 transpose to float32 rounding, and that one is the adjoint of
+    the conv: <λ, A x> = <Aᵀλ, x>."""
+    from mlrobust.nn import ops as o
+
+    rng = np.random.default_rng(seed)
+    top, left, bottom, right = padding
+    height, width = size
+    out_h = (height + top + bottom - kernel[0]) // stride[0] + 1
+    out_w = (width + left + right - kernel[1]) // stride[1] + 1
+    assume(out_h >= 1 and out_w >= 1)
+    conv = o.Conv(
+        rng.normal(size=(outputs, inputs, *kernel)), rng.normal(size=outputs), stride, padding, (1, 1),
+        (inputs, height, width), (outputs, out_h, out_w),
+    )  # fmt: skip
+    assert conv._by_phases()
+    rows = torch.as_tensor(rng.normal(size=(3, outputs, out_h, out_w)))
+    exact = conv.transpose(rows)
+    by_phases = conv.transpose(rows.float())
+    assert by_phases.shape == exact.shape
+    scale = float(rows.abs().sum()) * float(np.abs(conv.weight).max())
+    assert torch.allclose(by_phases.double(), exact, rtol=0, atol=1e-6 * scale)
+    x = torch.as_tensor(rng.normal(size=(3, inputs, height, width)))
+    assert torch.allclose((rows * conv.linear(x)).sum(dim=(1, 2, 3)), (exact * x).sum(dim=(1, 2, 3)))
