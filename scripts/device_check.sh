@@ -23,6 +23,8 @@ PYTHON="${PYTHON:-python3}"
 started=$(date +%s)
 BUDGET="${BUDGET:-540}"  # seconds for the three steps together
 left() { echo $((BUDGET - ($(date +%s) - started))); }
+# `timeout 0` would mean no limit at all: a step with under 20 s left does not start
+within() { local seconds; seconds=$(left); [ "$seconds" -ge 20 ] || { echo "(no time left)"; return 124; }; timeout "$seconds" "$@"; }
 
 {
     echo "== machine"
@@ -37,21 +39,21 @@ left() { echo $((BUDGET - ($(date +%s) - started))); }
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "setup failed: see setup.log"; exit 1; }
 
 echo "== 1. bab's properties on $DEVICE"
-timeout "$(left)" "$PYTHON" -m pytest -q -p no:cacheprovider --device "$DEVICE" tests/test_bab.py \
+within "$PYTHON" -m pytest -q -p no:cacheprovider --device "$DEVICE" tests/test_bab.py \
     "tests/test_graph_networks.py" -k "bab or window" 2>&1 | tee "$OUT/pytest.log"
 tests=${PIPESTATUS[0]}
 
 echo "== 2. the PGD model's boxes, cpu against $DEVICE ($(left) s left)"
 devices=(cpu)
 [ "$DEVICE" = cpu ] || devices+=("$DEVICE")
-timeout "$(left)" "$PYTHON" bench/bab_device.py --devices "${devices[@]}" --canvases 4 --factors 1.05 1.3 \
+within "$PYTHON" bench/bab_device.py --devices "${devices[@]}" --canvases 4 --factors 1.05 1.3 \
     --limit 10 --batch 64 256 --threads 8 2>&1 | tee "$OUT/bench.log"
 bench=${PIPESTATUS[0]}
 
 main=skipped
 if [ "$(left)" -gt 150 ]; then
     echo "== 3. the main job with bab on $DEVICE ($(left) s left)"
-    timeout "$(left)" "$PYTHON" -m mlrobust run specs/double_mnist_pgd_bab.mlr --device "$DEVICE" --out /tmp/mainjob-device \
+    within "$PYTHON" -m mlrobust run specs/double_mnist_pgd_bab.mlr --device "$DEVICE" --out /tmp/mainjob-device \
         --force 2>&1 | tail -40 | tee "$OUT/mainjob.log"
     main=${PIPESTATUS[0]}
     cp /tmp/mainjob-device/result.json "$OUT/mainjob-result.json" 2>/dev/null
