@@ -17,7 +17,7 @@ from mlrobust.nn import ops as o
 from mlrobust.nn.onnx_import import REGISTRY, UnsupportedModel, import_onnx, supported_ops
 from mlrobust.nn.support import summarize_onnx, supported_op_types
 from mlrobust.spec.check import check_spec
-from mlrobust.verify import bounds, milp_encoding, patches
+from mlrobust.verify import bab, bounds, milp_encoding, patches
 
 ALL_OPS = {
     "interval bounds (IBP)": bounds.IBP_RULES,
@@ -25,6 +25,7 @@ ALL_OPS = {
     "relaxation table": bounds.RELAXED_NEURONS,
     "MILP encoding": milp_encoding.MILP_RULES,
     "patch path": patches.PATCH_ROLES,
+    "reach table": bab.REACH_RULES,
 }
 AFFINE_ONLY = {"sparse matrices (MILP)": milp_encoding.SPARSE_MATRICES}
 
@@ -76,6 +77,8 @@ def test_a_missing_rule_names_the_op_and_the_domain() -> None:
         bounds.crown_intermediate((Unknown(),), box, ibp_bounds=[box, box])
     with pytest.raises(o.MissingRule, match=r"patch path.*Unknown"):
         patches.applies((Unknown(), Unknown(), Unknown()), 3)
+    with pytest.raises(o.MissingRule, match=r"reach table.*Unknown"):
+        bab._touched((Unknown(),), 1, {}, 1, "cpu")
 
 
 def test_lint_lists_exactly_the_registry() -> None:

@@ -104,7 +104,7 @@ class Conv:
         rows with the sub-kernel of those taps (flipped), and the phases interleave back. One
         conv2d computes every phase (s_h·s_w·C_in output channels), then a reshape interleaves."""
         s_h, s_w = self.stride
-        kernel, (t_h, t_w) = memo(self, ("phase kernel", rows.dtype, rows.device), lambda: self._phase_kernel(rows))
+        kernel, (t_h, t_w) = self.phase_kernel(rows.dtype, rows.device)
         count, inputs = rows.shape[0], self.weight.shape[1]
         phases = F.conv2d(F.pad(rows, (t_w - 1, t_w - 1, t_h - 1, t_h - 1)), kernel)  # (N, C_in·s_h·s_w, Q_h, Q_w)
         q_h, q_w = phases.shape[2], phases.shape[3]
@@ -116,9 +116,14 @@ class Conv:
         missing = (max(0, top + h - image.shape[2]), max(0, left + w - image.shape[3]))
         return F.pad(image, (0, missing[1], 0, missing[0])) if any(missing) else image
 
-    def _phase_kernel(self, like: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(C_in·s_h·s_w, C_out, T_h, T_w) sub-kernels, T = ceil(k / s) taps per axis, reversed;
-        taps past the kernel are 0."""
+    def phase_kernel(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, Shape]:
+        """The transpose's sub-kernel per output phase, in that dtype and device (built once):
+        (C_in·s_h·s_w, C_out, T_h, T_w), T = ceil(k / s) taps per axis, reversed; taps past the
+        kernel are 0. Also the float32 patch path's GEMM factor (`verify.patches._Phases`)."""
+        like = torch.empty(0, dtype=dtype, device=device)
+        return memo(self, ("phase kernel", like.dtype, like.device), lambda: self._phase_kernel(like))
+
+    def _phase_kernel(self, like: torch.Tensor) -> tuple[torch.Tensor, Shape]:
         weight = self._w(like)
         outputs, inputs, k_h, k_w = weight.shape
         s_h, s_w = self.stride

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -802,20 +803,39 @@ def _choose(root: Root, context: SplitContext, weights: torch.Tensor) -> list[tu
 REFINE_LIMIT = 30_000_000  # elements of one refinement pass (domains × rows × the widest layer); beyond: skipped
 
 
-def _reach(op: o.Op, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """One op's step of `_touched`: (D, *out) > 0 where an output reads a marked input through
-    a nonzero weight (any path: the marks only grow, never cancel)."""
-    if isinstance(op, (o.Conv, o.Linear, o.Affine, o.Reshape)):
-        return op.abs_linear(inputs[0])
-    if isinstance(op, (o.Relu, o.LeakyRelu)):
-        return inputs[0]
-    if isinstance(op, o.MaxPool):
-        return op.forward(inputs[0])  # a window's output reads every member
-    if isinstance(op, o.Add):
-        return inputs[0] + inputs[1]
-    if isinstance(op, o.Concat):
-        return op.forward(*inputs)
-    return torch.ones((inputs[0].shape[0], *op.out_shape), dtype=inputs[0].dtype, device=inputs[0].device)
+def _reach_affine(op: o.AffineOp, marks: torch.Tensor) -> torch.Tensor:
+    return op.abs_linear(marks)  # an output reads the inputs its nonzero weights reach
+
+
+def _reach_elementwise(op: o.Relu | o.LeakyRelu, marks: torch.Tensor) -> torch.Tensor:
+    return marks
+
+
+def _reach_maxpool(op: o.MaxPool, marks: torch.Tensor) -> torch.Tensor:
+    return op.forward(marks)  # a window's output reads every member
+
+
+def _reach_add(op: o.Add, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return first + second  # marks are >= 0: a subtraction's term reaches as much as an addition's
+
+
+def _reach_concat(op: o.Concat, *marks: torch.Tensor) -> torch.Tensor:
+    return op.forward(*marks)
+
+
+# One step of `_touched` per op type: (D, *out) > 0 where an output reads a marked input
+# through a nonzero weight (marks are non-negative, so they only grow, never cancel).
+REACH_RULES: dict[type, Callable[..., torch.Tensor]] = {
+    o.Conv: _reach_affine,
+    o.Linear: _reach_affine,
+    o.Affine: _reach_affine,
+    o.Reshape: _reach_affine,
+    o.Add: _reach_add,
+    o.Concat: _reach_concat,
+    o.Relu: _reach_elementwise,
+    o.LeakyRelu: _reach_elementwise,
+    o.MaxPool: _reach_maxpool,
+}
 
 
 def _touched(ops: tuple[o.Op, ...], end: int, marks: dict[int, torch.Tensor], count: int, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -826,7 +846,7 @@ def _touched(ops: tuple[o.Op, ...], end: int, marks: dict[int, torch.Tensor], co
     root's own, so recomputing it buys nothing (keeping the root's is sound either way)."""
     values = [torch.zeros((count, *ops[0].in_shape), dtype=torch.float32, device=device)]
     for index, op in enumerate(ops[:end]):
-        value = _reach(op, [values[v] for v in o.inputs_of(ops, index)])
+        value = o.rule(REACH_RULES, op, "reach table")(op, *[values[v] for v in o.inputs_of(ops, index)])
         if index in marks:
             value = value + marks[index].view(count, *op.out_shape).to(value.dtype)
         values.append(value.clamp(max=1.0))

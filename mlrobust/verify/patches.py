@@ -300,15 +300,12 @@ class _Phases:
 
     @staticmethod
     def of(conv: o.Conv, patch: tuple[int, int]) -> _Phases:
-        weight = torch.as_tensor(conv.weight, dtype=torch.float64)  # (C_a, C_in, k_h, k_w)
-        channels, inputs, k_h, k_w = weight.shape
+        _, inputs, k_h, k_w = conv.weight.shape
         s_h, s_w = conv.stride
-        t_h, t_w = -(-k_h // s_h), -(-k_w // s_w)
-        padded = F.pad(weight, (0, t_w * s_w - k_w, 0, t_h * s_h - k_h))  # taps past the kernel are 0
-        # padded[c, i, s_h·t_y + r_y, s_w·t_x + r_x] -> [c, t_y, t_x, i, r_y, r_x], taps reversed
-        # (the unfold reads the padded rows forward; tap t meets the ReLU at q - t)
-        taps = padded.view(channels, inputs, t_h, s_h, t_w, s_w).permute(0, 2, 4, 1, 3, 5).flip(1, 2)
-        gemm_t = taps.reshape(channels * t_h * t_w, inputs * s_h * s_w).T.float().contiguous()
+        # the conv's own sub-kernels per output phase, taps reversed (the unfold reads the padded
+        # rows forward; tap t meets the ReLU at q - t): rows (i, r_y, r_x), columns (c, t_y, t_x)
+        kernel, (t_h, t_w) = conv.phase_kernel(torch.float64)
+        gemm_t = kernel.flatten(1).float().contiguous()
         p_h, p_w = (patch[0] - 1) * s_h + k_h, (patch[1] - 1) * s_w + k_w
         blocks = (patch[0] + t_h - 1, patch[1] + t_w - 1)
         return _Phases(gemm_t, (t_h, t_w), blocks, (s_h, s_w), patch, (inputs, p_h, p_w))
